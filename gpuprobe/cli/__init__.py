@@ -1,0 +1,61 @@
+"""The ``gpuprobe`` command line: argument parsing only.
+
+Each subcommand is one module in this package that defines ``NAME``, ``HELP``,
+``add_arguments(parser)`` and ``run(args) -> int``; modules are discovered, so adding a
+subcommand touches no shared file. Subcommand modules import heavy libraries (torch, triton)
+inside ``run`` only, so ``gpuprobe --help`` stays fast on a laptop.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from types import ModuleType
+
+from gpuprobe import __version__
+from gpuprobe.errors import GpuprobeError
+
+
+def _subcommand_modules() -> list[ModuleType]:
+    mods = []
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(mod, "NAME") and hasattr(mod, "run"):
+            mods.append(mod)
+    return sorted(mods, key=lambda m: getattr(m, "ORDER", 50))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gpuprobe",
+        description="Measure where the time of LLM decoding goes on a GPU, kernel by kernel.",
+    )
+    parser.add_argument("--version", action="version", version=f"gpuprobe {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for mod in _subcommand_modules():
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except GpuprobeError as e:
+        print(f"gpuprobe {args.command}: error: {e}", file=sys.stderr)
+        return getattr(e, "exit_code", 2)
+    except KeyboardInterrupt:
+        print(f"gpuprobe {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `gpuprobe ... | head`
+        return 0

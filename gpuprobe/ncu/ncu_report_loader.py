@@ -1,0 +1,76 @@
+"""Find NVIDIA's ``ncu_report`` Python module, which reads binary ``.ncu-rep`` files.
+
+Search order (CONTRACTS.md section 7): the installed module (PyPI ``ncu-report``, no GPU and no
+Nsight Compute install needed), else ``extras/python/ncu_report.py`` beside the ``ncu`` that
+:func:`gpuprobe.ncu.runner.find_ncu` finds, else a :class:`~gpuprobe.errors.UserError` that says how
+to export a CSV instead.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from gpuprobe.errors import UserError
+
+CSV_HINT = "ncu --import R.ncu-rep --csv --page raw --print-units base"
+
+_cached: ModuleType | None = None
+
+
+def _extras_candidates() -> list[Path]:
+    from gpuprobe.ncu.runner import find_ncu, install_roots
+
+    roots: list[Path] = []
+    inst = find_ncu()
+    if inst is not None:
+        roots.append(inst.root)
+    roots += install_roots()
+    seen, out = set(), []
+    for r in roots:
+        p = r / "extras" / "python" / "ncu_report.py"
+        if p not in seen:
+            seen.add(p)
+            out.append(p)
+    return out
+
+
+def _load_from(path: Path) -> ModuleType:
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module("ncu_report")
+
+
+def find_ncu_report() -> ModuleType | None:
+    """The ``ncu_report`` module, or None when neither the package nor an Nsight install has it."""
+    global _cached
+    if _cached is not None:
+        return _cached
+    try:
+        _cached = importlib.import_module("ncu_report")
+        return _cached
+    except ImportError:
+        pass
+    for cand in _extras_candidates():
+        if cand.is_file():
+            try:
+                _cached = _load_from(cand)
+                return _cached
+            except ImportError:
+                continue
+    return None
+
+
+def require_ncu_report(report: str | Path = "R.ncu-rep") -> ModuleType:
+    """``ncu_report``, or a UserError with the CSV export command for ``report``."""
+    mod = find_ncu_report()
+    if mod is None:
+        raise UserError(
+            f"cannot read '{report}': the ncu_report module is missing (pip install ncu-report, or install "
+            f"Nsight Compute, which ships extras/python/ncu_report.py); or export the raw page as CSV with "
+            f"`{CSV_HINT} > R.csv` (R = the report) and pass the CSV instead"
+        )
+    return mod

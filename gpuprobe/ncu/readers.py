@@ -1,0 +1,479 @@
+"""Read Nsight Compute reports into one normalized pandas table: one row per kernel launch.
+
+Three inputs give the same table:
+
+* the raw CSV page (``ncu --import R.ncu-rep --csv --page raw``), in display units (each column has
+  its own: ``Mbyte``, ``Kbyte``, ``us``, ``Tbyte/s``...) or base units (``--print-units base``);
+* the details CSV page (``--page details``): section labels at two or three significant digits,
+  mapped to metric names where the mapping is known (:data:`DETAILS_LABELS`);
+* the binary ``.ncu-rep`` (also ``.ncu-rep.xz``), through NVIDIA's ``ncu_report`` module.
+
+Columns of the table (:data:`ID_COLUMNS`, then every metric under its ncu name, converted to base
+units: bytes, seconds, hertz, counts, percent):
+
+``id`` (launch index in the report), ``kernel_name`` (as the report gives it), ``kernel_short``
+(namespace, template arguments and parameters stripped: ``vectorized_elementwise_kernel`` from both
+``void at::vectorized_elementwise_kernel<8, ...>(...)`` and ncu_report's name), ``grid``, ``block``
+(3-tuples), ``device``, ``stream``, ``nvtx_stack`` (push/pop range names, outermost first; ranges of
+a named domain as ``domain@name``), ``nvtx_ranges`` (open start/end ranges, same spelling).
+
+``df.attrs``: ``source``, ``format`` (``csv-raw``, ``csv-details``, ``ncu-rep``), ``units``
+(metric -> base unit), ``device_name`` when known.
+
+Anything wrong with the input raises :class:`ReportFormatError` (a :class:`UserError`): one line
+naming the file and what is wrong.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import lzma
+import math
+import re
+import shutil
+import tempfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from gpuprobe.errors import UserError
+from gpuprobe.ncu.units import NA_TOKENS, parse_number, unit_factor
+
+ID_COLUMNS = ("id", "kernel_name", "kernel_short", "grid", "block", "device", "stream", "nvtx_stack", "nvtx_ranges")
+
+DEFAULT_DOMAIN = "<default domain>"
+REP_MAGIC = b"NVR\x00"
+
+#: CSV header cells that are launch attributes, not metrics.
+_CSV_IDENTITY = {
+    "ID": "id", "Process ID": "process_id", "Process Name": "process_name", "Host Name": "host_name",
+    "Kernel Name": "kernel_name", "Context": "context", "Stream": "stream", "Block Size": "block",
+    "Grid Size": "grid", "Device": "device", "CC": "cc",
+}
+_THREAD_NVTX_PREFIX = "thread Domain:Push/Pop_Range"
+_START_END_PREFIX = "Id:Domain:Start/Stop_Range"
+
+#: Labels of the details page (section, label) that are one known metric (checked against the raw page
+#: of the same report in the shipped fixtures).
+DETAILS_LABELS: dict[tuple[str, str], str] = {
+    ("GPU Speed Of Light Throughput", "Duration"): "gpu__time_duration.sum",
+    ("GPU Speed Of Light Throughput", "DRAM Throughput"): "gpu__dram_throughput.avg.pct_of_peak_sustained_elapsed",
+    ("GPU Speed Of Light Throughput", "Memory Throughput"): "gpu__compute_memory_throughput.avg.pct_of_peak_sustained_elapsed",
+    ("GPU Speed Of Light Throughput", "Compute (SM) Throughput"): "sm__throughput.avg.pct_of_peak_sustained_elapsed",
+    ("GPU Speed Of Light Throughput", "L2 Cache Throughput"): "lts__throughput.avg.pct_of_peak_sustained_elapsed",
+    ("GPU Speed Of Light Throughput", "L1/TEX Cache Throughput"): "l1tex__throughput.avg.pct_of_peak_sustained_active",
+    ("GPU Speed Of Light Throughput", "DRAM Frequency"): "dram__cycles_elapsed.avg.per_second",
+    ("GPU Speed Of Light Throughput", "SM Frequency"): "sm__cycles_elapsed.avg.per_second",
+    ("Memory Workload Analysis", "Memory Throughput"): "dram__bytes.sum.per_second",
+}
+
+_METRIC_NAME = re.compile(r"^[a-z0-9_]+__[A-Za-z0-9_.]+$")
+
+
+class ReportFormatError(UserError):
+    """A report file that is empty, truncated, or not an Nsight Compute report."""
+
+
+def _fail(path: Any, what: str) -> ReportFormatError:
+    return ReportFormatError(f"'{path}': {what}")
+
+
+# ---------------------------------------------------------------- kernel names
+
+
+def short_kernel_name(name: str) -> str:
+    """``void at::native::vectorized_elementwise_kernel<(int)8, ...>(int, T2, T3)`` -> ``vectorized_elementwise_kernel``.
+
+    Drops the return type, template arguments, the parameter list and namespaces, so the CSV pages'
+    names and ``ncu_report``'s agree.
+    """
+    s = str(name or "").strip()
+    if s.startswith("void "):
+        s = s[5:]
+    out, depth = [], 0
+    for ch in s:
+        if ch in "<({[":
+            depth += 1
+        elif ch in ">)}]":
+            depth = max(depth - 1, 0)
+        elif depth == 0:
+            out.append(ch)
+    top = "".join(out).strip()
+    top = top.split()[-1] if top.split() else top
+    short = top.rsplit("::", 1)[-1].strip(": ")
+    return short or s
+
+
+# ---------------------------------------------------------------- NVTX column of the CSV pages
+
+_QUOTED = re.compile(r'"([^"]*)"')
+
+
+def _nvtx_entry(entry: str, start_end: bool) -> str | None:
+    # "<domain>:<range>:PL_Type:PL_Value:CLR_Type:Color:Msg_Type:Msg" (start/end: "<id>:" in front)
+    parts = entry.rsplit(":", 6)
+    if len(parts) < 7:
+        return None
+    head = parts[0]
+    if start_end:
+        first, sep, rest = head.partition(":")
+        if sep and first.strip().isdigit():
+            head = rest
+    domain, sep, rng = head.partition(":")
+    if not sep:
+        return None
+    return rng if domain == DEFAULT_DOMAIN else f"{domain}@{rng}"
+
+
+def parse_nvtx_cell(cell: str, start_end: bool = False) -> tuple[str, ...]:
+    """The NVTX cell of a raw CSV row -> range names, outermost first (named domains as ``dom@name``)."""
+    if not cell or not cell.strip():
+        return ()
+    names = (_nvtx_entry(e, start_end) for e in _QUOTED.findall(cell))
+    return tuple(n for n in names if n)
+
+
+def _dims(text: str) -> tuple[int, ...] | None:
+    nums = re.findall(r"-?\d+", str(text or ""))
+    return tuple(int(n) for n in nums) if nums else None
+
+
+# ---------------------------------------------------------------- CSV
+
+
+def _read_rows(path: Path, text: str | None) -> list[list[str]]:
+    if text is None:
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise _fail(path, f"cannot read: {e.strerror or e}") from None
+        if not data.strip():
+            raise _fail(path, "the file is empty")
+        if data.startswith(REP_MAGIC):
+            raise _fail(path, "is a binary .ncu-rep, not a CSV (name it .ncu-rep)")
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise _fail(path, "is not text (expected an Nsight Compute CSV page or a .ncu-rep)") from None
+    if "\x00" in text:
+        raise _fail(path, "holds NUL bytes: not an Nsight Compute CSV page")
+    try:
+        return list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as e:
+        raise _fail(path, f"malformed CSV: {e}") from None
+
+
+def _find_header(path: Path, rows: list[list[str]]) -> int:
+    for i, r in enumerate(rows[:200]):
+        if r and r[0] == "ID" and "Kernel Name" in r:
+            return i
+    raise _fail(path, "not an Nsight Compute CSV page: no header row with 'ID' and 'Kernel Name' "
+                      "(export one with `ncu --import R.ncu-rep --csv --page raw --print-units base`)")
+
+
+def read_csv(path: str | Path, text: str | None = None) -> pd.DataFrame:
+    """A raw or details CSV page -> the normalized table (page type detected from the header)."""
+    path = Path(path)
+    rows = _read_rows(path, text)
+    h = _find_header(path, rows)
+    header = rows[h]
+    if "Metric Name" in header and "Metric Value" in header:
+        return _read_details(path, header, rows[h + 1:])
+    return _read_raw(path, header, rows[h + 1:])
+
+
+def _check_width(path: Path, header: list[str], row: list[str], lineno: int) -> None:
+    if len(row) != len(header):
+        raise _fail(path, f"row {lineno} has {len(row)} fields where the header has {len(header)} "
+                          "(truncated or edited file?)")
+
+
+def _launch_id(path: Path, text: str, lineno: int) -> int:
+    try:
+        return int(str(text).strip())
+    except ValueError:
+        raise _fail(path, f"row {lineno}: launch ID '{text[:40]}' is not an integer") from None
+
+
+def _read_raw(path: Path, header: list[str], body: list[list[str]]) -> pd.DataFrame:
+    if len(set(header)) != len(header):
+        dup = next(c for c in header if header.count(c) > 1)
+        raise _fail(path, f"column '{dup[:60]}' appears twice in the header")
+    units_row = [""] * len(header)
+    if body and body[0] and body[0][0] == "":
+        units_row, body = body[0], body[1:]
+        _check_width(path, header, units_row, 2)
+    body = [r for r in body if any(c.strip() for c in r)]
+    if not body:
+        raise _fail(path, "holds no kernel rows (nothing was profiled, or the file is truncated)")
+    for i, r in enumerate(body):
+        _check_width(path, header, r, i + 3)
+
+    records: list[dict[str, Any]] = []
+    for i, r in enumerate(body):
+        rec: dict[str, Any] = {}
+        for col, val in zip(header, r):
+            if col in _CSV_IDENTITY:
+                rec[_CSV_IDENTITY[col]] = val
+            elif col.startswith(_THREAD_NVTX_PREFIX):
+                rec["nvtx_stack"] = parse_nvtx_cell(val)
+            elif col.startswith(_START_END_PREFIX):
+                rec["nvtx_ranges"] = parse_nvtx_cell(val, start_end=True)
+        if "id" not in rec or "kernel_name" not in rec:
+            raise _fail(path, "no 'ID' or 'Kernel Name' column")
+        rec["id"] = _launch_id(path, rec["id"], i + 3)
+        records.append(rec)
+
+    metrics: dict[str, list[Any]] = {}
+    units: dict[str, str] = {}
+    for j, col in enumerate(header):
+        if col in _CSV_IDENTITY or col.startswith(_THREAD_NVTX_PREFIX) or col.startswith(_START_END_PREFIX):
+            continue
+        values = [r[j] for r in body]
+        base, factor = unit_factor(units_row[j])
+        metrics[col] = _column(path, col, values, factor, strict=bool(units_row[j].strip()))
+        units[col] = base
+    return _assemble(records, metrics, units, path, "csv-raw")
+
+
+def _column(path: Path, col: str, values: list[str], factor: float, strict: bool) -> list[Any]:
+    """Numbers in base units when every cell parses (required when the column has a unit); else strings."""
+    out: list[Any] = []
+    for i, v in enumerate(values):
+        try:
+            x = parse_number(v)
+        except ValueError:
+            if strict:
+                raise _fail(path, f"column '{col[:60]}' row {i + 3}: '{v[:40]}' is not a number") from None
+            return [None if str(s).strip() in NA_TOKENS else s for s in values]
+        out.append(math.nan if x is None else x * factor)
+    return out
+
+
+def _read_details(path: Path, header: list[str], body: list[list[str]]) -> pd.DataFrame:
+    idx = {c: header.index(c) for c in header}
+    need = ("ID", "Kernel Name", "Metric Name", "Metric Unit", "Metric Value")
+    if any(c not in idx for c in need):
+        raise _fail(path, "details page without the columns " + ", ".join(need))
+    sec_col = idx.get("Section Name")
+    thread_col = next((i for i, c in enumerate(header) if c.startswith(_THREAD_NVTX_PREFIX)), None)
+    se_col = next((i for i, c in enumerate(header) if c.startswith(_START_END_PREFIX)), None)
+    launches: "OrderedDict[int, dict[str, Any]]" = OrderedDict()
+    values: dict[int, dict[str, float | str | None]] = {}
+    units: dict[str, str] = {}
+    body = [r for r in body if any(c.strip() for c in r)]
+    if not body:
+        raise _fail(path, "holds no kernel rows (nothing was profiled, or the file is truncated)")
+    for i, r in enumerate(body):
+        if len(r) > len(header) or len(r) <= idx["Metric Value"]:
+            raise _fail(path, f"row {i + 2} has {len(r)} fields where the header has {len(header)} "
+                              "(truncated or edited file?)")
+        r = r + [""] * (len(header) - len(r))  # metric rows omit the trailing rule columns
+        lid = _launch_id(path, r[idx["ID"]], i + 2)
+        if lid not in launches:
+            rec = {_CSV_IDENTITY[c]: r[idx[c]] for c in _CSV_IDENTITY if c in idx and c != "ID"}
+            rec["id"] = lid
+            rec["nvtx_stack"] = parse_nvtx_cell(r[thread_col]) if thread_col is not None else ()
+            rec["nvtx_ranges"] = parse_nvtx_cell(r[se_col], start_end=True) if se_col is not None else ()
+            launches[lid] = rec
+            values[lid] = {}
+        label = r[idx["Metric Name"]].strip()
+        if not label:
+            continue  # a rule message
+        section = r[sec_col].strip() if sec_col is not None else ""
+        if _METRIC_NAME.match(label):
+            name = label
+        else:
+            name = DETAILS_LABELS.get((section, label), f"{section}: {label}")
+        base, factor = unit_factor(r[idx["Metric Unit"]])
+        raw = r[idx["Metric Value"]]
+        try:
+            x = parse_number(raw)
+            val: Any = math.nan if x is None else x * factor
+        except ValueError:
+            if r[idx["Metric Unit"]].strip():
+                raise _fail(path, f"row {i + 2}: value '{raw[:40]}' of '{label[:60]}' is not a number") from None
+            val = raw
+        values[lid][name] = val
+        units[name] = base
+    records = list(launches.values())
+    names = list(dict.fromkeys(n for v in values.values() for n in v))
+    metrics = {n: [values[rec["id"]].get(n, math.nan) for rec in records] for n in names}
+    return _assemble(records, metrics, units, path, "csv-details")
+
+
+def _assemble(records: list[dict[str, Any]], metrics: dict[str, list[Any]], units: dict[str, str],
+              path: Path, fmt: str) -> pd.DataFrame:
+    ident = pd.DataFrame({
+        "id": [r["id"] for r in records],
+        "kernel_name": [r.get("kernel_name", "") for r in records],
+        "kernel_short": [short_kernel_name(r.get("kernel_name", "")) for r in records],
+        "grid": [_dims(r.get("grid")) if not isinstance(r.get("grid"), tuple) else r["grid"] for r in records],
+        "block": [_dims(r.get("block")) if not isinstance(r.get("block"), tuple) else r["block"] for r in records],
+        "device": [_int_or_none(r.get("device")) for r in records],
+        "stream": [_int_or_none(r.get("stream")) for r in records],
+        "nvtx_stack": [tuple(r.get("nvtx_stack", ())) for r in records],
+        "nvtx_ranges": [tuple(r.get("nvtx_ranges", ())) for r in records],
+    })
+    cols = {k: v for k, v in metrics.items() if k not in ident.columns}
+    df = pd.concat([ident, pd.DataFrame(cols, index=ident.index)], axis=1) if cols else ident
+    df.attrs.update({"source": str(path), "format": fmt, "units": dict(units)})
+    name = _first_string(df, "device__attribute_display_name")
+    if name:
+        df.attrs["device_name"] = name
+    return df
+
+
+def _int_or_none(v: Any) -> int | None:
+    if isinstance(v, float):
+        return int(v) if math.isfinite(v) else None
+    try:
+        return int(str(v).strip())
+    except (TypeError, ValueError):
+        return None
+
+
+def _first_string(df: pd.DataFrame, col: str) -> str | None:
+    if col not in df.columns:
+        return None
+    for v in df[col]:
+        if isinstance(v, str) and v.strip():
+            return v.strip()
+    return None
+
+
+# ---------------------------------------------------------------- .ncu-rep
+
+
+def _metric_value(m: Any) -> tuple[Any, str]:
+    unit = m.unit() or ""
+    try:
+        if m.kind() == m.ValueKind_STRING:
+            return m.as_string(), ""
+    except AttributeError:
+        pass
+    v = m.value()
+    if isinstance(v, str):
+        return v, ""
+    if v is None:
+        return math.nan, unit
+    base, factor = unit_factor(unit)
+    try:
+        return float(v) * factor, base
+    except (TypeError, ValueError):
+        return str(v), ""
+
+
+def _rep_nvtx(action: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    st = action.nvtx_state()
+    if st is None:
+        return (), ()
+    stack: list[str] = []
+    ranges: list[str] = []
+    for dom_id in sorted(st.domains(), key=lambda d: (d != 0, d)):
+        dom = st.domain_by_id(dom_id)
+        dname = dom.name()
+        prefix = "" if dname in (DEFAULT_DOMAIN, "", None) else f"{dname}@"
+        stack += [prefix + n for n in dom.push_pop_ranges()]
+        ranges += [prefix + n for n in dom.start_end_ranges()]
+    return tuple(stack), tuple(ranges)
+
+
+def read_ncu_rep(path: str | Path) -> pd.DataFrame:
+    """A binary ``.ncu-rep`` (or ``.ncu-rep.xz``) -> the normalized table, through ``ncu_report``."""
+    from gpuprobe.ncu.ncu_report_loader import require_ncu_report
+
+    path = Path(path)
+    if not path.is_file():
+        raise _fail(path, "no such file")
+    if path.suffix == ".xz":
+        with tempfile.TemporaryDirectory(prefix="gpuprobe-rep-") as tmp:
+            plain = Path(tmp) / path.with_suffix("").name
+            try:
+                with lzma.open(path) as src, open(plain, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            except (lzma.LZMAError, EOFError, OSError) as e:
+                raise _fail(path, f"cannot decompress: {e}") from None
+            df = read_ncu_rep(plain)
+        df.attrs["source"] = str(path)
+        return df
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        raise _fail(path, "the file is empty")
+    if head != REP_MAGIC:
+        raise _fail(path, "not a .ncu-rep file (no 'NVR' signature); CSV pages are read by their content")
+    ncu_report = require_ncu_report(path)
+    try:
+        ctx = ncu_report.load_report(str(path))
+    except Exception as e:  # the module raises plain exceptions on bad files
+        raise _fail(path, f"ncu_report cannot load it: {e}") from None
+    records: list[dict[str, Any]] = []
+    metrics: dict[str, list[Any]] = {}
+    units: dict[str, str] = {}
+    for ri in range(ctx.num_ranges()):
+        rng = ctx.range_by_idx(ri)
+        for ai in range(rng.num_actions()):
+            a = rng.action_by_idx(ai)
+            stack, ranges = _rep_nvtx(a)
+            n = len(records)
+            vals: dict[str, Any] = {}
+            for name in a.metric_names():
+                m = a.metric_by_name(name)
+                if m is None:
+                    continue
+                vals[name], units[name] = _metric_value(m)
+            gx, gy, gz = (vals.get(f"launch__grid_dim_{c}") for c in "xyz")
+            bx, by, bz = (vals.get(f"launch__block_dim_{c}") for c in "xyz")
+            records.append({
+                "id": n,
+                "kernel_name": a.name(a.NameBase_DEMANGLED) if hasattr(a, "NameBase_DEMANGLED") else a.name(),
+                "grid": _tuple_ints(gx, gy, gz), "block": _tuple_ints(bx, by, bz),
+                "device": vals.get("launch__device_id"), "stream": vals.get("launch__stream_id"),
+                "nvtx_stack": stack, "nvtx_ranges": ranges,
+            })
+            for k in set(metrics) | set(vals):
+                metrics.setdefault(k, [math.nan] * n).append(vals.get(k, math.nan))
+    if not records:
+        raise _fail(path, "holds no kernel results (truncated, or nothing was profiled)")
+    return _assemble(records, metrics, units, path, "ncu-rep")
+
+
+def _tuple_ints(*vals: Any) -> tuple[int, ...] | None:
+    try:
+        return tuple(int(v) for v in vals)
+    except (TypeError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------- dispatch
+
+
+def sniff_format(path: str | Path) -> str:
+    """``ncu-rep`` or ``csv`` from the file's content (and ``.xz`` suffix), not only its name."""
+    p = Path(path)
+    if p.suffix == ".xz":
+        return "ncu-rep"
+    try:
+        with open(p, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise _fail(p, f"cannot read: {e.strerror or e}") from None
+    return "ncu-rep" if head == REP_MAGIC or (not head and p.suffix in (".ncu-rep", ".ncu-repz")) else "csv"
+
+
+def read_report(path: str | Path) -> pd.DataFrame:
+    """Any supported report file -> the normalized table (base units, one row per kernel launch)."""
+    p = Path(path)
+    if not p.exists():
+        raise _fail(p, "no such file")
+    if p.is_dir():
+        raise _fail(p, "is a folder; give a .ncu-rep or CSV file")
+    return read_ncu_rep(p) if sniff_format(p) == "ncu-rep" else read_csv(p)
+
+
+def iter_metric_columns(df: pd.DataFrame) -> Iterable[str]:
+    """The metric columns of a normalized table (everything but the identity columns)."""
+    return (c for c in df.columns if c not in ID_COLUMNS)

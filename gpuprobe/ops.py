@@ -1,0 +1,66 @@
+"""Op names, groups and the NVTX naming scheme shared by every stage (CONTRACTS.md section 1).
+
+The NVTX range name *is* the op name. Ranges nest as ``decode/`` > ``layer{i}/`` > ``{op}/``;
+whole-step ops (``embed``, ``final_norm``, ``lm_head``, ``sample``) sit directly under ``decode/``.
+"""
+from __future__ import annotations
+
+import re
+
+#: Ops of one decode step, in execution order.
+OPS: tuple[str, ...] = (
+    "embed",
+    "input_norm",
+    "qkv_proj",
+    "rope",
+    "kv_write",
+    "attention",
+    "o_proj",
+    "residual_add",
+    "post_norm",
+    "gate_up_proj",
+    "act",
+    "down_proj",
+    "final_norm",
+    "lm_head",
+    "sample",
+)
+
+#: Coarser ranges that hold several ops (e.g. the ``mlp`` range of the shipped ncu fixtures).
+GROUPS: tuple[str, ...] = ("attn_block", "mlp")
+
+#: Ops that run once per step rather than once per layer.
+STEP_OPS: frozenset[str] = frozenset({"embed", "final_norm", "lm_head", "sample"})
+
+#: Ops whose work is a matrix multiply with the weights (tensor cores).
+GEMM_OPS: frozenset[str] = frozenset({"qkv_proj", "o_proj", "gate_up_proj", "down_proj", "lm_head"})
+
+#: The outermost range of one decode step.
+STEP_RANGE = "decode"
+
+KNOWN_RANGES: frozenset[str] = frozenset(OPS) | frozenset(GROUPS)
+
+_LAYER_RE = re.compile(r"^layer(\d+)$")
+
+
+def layer_range(i: int) -> str:
+    """NVTX range name of decoder layer ``i``."""
+    return f"layer{i}"
+
+
+def parse_layer(name: str) -> int | None:
+    """Layer index of a ``layer{i}`` range name, else None."""
+    m = _LAYER_RE.match(name)
+    return int(m.group(1)) if m else None
+
+
+def nvtx_path(op: str, layer: int | None = None) -> str:
+    """The push/pop path of an op, as an ncu ``--nvtx-include`` filter (trailing slash included)."""
+    if layer is None:
+        return f"{STEP_RANGE}/{op}/"
+    return f"{STEP_RANGE}/{layer_range(layer)}/{op}/"
+
+
+def is_known(name: str) -> bool:
+    """True when ``name`` is an op or group name."""
+    return name in KNOWN_RANGES

@@ -1,0 +1,38 @@
+"""Shared look of gpuprobe figures: one colour and marker per op, a headless backend."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are files; never open a window
+
+from gpuprobe.ops import GEMM_OPS, OPS  # noqa: E402
+
+_PALETTE = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf", "#393b79", "#ad494a", "#637939", "#8c6d31", "#7b4173",
+]
+#: Ops that carry the story get strong colours; elementwise ops get muted ones.
+OP_COLORS = {
+    "attention": "#d62728", "qkv_proj": "#1f77b4", "o_proj": "#ff7f0e", "gate_up_proj": "#2ca02c",
+    "down_proj": "#9467bd", "lm_head": "#222222", "mlp": "#2ca02c", "attn_block": "#9467bd",
+    "embed": "#c7c7c7", "input_norm": "#aec7e8", "rope": "#ffbb78", "kv_write": "#c49c94",
+    "residual_add": "#bcbd22", "post_norm": "#98df8a", "act": "#c5b0d5", "final_norm": "#dbdb8d",
+    "sample": "#9edae5",
+}
+_MARKERS = {"attention": "*", "qkv_proj": "s", "o_proj": "D", "gate_up_proj": "^", "down_proj": "v",
+            "lm_head": "P", "mlp": "^", "attn_block": "*"}
+
+
+def op_color(op: str) -> str:
+    if op in OP_COLORS:
+        return OP_COLORS[op]
+    return _PALETTE[hash(op) % len(_PALETTE)]
+
+
+def op_marker(op: str) -> str:
+    return _MARKERS.get(op, "o")
+
+
+def is_major(op: str) -> bool:
+    """Attention and the GEMMs: the ops a decode roofline is about."""
+    return op == "attention" or op in GEMM_OPS or op in ("mlp", "attn_block")

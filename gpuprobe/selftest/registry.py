@@ -1,0 +1,107 @@
+"""Registry of selftest checks.
+
+A check is a small function registered with :func:`check`. It receives a :class:`CheckContext`
+and returns a dict of the figures it measured (numbers, short strings). It passes by returning,
+fails by raising :class:`CheckFailed` (with figures) or any other exception, and skips by raising
+:class:`Skip` with the reason. Checks live in ``gpuprobe/selftest/checks/<owner>.py``, one module
+per capability, and are discovered on import. A name listed in :data:`EXPECTED` (CONTRACTS.md
+section 9) with no registered function is reported as skipped, "not built".
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+Figures = dict[str, Any]
+
+
+class Skip(Exception):
+    """Raised by a check that cannot run here; the message is the reason."""
+
+
+class CheckFailed(Exception):
+    """Raised by a check whose claim did not hold; carries the figures it measured."""
+
+    def __init__(self, message: str, figures: Figures | None = None):
+        super().__init__(message)
+        self.figures = figures or {}
+
+
+@dataclass
+class CheckContext:
+    """What a check gets: a private folder for its evidence, the run's options, a logger."""
+
+    out_dir: Path
+    gpu: bool
+    budget_s: float
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def log(self, msg: str) -> None:
+        with open(self.out_dir / "log.txt", "a") as f:
+            f.write(msg.rstrip() + "\n")
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    owner: str
+    func: Callable[[CheckContext], Figures]
+    gpu: bool
+    budget_s: float
+    description: str
+
+
+#: Check names each capability owns (CONTRACTS.md section 9), in the order a run reports them.
+EXPECTED: dict[str, str] = {
+    "doctor": "gpu_nodes",
+    "analytic_vs_fixture": "foundation",
+    "ncu_counter_permission": "ncu",
+    "gemm_counter_flops": "ncu",
+    "csv_vs_rep_pair": "ncu",
+    "profile_torch_program": "ncu",
+    "ceilings": "ceilings",
+    "paged_attention_correct": "kernels",
+    "paged_attention_bandwidth": "kernels",
+    "splitk_bandwidth": "kernels",
+    "decode_gemm": "kernels",
+    "graph_vs_eager_tokens": "engine",
+    "throughput_b1_b256": "engine",
+    "roofline_two_points": "roofline",
+    "advise_measured_curve": "advisor",
+    "energy_per_token": "advisor",
+    "replicate_mps_cleanup": "advisor",
+    "gpu_tests": "gpu_nodes",
+}
+
+_CHECKS: dict[str, Check] = {}
+
+
+def check(name: str, *, owner: str, gpu: bool = True, budget_s: float = 60.0):
+    """Register ``func`` as the check ``name``; the docstring's first line describes it."""
+
+    def deco(func: Callable[[CheckContext], Figures]) -> Callable[[CheckContext], Figures]:
+        if name in _CHECKS and _CHECKS[name].func is not func:
+            raise ValueError(f"selftest check '{name}' registered twice")
+        doc = (func.__doc__ or "").strip().splitlines()
+        _CHECKS[name] = Check(name, owner, func, gpu, float(budget_s), doc[0] if doc else "")
+        return func
+
+    return deco
+
+
+def discover() -> None:
+    """Import every module of ``gpuprobe.selftest.checks`` so their checks register."""
+    from gpuprobe.selftest import checks
+
+    for info in pkgutil.iter_modules(checks.__path__):
+        importlib.import_module(f"{checks.__name__}.{info.name}")
+
+
+def all_checks() -> dict[str, Check | None]:
+    """Every known check by name: registered ones, and expected-but-unbuilt ones as None."""
+    discover()
+    names = list(EXPECTED) + [n for n in _CHECKS if n not in EXPECTED]
+    return {n: _CHECKS.get(n) for n in names}

@@ -1,0 +1,31 @@
+"""Triton kernels of gpuprobe, installed as ``gpuprobe.kernels`` (this folder is not a top-level module).
+
+``paged_decode_attention`` (:mod:`.paged_attention`) and ``decode_gemm`` (:mod:`.gemm`) are loaded on
+first use, so ``import gpuprobe.kernels`` (and :mod:`.reference`) works where Triton is not installed.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "paged_decode_attention": "paged_attention",
+    "choose_num_splits": "paged_attention",
+    "decode_gemm": "gemm",
+    "choose_gemm_config": "gemm",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,295 @@
+"""Compile the kernels of this package for Hopper (sm_90) without a GPU, and read their resources.
+
+``triton.compile(ASTSource(...), target=GPUTarget("cuda", 90, 32))`` runs the whole Triton and
+``ptxas`` pipeline on a CPU machine. From the result this module reads
+
+* **shared memory per block**: ``compiled.metadata.shared`` (bytes; Hopper allows 232,448 = 227 KiB
+  of dynamic shared memory per block), and
+* **registers and spills**: Triton runs ``ptxas -v`` but drops its log, and only fills ``n_regs`` /
+  ``n_spills`` when a driver loads the cubin. So the PTX (``compiled.asm["ptx"]``) is assembled
+  again with ``ptxas -v --gpu-name sm_90a`` and the "Used N registers" and "N bytes spill
+  stores / loads" lines are parsed.
+
+Arguments are typed the way Triton's JIT specialises a real launch: pointers and strides that
+are multiples of 16 carry ``tt.divisibility=16``, and strides equal to 1 (the contiguous head_dim /
+row) become the constant 1. Written against Triton 3.9 and kept to APIs that Triton 3.6 (the GPU
+node's) also has; version differences are guarded in :func:`_ast_source` and :func:`_ptxas_path`.
+
+Run ``python -m gpuprobe.kernels.hopper_build`` for the table of every knob configuration.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable
+
+#: Largest dynamic shared memory of one block on Hopper (sm_90), in bytes.
+HOPPER_MAX_SHARED_BYTES = 232_448
+#: Registers per thread Hopper allows.
+HOPPER_MAX_REGISTERS = 255
+
+_TL_DTYPES = {"fp16": "fp16", "bf16": "bf16", "fp32": "fp32"}
+
+
+@dataclass
+class BuildResult:
+    """Resources of one compiled kernel configuration."""
+
+    kernel: str
+    config: dict[str, Any]
+    shared_bytes: int | None = None
+    registers: int | None = None
+    spill_store_bytes: int | None = None
+    spill_load_bytes: int | None = None
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return (self.error is None and self.shared_bytes is not None and self.shared_bytes <= HOPPER_MAX_SHARED_BYTES
+                and self.spill_store_bytes == 0 and self.spill_load_bytes == 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+# --------------------------------------------------------------------------------------------------
+# Triton plumbing (guarded across versions)
+# --------------------------------------------------------------------------------------------------
+def _ast_source(fn, signature: dict[str, str], constexprs: dict[str, Any], divisible: Iterable[str]):
+    from triton.compiler import ASTSource
+
+    names = list(fn.arg_names)
+    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in divisible if n in signature}
+    return ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
+
+
+def _ptxas_path(arch: int = 90) -> str | None:
+    """The ptxas Triton itself uses for ``arch`` (it must accept the PTX version Triton emits)."""
+    try:  # Triton >= 3.5: get_ptxas(arch) picks the bundled ptxas for that architecture
+        from triton.backends.nvidia.compiler import get_ptxas
+
+        try:
+            tool = get_ptxas(arch)
+        except TypeError:  # older signature: get_ptxas()
+            tool = get_ptxas()
+        path = getattr(tool, "path", tool)
+        if isinstance(path, str) and os.path.exists(path):
+            return path
+    except Exception:  # noqa: BLE001 - older layouts
+        pass
+    try:
+        import triton
+
+        bundled = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+        if os.path.exists(bundled):
+            return bundled
+    except Exception:  # noqa: BLE001
+        pass
+    return shutil.which("ptxas")
+
+
+_REGS = re.compile(r"Used (\d+) registers")
+_SPILLS = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
+
+
+def parse_ptxas_log(log: str) -> tuple[int | None, int | None, int | None]:
+    """(registers, spill store bytes, spill load bytes) from a ``ptxas -v`` log (max over functions)."""
+    regs = [int(x) for x in _REGS.findall(log)]
+    spills = [(int(a), int(b)) for a, b in _SPILLS.findall(log)]
+    return (max(regs) if regs else None,
+            max((s for s, _ in spills), default=None) if spills else None,
+            max((l for _, l in spills), default=None) if spills else None)
+
+
+def ptxas_resources(ptx: str, arch: str = "sm_90a") -> tuple[int | None, int | None, int | None, str]:
+    """Assemble ``ptx`` with ``ptxas -v`` and return (registers, spill stores, spill loads, log)."""
+    ptxas = _ptxas_path()
+    if ptxas is None:
+        return None, None, None, "ptxas not found"
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "k.ptx")
+        with open(src, "w") as f:
+            f.write(ptx)
+        proc = subprocess.run([ptxas, "-v", f"--gpu-name={arch}", src, "-o", os.path.join(tmp, "k.cubin")],
+                              capture_output=True, text=True)
+    log = proc.stdout + proc.stderr
+    return (*parse_ptxas_log(log), log)
+
+
+def compile_for_hopper(fn, signature: dict[str, str], constexprs: dict[str, Any], divisible: Iterable[str],
+                       *, num_warps: int, num_stages: int, config: dict[str, Any]) -> BuildResult:
+    """Compile one configuration of ``fn`` for sm_90 and report its shared memory, registers, spills."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    name = getattr(fn, "__name__", None) or fn.fn.__name__
+    res = BuildResult(kernel=name, config=dict(config, num_warps=num_warps, num_stages=num_stages))
+    try:
+        src = _ast_source(fn, signature, constexprs, divisible)
+        compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                                  options={"num_warps": num_warps, "num_stages": num_stages})
+    except Exception as e:  # noqa: BLE001 - a failed compile is a result
+        res.error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        return res
+    res.shared_bytes = int(getattr(compiled.metadata, "shared", 0))
+    ptx = compiled.asm.get("ptx") if hasattr(compiled, "asm") else None
+    if ptx is None:
+        res.error = "no PTX in the compiled kernel"
+        return res
+    regs, st, ld, log = ptxas_resources(ptx)
+    res.registers, res.spill_store_bytes, res.spill_load_bytes = regs, st, ld
+    if st is None:
+        res.error = f"could not read spills from ptxas: {log.strip()[:200]}"
+    return res
+
+
+# --------------------------------------------------------------------------------------------------
+# The kernels' signatures
+# --------------------------------------------------------------------------------------------------
+def _attention_common(dtype: str) -> tuple[dict[str, str], list[str]]:
+    t = _TL_DTYPES[dtype]
+    sig = {"q_ptr": f"*{t}", "k_cache_ptr": f"*{t}", "v_cache_ptr": f"*{t}", "block_table_ptr": "*i32",
+           "context_lens_ptr": "*i32", "qk_scale": "fp32", "stride_qb": "i32", "stride_qh": "i32",
+           "stride_kp": "i32", "stride_ks": "i32", "stride_kh": "i32", "stride_vp": "i32", "stride_vs": "i32",
+           "stride_vh": "i32", "stride_bt": "i32", "max_pages": "i32"}
+    divisible = ["q_ptr", "k_cache_ptr", "v_cache_ptr", "block_table_ptr", "context_lens_ptr", "stride_qb",
+                 "stride_qh", "stride_kp", "stride_ks", "stride_kh", "stride_vp", "stride_vs", "stride_vh"]
+    return sig, divisible
+
+
+def build_attention(*, dtype: str = "bf16", head_dim: int = 64, group: int = 7, page_size: int = 16,
+                    block_kv: int = 64, num_warps: int = 4, num_stages: int = 2,
+                    splitk: bool = False) -> BuildResult:
+    """Compile the v1 (or split-K) paged attention kernel of one configuration for sm_90."""
+    from . import paged_attention as pa
+
+    fn = pa.paged_decode_attention_splitk_kernel if splitk else pa.paged_decode_attention_v1_kernel
+    sig, divisible = _attention_common(dtype)
+    if splitk:
+        sig = {"part_out_ptr": "*fp32", "part_lse_ptr": "*fp32", **sig}
+        divisible += ["part_out_ptr", "part_lse_ptr"]
+    else:
+        sig = {"out_ptr": f"*{_TL_DTYPES[dtype]}", **sig, "stride_ob": "i32", "stride_oh": "i32"}
+        divisible += ["out_ptr", "stride_ob", "stride_oh"]
+    constexprs = dict(GROUP=group, GROUP_PAD=max(16, pa._next_pow2(group)), HEAD_DIM=head_dim,
+                      D_PAD=max(16, pa._next_pow2(head_dim)), PAGE_SIZE=page_size, BLOCK_KV=block_kv,
+                      UPCAST=False, DOT_PRECISION="ieee" if dtype == "fp32" else "tf32")
+    sig = {n: sig.get(n, "constexpr") for n in fn.arg_names}
+    config = dict(dtype=dtype, head_dim=head_dim, group=group, page_size=page_size, block_kv=block_kv)
+    return compile_for_hopper(fn, sig, constexprs, divisible, num_warps=num_warps, num_stages=num_stages,
+                              config=config)
+
+
+def build_attention_reduce(*, dtype: str = "bf16", head_dim: int = 64, splits_pad: int = 64) -> BuildResult:
+    """Compile the split-K reduce kernel for sm_90."""
+    from . import paged_attention as pa
+
+    fn = pa.paged_decode_attention_reduce_kernel
+    sig = {"out_ptr": f"*{_TL_DTYPES[dtype]}", "part_out_ptr": "*fp32", "part_lse_ptr": "*fp32",
+           "stride_ob": "i32", "stride_oh": "i32", "num_q_heads": "i32", "num_splits": "i32"}
+    constexprs = dict(SPLITS_PAD=splits_pad, HEAD_DIM=head_dim, D_PAD=max(16, pa._next_pow2(head_dim)))
+    sig = {n: sig.get(n, "constexpr") for n in fn.arg_names}
+    return compile_for_hopper(fn, sig, constexprs, ["out_ptr", "part_out_ptr", "part_lse_ptr", "stride_ob",
+                                                    "stride_oh"],
+                              num_warps=4 if head_dim >= 128 else 2, num_stages=1,
+                              config=dict(dtype=dtype, head_dim=head_dim, splits_pad=splits_pad))
+
+
+def build_gemm(*, dtype: str = "bf16", block_m: int = 16, block_n: int = 64, block_k: int = 128,
+               num_warps: int = 4, num_stages: int = 4, split: bool = False) -> BuildResult:
+    """Compile the decode GEMM (row-major x and W) for sm_90; ``split`` writes fp32 partials."""
+    from . import gemm
+
+    fn = gemm.decode_gemm_kernel
+    t = _TL_DTYPES[dtype]
+    sig = {"x_ptr": f"*{t}", "w_ptr": f"*{t}", "y_ptr": "*fp32" if split else f"*{t}", "M": "i32", "N": "i32",
+           "K": "i32", "k_per_split": "i32", "stride_xm": "i32", "stride_wk": "i32", "stride_ym": "i32",
+           "stride_ys": "i32"}
+    constexprs = dict(stride_xk=1, stride_wn=1, stride_yn=1, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+                      UPCAST=False, DOT_PRECISION="ieee" if dtype == "fp32" else "tf32")
+    sig = {n: sig.get(n, "constexpr") for n in fn.arg_names}
+    divisible = ["x_ptr", "w_ptr", "y_ptr", "N", "K", "k_per_split", "stride_xm", "stride_wk", "stride_ym"]
+    return compile_for_hopper(fn, sig, constexprs, divisible, num_warps=num_warps, num_stages=num_stages,
+                              config=dict(dtype=dtype, block_m=block_m, block_n=block_n, block_k=block_k,
+                                          split=split))
+
+
+# --------------------------------------------------------------------------------------------------
+# Knob grids
+# --------------------------------------------------------------------------------------------------
+#: Attention knobs swept by the benchmarks (and so compiled here): tokens per tile, warps, stages.
+ATTENTION_KNOBS = {"block_kv": (16, 32, 64, 128), "num_warps": (2, 4, 8), "num_stages": (1, 2, 3, 4)}
+#: (head_dim, group) pairs of the supported shapes: Qwen2-0.5B 64/7, Qwen2-1.5B 128/6,
+#: Llama-3.2-1B 64/4, the odd head dims 80 and 96, and a 16-query group (the widest one-tile group).
+ATTENTION_SHAPES = ((64, 7), (128, 6), (64, 4), (80, 8), (96, 2), (128, 16), (64, 1))
+GEMM_KNOBS = {"block_m": (16, 32, 64, 128), "block_n": (32, 64, 128), "block_k": (64, 128),
+              "num_warps": (4, 8), "num_stages": (2, 3, 4)}
+
+
+def attention_grid(dtypes=("bf16", "fp16")) -> list[dict[str, Any]]:
+    """Every attention knob configuration at every supported (head_dim, group), v1 and split-K."""
+    out = []
+    for dtype, (d, g), bkv, w, s, splitk in itertools.product(
+            dtypes, ATTENTION_SHAPES, *ATTENTION_KNOBS.values(), (False, True)):
+        out.append(dict(dtype=dtype, head_dim=d, group=g, block_kv=bkv, num_warps=w, num_stages=s, splitk=splitk))
+    return out
+
+
+def gemm_grid(dtypes=("bf16",)) -> list[dict[str, Any]]:
+    return [dict(dtype=dt, block_m=bm, block_n=bn, block_k=bk, num_warps=w, num_stages=s, split=sp)
+            for dt, bm, bn, bk, w, s, sp in itertools.product(dtypes, *GEMM_KNOBS.values(), (False, True))]
+
+
+def build_all(*, quick: bool = False) -> list[BuildResult]:
+    """Compile the grids (``quick``: defaults and the largest tiles only)."""
+    results: list[BuildResult] = []
+    if quick:
+        att = [dict(dtype=dt, head_dim=d, group=g, block_kv=bkv, num_warps=4, num_stages=st, splitk=sk)
+               for dt in ("bf16", "fp16") for d, g in ((64, 7), (80, 8), (96, 2), (128, 6))
+               for bkv, st in ((64, 2), (128, 4)) for sk in (False, True)]
+        gm = [dict(dtype="bf16", block_m=bm, block_n=bn, block_k=bk, num_warps=w, num_stages=s, split=sp)
+              for bm, bn, bk, w, s in ((16, 64, 128, 4, 4), (128, 128, 128, 8, 4)) for sp in (False, True)]
+    else:
+        att, gm = attention_grid(), gemm_grid()
+    results += [build_attention(**c) for c in att]
+    results += [build_attention_reduce(dtype=dt, head_dim=d) for dt in ("bf16", "fp16") for d in (64, 80, 96, 128)]
+    results += [build_gemm(**c) for c in gm]
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+
+    import triton
+
+    p = argparse.ArgumentParser(description="Compile gpuprobe's Triton kernels for sm_90 on this machine and "
+                                            "report shared memory, registers and spills per configuration.")
+    p.add_argument("--quick", action="store_true", help="defaults and largest tiles only")
+    p.add_argument("--json", action="store_true", help="one JSON object per configuration")
+    args = p.parse_args(argv)
+    results = build_all(quick=args.quick)
+    bad = [r for r in results if not r.ok]
+    if args.json:
+        for r in results:
+            print(json.dumps(r.to_dict()))
+    else:
+        print(f"triton {triton.__version__}, target sm_90, limit {HOPPER_MAX_SHARED_BYTES} B shared / block")
+        print(f"{'kernel':42} {'smem B':>8} {'regs':>5} {'spill st/ld':>12}  config")
+        for r in results:
+            cfg = " ".join(f"{k}={v}" for k, v in r.config.items())
+            spill = f"{r.spill_store_bytes}/{r.spill_load_bytes}"
+            flag = "" if r.ok else f"  <-- {r.error or 'over limit or spills'}"
+            print(f"{r.kernel:42} {r.shared_bytes!s:>8} {r.registers!s:>5} {spill:>12}  {cfg}{flag}")
+        print(f"{len(results)} configurations, {len(bad)} failing")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,120 @@
+"""`python -m gpuprobe roofline` end to end on a CPU machine, and every bad input."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+CONTRACT_POINT_FIELDS = {"op", "batch", "flops", "dram_bytes", "time_s", "intensity", "bound"}
+
+
+def gp(*args, cwd=None):
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "gpuprobe", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def analytic_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("roofline")
+    r = gp("roofline", "--model", "qwen2-0.5b", "--out", str(out))
+    return r, out
+
+
+def test_analytic_mode_banner_first_line(analytic_run):
+    r, _ = analytic_run
+    assert r.returncode == 0, r.stderr
+    first = r.stdout.splitlines()[0]
+    assert "ANALYTIC mode" in first and "no GPU" in first
+
+
+def test_three_files_and_json_contract(analytic_run):
+    _, out = analytic_run
+    data = json.loads((out / "roofline.json").read_text())
+    assert data["schema_version"] == 1
+    assert data["mode"] == "analytic" and data["model"] == "qwen2-0.5b" and data["gpu"] == "h100-sxm"
+    assert data["context"] == 1024 and data["dtype"] == "bf16" and data["layers"] == 24
+    assert set(data["ceilings"]) >= {"dram_bytes_per_s", "flops_per_s"}
+    assert {r["source"] for r in data["roofs"]} == {"datasheet"}
+    assert "git_sha" in data["provenance"] and "command" in data["provenance"]
+    pts = data["points"]
+    assert {p["batch"] for p in pts} == {1, 2, 4, 8, 16, 32, 64, 128, 256, 512}
+    for p in pts:
+        assert CONTRACT_POINT_FIELDS <= set(p)
+        assert p["bound"] in ("memory", "compute")
+        assert p["flops_executed"] is None and p["flops"] == p["flops_useful"]
+    att = [p for p in pts if p["op"] == "attention"]
+    assert len(att) == 10 and all(p["bound"] == "memory" for p in att)
+    lm = sorted((p for p in pts if p["op"] == "lm_head"), key=lambda p: p["batch"])
+    assert lm[-1]["intensity"] > 100 * lm[0]["intensity"]
+    csv_lines = (out / "roofline.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("op,batch,flops,dram_bytes,time_s,intensity,bound")
+    assert len(csv_lines) == 1 + len(pts)
+
+
+def test_png_is_a_valid_image(analytic_run):
+    _, out = analytic_run
+    import matplotlib.image as mpimg
+
+    raw = (out / "roofline.png").read_bytes()
+    assert raw[:8] == b"\x89PNG\r\n\x1a\n"
+    img = mpimg.imread(out / "roofline.png")
+    assert img.shape[0] > 400 and img.shape[1] > 600
+    assert img.std() > 0.05  # not a blank canvas
+
+
+def test_custom_options(tmp_path):
+    r = gp("roofline", "--model", "llama-3.2-1b", "--gpu", "a100-80gb", "--batch", "1,16", "--context", "512",
+           "--dtype", "fp16", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    data = json.loads((tmp_path / "roofline.json").read_text())
+    assert data["gpu"] == "a100-80gb" and data["dtype"] == "fp16" and data["batch"] == [1, 16]
+    assert data["ceilings"]["compute_roof"] == "tensor_fp16"
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--model", "qwen2-05b"], "qwen2-0.5b"),
+    (["--model", "qwen2-0.5b", "--batch", "1,x,4"], "malformed batch"),
+    (["--model", "qwen2-0.5b", "--batch", "0,2"], "positive"),
+    (["--model", "qwen2-0.5b", "--context", "0"], "--context"),
+    (["--model", "qwen2-0.5b", "--context", "-3"], "--context"),
+    (["--model", "qwen2-0.5b", "--gpu", "h1000"], "unknown GPU"),
+    (["--model", "qwen2-0.5b", "--dtype", "int3"], "unknown dtype"),
+])
+def test_bad_input_one_line_exit_2(args, needle):
+    r = gp("roofline", *args)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and needle in lines[0], r.stderr
+
+
+def test_unwritable_output_folder(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = gp("roofline", "--model", "qwen2-0.5b", "--out", str(blocker / "sub"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "--out" in r.stderr
+
+
+def test_models_and_gpus_commands():
+    r = gp("models", "--json")
+    assert r.returncode == 0
+    models = {m["name"]: m for m in json.loads(r.stdout)}
+    assert models["qwen2-0.5b"]["num_params"] == 494_032_768
+    r = gp("gpus", "--json")
+    data = json.loads(r.stdout)
+    assert data["detected"] is None and len(data["gpus"]) >= 9
+    r = gp("models")
+    assert r.returncode == 0 and "494.0 M" in r.stdout
+
+
+def test_every_subcommand_has_help():
+    from gpuprobe.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert {"roofline", "models", "gpus"} <= set(sub.choices)
+    for name in sub.choices:
+        r = gp(name, "--help")
+        assert r.returncode == 0 and "usage" in r.stdout, name

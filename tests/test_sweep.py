@@ -1,0 +1,99 @@
+"""The sweep orchestration: child per point, results.jsonl per finished point, failures, resume, Ctrl-C."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from gpuprobe.sweep import append_result, read_results, run_sweep
+
+WORKER = "sweep_workers:work"
+
+
+@pytest.fixture(autouse=True)
+def worker_on_path(monkeypatch, tmp_path):
+    """A real worker module the child processes can import."""
+    mod = tmp_path / "wk"
+    mod.mkdir()
+    (mod / "sweep_workers.py").write_text(
+        "import os, time\n"
+        "def work(batch, fail=False, oom=False, sleep=0.0, record=None):\n"
+        "    if record:\n"
+        "        open(record, 'a').write(f'{batch}\\n')\n"
+        "    time.sleep(sleep)\n"
+        "    if oom:\n"
+        "        raise RuntimeError('CUDA out of memory. Tried to allocate 2.00 GiB')\n"
+        "    if fail:\n"
+        "        os._exit(3)\n"
+        "    return {'tokens_per_s': 100.0 * batch, 'pid': os.getpid()}\n")
+    monkeypatch.setenv("PYTHONPATH", f"{mod}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    monkeypatch.syspath_prepend(str(mod))
+    return mod
+
+
+def test_points_run_in_children_and_failures_are_recorded(tmp_path):
+    pts = [{"batch": 1}, {"batch": 2, "fail": True}, {"batch": 4, "oom": True}, {"batch": 8}]
+    recs = run_sweep(pts, WORKER, tmp_path, progress=False)
+    status = {r["point"]["batch"]: r["status"] for r in recs}
+    assert status == {1: "ok", 2: "failed", 4: "oom", 8: "ok"}
+    by = {r["point"]["batch"]: r for r in recs}
+    assert "exit status 3" in by[2]["reason"]
+    assert "out of memory" in by[4]["reason"]
+    assert by[1]["result"]["pid"] != os.getpid() and by[1]["result"]["pid"] != by[8]["result"]["pid"]
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and all(json.loads(l)["finished_at"] for l in lines)
+
+
+def test_timeout_costs_one_point(tmp_path):
+    recs = run_sweep([{"batch": 1, "sleep": 30}, {"batch": 2}], WORKER, tmp_path, timeout_s=3, progress=False)
+    assert [r["status"] for r in recs] == ["timeout", "ok"]
+
+
+def test_resume_skips_finished_points(tmp_path):
+    record = tmp_path / "ran.txt"
+    run_sweep([{"batch": 1, "record": str(record)}, {"batch": 2, "fail": True, "record": str(record)}],
+              WORKER, tmp_path, progress=False)
+    pts = [{"batch": 1, "record": str(record)}, {"batch": 2, "fail": True, "record": str(record)},
+           {"batch": 4, "record": str(record)}]
+    recs = run_sweep(pts, WORKER, tmp_path, resume=True, progress=False)
+    # batch 1 finished before: not run again; the failed point is retried; batch 4 is new.
+    assert record.read_text().split() == ["1", "2", "2", "4"]
+    assert [r["point"]["batch"] for r in recs if r["status"] == "ok"] == [1, 4]
+
+
+def test_truncated_last_line_is_tolerated(tmp_path):
+    path = tmp_path / "results.jsonl"
+    append_result(path, {"point": {"batch": 1}, "status": "ok", "reason": None, "result": {}, "seconds": 1})
+    with open(path, "a") as f:
+        f.write('{"point": {"batch": 2}, "sta')
+    assert [r["point"]["batch"] for r in read_results(path)] == [1]
+
+
+def test_ctrl_c_leaves_finished_points_readable(tmp_path, worker_on_path):
+    script = tmp_path / "drive.py"
+    script.write_text(
+        "import sys\n"
+        "from gpuprobe.sweep import run_sweep\n"
+        f"run_sweep([{{'batch': 1}}, {{'batch': 2, 'sleep': 60}}, {{'batch': 4}}], '{WORKER}', sys.argv[1],"
+        " progress=False)\n")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, str(script), str(out)], env=os.environ.copy(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(read_results(out)) < 1:
+        time.sleep(0.2)
+    time.sleep(1.0)  # the second point is now running
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)
+    recs = read_results(out)
+    assert [r["point"]["batch"] for r in recs] == [1]
+    assert recs[0]["status"] == "ok"
+    assert proc.returncode != 0
+
+
+def test_inline_mode_for_debugging(tmp_path):
+    recs = run_sweep([{"batch": 3}], WORKER, tmp_path, isolate=False, progress=False)
+    assert recs[0]["result"]["pid"] == os.getpid()
