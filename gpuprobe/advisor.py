@@ -6,9 +6,9 @@ Two rules choose ``B_opt`` (``docs/advisor.md`` explains both):
 
 - ``default`` (relative): the smallest batch whose measured tokens/s is within ``epsilon`` (a fraction)
   of the best throughput the curve sustains, among batches that meet the latency SLO. "Sustains":
-  each point is compared with a running median of three (Tukey's, with his end-point rule); a point
-  that strays from it by more than ``outlier_fraction`` of the curve's best is an outlier, which can
-  neither set the bar nor be chosen. A single slow point so only excludes itself, a single lucky
+  each point is compared with a running median of three (Tukey's; the ends stay as measured); a point
+  that strays from it by more than ``outlier_fraction`` of the curve's best, and further than its
+  neighbours do, is an outlier, which can neither set the bar nor be chosen. A single slow point so only excludes itself, a single lucky
   point cannot raise the bar, and a tail that falls after a peak leaves the peak as the bar.
 - ``paper``: the rule of the published advisor script of *Mind the Memory Gap*, exactly:
   E(B) = T(B) / (B * T(B_1)) > ``min_efficiency``, latency <= ``latency_factor`` x the latency at the
@@ -92,17 +92,12 @@ class Choice:
 
 
 def running_median3(values: list[float]) -> list[float]:
-    """Tukey's running median of three; the ends use his end-point rule median(y1, z2, 3 z2 - 2 z3).
-
-    The identity on any monotone sequence, so a clean curve is left exactly as measured.
-    """
+    """Running median of three (Tukey); the two ends stay as measured, since nothing on their outer
+    side can contest them. The identity on any monotone sequence, so a clean curve is left as measured."""
     n = len(values)
     if n < 3:
         return list(values)
-    z = [values[0]] + [sorted(values[i - 1:i + 2])[1] for i in range(1, n - 1)] + [values[-1]]
-    z[0] = sorted([values[0], z[1], 3 * z[1] - 2 * z[2]])[1]
-    z[-1] = sorted([values[-1], z[-2], 3 * z[-2] - 2 * z[-3]])[1]
-    return z
+    return [values[0]] + [sorted(values[i - 1:i + 2])[1] for i in range(1, n - 1)] + [values[-1]]
 
 
 def choose_default(curve: Curve, epsilon: float = DEFAULT_EPSILON, latency_slo_s: float | None = None,
@@ -114,7 +109,10 @@ def choose_default(curve: Curve, epsilon: float = DEFAULT_EPSILON, latency_slo_s
     lat, lat_source = curve.latencies()
     smooth = running_median3(tps)
     scale = max(smooth)
-    outlier = [abs(t - s) > outlier_fraction * scale for t, s in zip(tps, smooth)]
+    dev = [abs(t - s) for t, s in zip(tps, smooth)]
+    # an outlier strays beyond the tolerance and further than its neighbours (whose medians it pulls)
+    outlier = [dev[i] > outlier_fraction * scale and all(dev[i] >= dev[j] for j in (i - 1, i + 1) if 0 <= j < len(dev))
+               for i in range(len(dev))]
     ok_slo = [latency_slo_s is None or l <= latency_slo_s for l in lat]
     eligible = [i for i in range(len(tps)) if ok_slo[i] and not outlier[i]]
     best_i = max(range(len(tps)), key=lambda i: tps[i])
@@ -238,6 +236,8 @@ class MemoryPlan:
     replicas_at_largest: int | None
     serving: dict[str, Any] | None
     missing: list[str] = field(default_factory=list)
+    kv_bytes_by_batch: dict[int, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -273,9 +273,11 @@ def plan_memory(curve: Curve, b_opt: int | None, *, spec=None, context: int | No
     fixed = int(fixed_cost_bytes) if fixed_cost_bytes is not None else DEFAULT_FIXED_COST_BYTES
     src = fixed_cost_source if fixed_cost_bytes is not None else "default"
     missing: list[str] = []
+    notes: list[str] = []
+    kv_all = {b: kv for b in curve.batches if (kv := kv_bytes(curve, b, spec, context, dtype)[0]) is not None}
     if b_opt is None:
         return MemoryPlan(None, largest, context, None, None, None, None, None, None, None, None, None,
-                          fixed, src, None, gpu_memory_bytes, gpu_name, None, None, None, ["b_opt"])
+                          fixed, src, None, gpu_memory_bytes, gpu_name, None, None, None, ["b_opt"], kv_all)
     kv_opt, kv_src = kv_bytes(curve, b_opt, spec, context, dtype)
     kv_big, _ = kv_bytes(curve, largest, spec, context, dtype)
     if kv_opt is None:
@@ -307,10 +309,14 @@ def plan_memory(curve: Curve, b_opt: int | None, *, spec=None, context: int | No
     if replica is not None and gpu_memory_bytes:
         fit = int(gpu_memory_bytes // replica)
         fit_big = int(gpu_memory_bytes // replica_big) if replica_big else None
-        serving = serving_settings(b_opt, replica, gpu_memory_bytes, context)
+        if fit >= 1:
+            serving = serving_settings(b_opt, replica, gpu_memory_bytes, context)
+        else:
+            notes.append(f"one replica at batch {b_opt} x context {context} needs {replica / GiB:.1f} GiB, "
+                         f"more than the GPU's {gpu_memory_bytes / GiB:.1f} GiB: no serving settings")
     return MemoryPlan(b_opt, largest, context, kv_opt, kv_big, kv_src, mem_opt, mem_big, freed, basis,
                       weights, w_src, fixed, src, replica, gpu_memory_bytes, gpu_name, fit, fit_big,
-                      serving, missing)
+                      serving, missing, kv_all, notes)
 
 
 def serving_settings(b_opt: int, replica_bytes: int, gpu_memory_bytes: int, context: int | None) -> dict[str, Any]:
@@ -358,7 +364,7 @@ class Advice:
             "reason": c.reason,
             "latency_source": c.latency_source,
             "bar_tokens_per_s": c.bar_tokens_per_s,
-            "notes": c.notes + self.curve.notes,
+            "notes": c.notes + m.notes + self.curve.notes,
             "missing": m.missing,
             "memory": m.to_dict(),
             "points": [asdict(v) for v in c.verdicts],

@@ -169,6 +169,12 @@ def _probe_packages(ncu_path: str | None) -> list[Item]:
         ("nvidia-ml-py", "pynvml", ("nvidia-ml-py", "pynvml")),
     ):
         mod, why = _import(module)
+        if name == "ncu_report" and mod is None:
+            mod, where = _ncu_report_beside(ncu_path)
+            if mod is not None:
+                items.append(Item("packages", name, OK, f"from the Nsight Compute install ({where})",
+                                  data={"version": None, "location": where}))
+                continue
         if mod is not None:
             version = getattr(mod, "__version__", None) or _dist_version(*dists) or "unknown version"
             detail = str(version)
@@ -176,15 +182,20 @@ def _probe_packages(ncu_path: str | None) -> list[Item]:
                 detail += f" (CUDA {mod.version.cuda})" if getattr(mod.version, "cuda", None) else " (CPU-only build)"
             items.append(Item("packages", name, OK, detail, data={"version": str(version)}))
             continue
-        if name == "ncu_report" and ncu_path:
-            extras = Path(ncu_path).resolve().parent / "extras" / "python" / "ncu_report.py"
-            if extras.is_file():
-                items.append(Item("packages", name, OK, f"from the Nsight Compute install ({extras})",
-                                  data={"version": None, "location": str(extras)}))
-                continue
         status = FAILING if why.startswith("import fails") else MISSING
         items.append(Item("packages", name, status, why, _PACKAGE_FIXES[name]))
     return items
+
+
+def _ncu_report_beside(ncu_path: str | None) -> tuple[Any | None, str]:
+    """``extras/python/ncu_report.py`` of the Nsight Compute install, through the ncu module's loader."""
+    try:
+        from gpuprobe.ncu.ncu_report_loader import find_ncu_report
+
+        mod = find_ncu_report()
+    except Exception:
+        return None, ""
+    return (mod, str(getattr(mod, "__file__", ncu_path))) if mod is not None else (None, "")
 
 
 def _torch_cuda() -> tuple[Any | None, bool]:
@@ -401,8 +412,8 @@ def _probe_busy(pynvml: Any, handle: Any) -> Item:
     return Item("nvml", "gpu_busy", OK, f"idle: no other process, {util}% busy, {used_txt}", data=data)
 
 
-def _find_ncu() -> str | None:
-    """ncu's path: the Nsight Compute module's lookup when it imports, else PATH and the usual folders."""
+def _find_ncu() -> tuple[str | None, str | None]:
+    """(ncu's path, its version): the Nsight Compute module's lookup, else PATH and the usual folders."""
     try:
         from gpuprobe.ncu.runner import find_ncu
     except Exception:
@@ -410,32 +421,40 @@ def _find_ncu() -> str | None:
     if find_ncu is not None:
         try:
             found = find_ncu()
-            return str(found) if found else None
+            return (str(found.path), found.version) if found else (None, None)
         except Exception:
             pass
     found = shutil.which("ncu")
     if found:
-        return found
+        return found, None
     candidates = [Path(os.environ[v]) / "bin" / "ncu" for v in ("CUDA_HOME", "CUDA_PATH") if os.environ.get(v)]
-    candidates.append(Path("/usr/local/cuda/bin/ncu"))
-    candidates += sorted(Path("/opt/nvidia/nsight-compute").glob("*/ncu"), reverse=True)
     candidates += sorted(Path("/usr/local").glob("cuda*/bin/ncu"), reverse=True)
-    return next((str(c) for c in candidates if c.is_file() and os.access(c, os.X_OK)), None)
+    candidates += sorted(Path("/opt/nvidia/nsight-compute").glob("*/ncu"), reverse=True)
+    return next((str(c) for c in candidates if c.is_file() and os.access(c, os.X_OK)), None), None
 
 
-def _probe_ncu(ncu: str | None, cuda: bool, probe_counters: bool, counter_timeout_s: float) -> list[Item]:
+def _ncu_fix() -> str:
+    try:
+        from gpuprobe.ncu.runner import GET_NCU
+
+        return GET_NCU
+    except Exception:
+        return NCU_FIX
+
+
+def _probe_ncu(ncu: str | None, version: str | None, cuda: bool, probe_counters: bool,
+               counter_timeout_s: float) -> list[Item]:
     if ncu is None:
-        return [Item("ncu", "ncu", MISSING, "ncu not found on PATH, in CUDA_HOME or /opt/nvidia/nsight-compute",
-                     NCU_FIX),
+        return [Item("ncu", "ncu", MISSING, "ncu not found on PATH, in CUDA_HOME, /usr/local/cuda*/bin or "
+                     "/opt/nvidia/nsight-compute", _ncu_fix()),
                 Item("ncu", "counter_permission", MISSING, "needs ncu", "see the ncu line")]
-    out = _run([ncu, "--version"], timeout=30)
-    version = None
-    if out is not None and out[0] == 0:
-        m = re.search(r"Version\s+(\S+)", out[1])
-        version = m.group(1) if m else out[1].strip().splitlines()[-1] if out[1].strip() else None
-    items = [Item("ncu", "ncu", OK if version else FAILING, f"{ncu}" + (f", version {version}" if version else
-                  ": `ncu --version` failed"), "" if version else "check the Nsight Compute install",
-                  data={"path": ncu, "version": version})]
+    if version is None:
+        out = _run([ncu, "--version"], timeout=30)
+        m = re.search(r"Version\s+(\d+(?:\.\d+)+)", out[1]) if out is not None and out[0] == 0 else None
+        version = m.group(1) if m else None
+    items = [Item("ncu", "ncu", OK if version else FAILING,
+                  f"{ncu}, version {version}" if version else f"{ncu}: `ncu --version` failed",
+                  "" if version else "check the Nsight Compute install", data={"path": ncu, "version": version})]
     items.append(_probe_counters(ncu, cuda, probe_counters, counter_timeout_s))
     return items
 
@@ -452,35 +471,31 @@ def _probe_counters(ncu: str, cuda: bool, probe_counters: bool, timeout_s: float
         return Item("ncu", name, MISSING, f"cannot check: gpuprobe.ncu.runner does not import ({e})",
                     "reinstall gpuprobe with its ncu module")
     try:
-        result = check_counter_permission(ncu=ncu, timeout_s=timeout_s)
-    except TypeError:  # an older signature
-        try:
-            result = check_counter_permission()
-        except Exception as e:
-            return _counter_item_from_error(e)
-    except Exception as e:
+        return _counter_item(check_counter_permission(ncu, timeout_s=timeout_s))
+    except Exception as e:  # noqa: BLE001
         return _counter_item_from_error(e)
-    return _counter_item(result)
 
 
 def _counter_item(result: Any) -> Item:
-    """Read ``check_counter_permission``'s answer: a bool, (ok, message), or an object with ``ok``/``message``."""
-    if isinstance(result, tuple):
-        ok, message = bool(result[0]), str(result[1]) if len(result) > 1 else ""
-    elif hasattr(result, "ok"):
-        ok, message = bool(result.ok), str(getattr(result, "message", "") or getattr(result, "detail", "") or "")
-    else:
-        ok, message = bool(result), ""
-    if ok:
+    """Read ``check_counter_permission``'s answer: (``ok``|``missing``|``failing``, message with the fix)."""
+    status, message = (str(result[0]), str(result[1])) if isinstance(result, tuple) else \
+        (OK if result else FAILING, "")
+    if status == OK:
         return Item("ncu", "counter_permission", OK, message or "ncu read a hardware counter of a tiny kernel")
-    return _counter_item_from_error(RuntimeError(message or "ncu could not read the counters"))
+    if status not in STATUSES:
+        status = FAILING
+    return _counter_item_from_error(RuntimeError(message or "ncu could not read the counters"), status)
 
 
-def _counter_item_from_error(e: Exception) -> Item:
-    text = str(e) or type(e).__name__
-    fix = COUNTER_PERMISSION_FIX if "ERR_NVGPUCTRPERM" in text or "permission" in text.lower() \
-        else "run `ncu --metrics sm__cycles_elapsed.max <a CUDA program>` by hand to see why"
-    return Item("ncu", "counter_permission", FAILING, text.strip().splitlines()[-1][:300], fix)
+def _counter_item_from_error(e: Exception, status: str = FAILING) -> Item:
+    text = (str(e) or type(e).__name__).strip()
+    if "ERR_NVGPUCTRPERM" in text or "restricted to admin" in text:
+        fix = text if "NVreg_RestrictProfilingToAdminUsers" in text else COUNTER_PERMISSION_FIX
+        return Item("ncu", "counter_permission", status,
+                    "GPU performance counters are restricted to administrators (ERR_NVGPUCTRPERM)", fix)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return Item("ncu", "counter_permission", status, " | ".join(lines)[:400],
+                "run `ncu --metrics gpu__time_duration.sum <a small CUDA program>` by hand to see why")
 
 
 def _probe_mps() -> Item:
@@ -556,9 +571,9 @@ def collect(*, probe_counters: bool = True, counter_timeout_s: float = 90.0) -> 
             items.append(Item(group, name, FAILING, f"probe crashed: {type(e).__name__}: {e}",
                               "report this as a gpuprobe bug"))
 
-    ncu_path: str | None = None
+    ncu_path = ncu_version = None
     try:
-        ncu_path = _find_ncu()
+        ncu_path, ncu_version = _find_ncu()
     except Exception:
         pass
     guarded("python", "python", _probe_python)
@@ -571,7 +586,7 @@ def collect(*, probe_counters: bool = True, counter_timeout_s: float = 90.0) -> 
     finally:
         if nvml[1] is not None:
             _safe(nvml[0].nvmlShutdown)
-    guarded("ncu", "ncu", lambda: _probe_ncu(ncu_path, cuda, probe_counters, counter_timeout_s))
+    guarded("ncu", "ncu", lambda: _probe_ncu(ncu_path, ncu_version, cuda, probe_counters, counter_timeout_s))
     guarded("mps", "mps_control", _probe_mps)
     items.extend(_modes(items))
     return Report(items)

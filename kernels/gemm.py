@@ -92,14 +92,17 @@ def choose_gemm_config(m: int, n: int, k: int, sm_count: int = DEFAULT_SM_COUNT,
     ``block_m`` is the smallest power of two >= ``m`` in 16..64 (``tl.dot`` needs 16 rows; larger
     batches use 128-row tiles). Small-``m`` GEMMs stream weights with 64-column, 128-deep tiles.
     When the tile grid is under one wave of SMs, split-K multiplies it up to about one wave,
-    keeping at least ``min_k_blocks_per_split`` ``block_k`` steps per split.
+    keeping at least ``min_k_blocks_per_split`` ``block_k`` steps per split. Tiles of 64 rows and
+    more use 8 warps: with 4, ptxas spills when the shapes are not multiples of 16 (scalar loads).
     """
     if min(m, n, k, sm_count) <= 0:
         raise ValueError("m, n, k and sm_count must be positive")
-    if m <= 64:
+    if m <= 32:
         block_m, block_n, block_k, warps, stages = max(16, _next_pow2(m)), 64, 128, 4, 4
+    elif m <= 64:
+        block_m, block_n, block_k, warps, stages = 64, 64, 128, 8, 4
     elif m <= 256:
-        block_m, block_n, block_k, warps, stages = 64, 128, 64, 4, 4
+        block_m, block_n, block_k, warps, stages = 64, 128, 64, 8, 4
     else:
         block_m, block_n, block_k, warps, stages = 128, 128, 64, 8, 3
     tiles = -(-m // block_m) * -(-n // block_n)

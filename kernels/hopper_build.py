@@ -165,8 +165,12 @@ def _attention_common(dtype: str) -> tuple[dict[str, str], list[str]]:
 
 def build_attention(*, dtype: str = "bf16", head_dim: int = 64, group: int = 7, page_size: int = 16,
                     block_kv: int = 64, num_warps: int = 4, num_stages: int = 2,
-                    splitk: bool = False) -> BuildResult:
-    """Compile the v1 (or split-K) paged attention kernel of one configuration for sm_90."""
+                    splitk: bool = False, aligned: bool = True) -> BuildResult:
+    """Compile the v1 (or split-K) paged attention kernel of one configuration for sm_90.
+
+    ``aligned=False`` drops the divisibility hints (a launch with odd strides or offset views):
+    the worst case for registers.
+    """
     from . import paged_attention as pa
 
     fn = pa.paged_decode_attention_splitk_kernel if splitk else pa.paged_decode_attention_v1_kernel
@@ -181,8 +185,9 @@ def build_attention(*, dtype: str = "bf16", head_dim: int = 64, group: int = 7, 
                       D_PAD=max(16, pa._next_pow2(head_dim)), PAGE_SIZE=page_size, BLOCK_KV=block_kv,
                       UPCAST=False, DOT_PRECISION="ieee" if dtype == "fp32" else "tf32")
     sig = {n: sig.get(n, "constexpr") for n in fn.arg_names}
-    config = dict(dtype=dtype, head_dim=head_dim, group=group, page_size=page_size, block_kv=block_kv)
-    return compile_for_hopper(fn, sig, constexprs, divisible, num_warps=num_warps, num_stages=num_stages,
+    config = dict(dtype=dtype, head_dim=head_dim, group=group, page_size=page_size, block_kv=block_kv,
+                  splitk=splitk, aligned=aligned)
+    return compile_for_hopper(fn, sig, constexprs, divisible if aligned else [], num_warps=num_warps, num_stages=num_stages,
                               config=config)
 
 
@@ -197,13 +202,16 @@ def build_attention_reduce(*, dtype: str = "bf16", head_dim: int = 64, splits_pa
     sig = {n: sig.get(n, "constexpr") for n in fn.arg_names}
     return compile_for_hopper(fn, sig, constexprs, ["out_ptr", "part_out_ptr", "part_lse_ptr", "stride_ob",
                                                     "stride_oh"],
-                              num_warps=4 if head_dim >= 128 else 2, num_stages=1,
+                              num_warps=4 if head_dim > 64 else 2, num_stages=1,
                               config=dict(dtype=dtype, head_dim=head_dim, splits_pad=splits_pad))
 
 
 def build_gemm(*, dtype: str = "bf16", block_m: int = 16, block_n: int = 64, block_k: int = 128,
-               num_warps: int = 4, num_stages: int = 4, split: bool = False) -> BuildResult:
-    """Compile the decode GEMM (row-major x and W) for sm_90; ``split`` writes fp32 partials."""
+               num_warps: int = 4, num_stages: int = 4, split: bool = False, aligned: bool = True) -> BuildResult:
+    """Compile the decode GEMM (row-major x and W) for sm_90; ``split`` writes fp32 partials.
+
+    ``aligned=False`` drops the divisibility hints (shapes not multiples of 16): the worst case.
+    """
     from . import gemm
 
     fn = gemm.decode_gemm_kernel
@@ -215,48 +223,66 @@ def build_gemm(*, dtype: str = "bf16", block_m: int = 16, block_n: int = 64, blo
                       UPCAST=False, DOT_PRECISION="ieee" if dtype == "fp32" else "tf32")
     sig = {n: sig.get(n, "constexpr") for n in fn.arg_names}
     divisible = ["x_ptr", "w_ptr", "y_ptr", "N", "K", "k_per_split", "stride_xm", "stride_wk", "stride_ym"]
-    return compile_for_hopper(fn, sig, constexprs, divisible, num_warps=num_warps, num_stages=num_stages,
-                              config=dict(dtype=dtype, block_m=block_m, block_n=block_n, block_k=block_k,
-                                          split=split))
+    return compile_for_hopper(fn, sig, constexprs, divisible if aligned else [], num_warps=num_warps,
+                              num_stages=num_stages, config=dict(dtype=dtype, block_m=block_m, block_n=block_n,
+                                                                 block_k=block_k, split=split, aligned=aligned))
 
 
 # --------------------------------------------------------------------------------------------------
 # Knob grids
 # --------------------------------------------------------------------------------------------------
 #: Attention knobs swept by the benchmarks (and so compiled here): tokens per tile, warps, stages.
-ATTENTION_KNOBS = {"block_kv": (16, 32, 64, 128), "num_warps": (2, 4, 8), "num_stages": (1, 2, 3, 4)}
+ATTENTION_KNOBS = {"block_kv": (32, 64, 128), "num_warps": (2, 4, 8), "num_stages": (1, 2, 3)}
 #: (head_dim, group) pairs of the supported shapes: Qwen2-0.5B 64/7, Qwen2-1.5B 128/6,
 #: Llama-3.2-1B 64/4, the odd head dims 80 and 96, and a 16-query group (the widest one-tile group).
 ATTENTION_SHAPES = ((64, 7), (128, 6), (64, 4), (80, 8), (96, 2), (128, 16), (64, 1))
-GEMM_KNOBS = {"block_m": (16, 32, 64, 128), "block_n": (32, 64, 128), "block_k": (64, 128),
+GEMM_KNOBS = {"block_m": (16, 32, 64, 128), "block_n": (64, 128), "block_k": (64, 128),
               "num_warps": (4, 8), "num_stages": (2, 3, 4)}
+
+
+def gemm_shared_estimate(block_m: int, block_n: int, block_k: int, num_stages: int, elt_bytes: int = 2) -> int:
+    """Upper estimate of the GEMM's shared memory: ``num_stages`` buffers of an x and a W tile."""
+    return num_stages * (block_m * block_k + block_k * block_n) * elt_bytes
 
 
 def attention_grid(dtypes=("bf16", "fp16")) -> list[dict[str, Any]]:
     """Every attention knob configuration at every supported (head_dim, group), v1 and split-K."""
-    out = []
-    for dtype, (d, g), bkv, w, s, splitk in itertools.product(
-            dtypes, ATTENTION_SHAPES, *ATTENTION_KNOBS.values(), (False, True)):
-        out.append(dict(dtype=dtype, head_dim=d, group=g, block_kv=bkv, num_warps=w, num_stages=s, splitk=splitk))
-    return out
+    return [dict(dtype=dt, head_dim=d, group=g, block_kv=bkv, num_warps=w, num_stages=s, splitk=sk)
+            for dt, (d, g), bkv, w, s, sk in itertools.product(
+                dtypes, ATTENTION_SHAPES, *ATTENTION_KNOBS.values(), (False, True))]
 
 
 def gemm_grid(dtypes=("bf16",)) -> list[dict[str, Any]]:
+    """GEMM knob configurations whose :func:`gemm_shared_estimate` fits a Hopper block."""
     return [dict(dtype=dt, block_m=bm, block_n=bn, block_k=bk, num_warps=w, num_stages=s, split=sp)
-            for dt, bm, bn, bk, w, s, sp in itertools.product(dtypes, *GEMM_KNOBS.values(), (False, True))]
+            for dt, bm, bn, bk, w, s, sp in itertools.product(dtypes, *GEMM_KNOBS.values(), (False, True))
+            if gemm_shared_estimate(bm, bn, bk, s) <= HOPPER_MAX_SHARED_BYTES]
+
+
+def quick_attention_grid() -> list[dict[str, Any]]:
+    """The launcher defaults (also without alignment hints) and the largest tiles, per head dim and dtype."""
+    return [dict(dtype=dt, head_dim=d, group=g, block_kv=bkv, num_warps=w, num_stages=st, splitk=sk, aligned=al)
+            for dt in ("bf16", "fp16") for d, g in ((64, 7), (80, 8), (96, 2), (128, 16))
+            for bkv, w, st, al in ((64, 4, 2, True), (64, 4, 2, False), (128, 8, 3, True)) for sk in (False, True)]
+
+
+def quick_gemm_grid() -> list[dict[str, Any]]:
+    """The configurations :func:`gemm.choose_gemm_config` picks (aligned or not), and the largest that fits."""
+    from .gemm import choose_gemm_config
+
+    cfgs = {(c.block_m, c.block_n, c.block_k, c.num_warps, c.num_stages)
+            for c in (choose_gemm_config(m, 896, 896) for m in (1, 32, 64, 256, 1024))}
+    out = [dict(dtype="bf16", block_m=bm, block_n=bn, block_k=bk, num_warps=w, num_stages=s, split=sp, aligned=al)
+           for bm, bn, bk, w, s in sorted(cfgs) for sp in (False, True) for al in (True, False)]
+    out.append(dict(dtype="bf16", block_m=128, block_n=128, block_k=128, num_warps=8, num_stages=3, split=False,
+                    aligned=True))
+    return out
 
 
 def build_all(*, quick: bool = False) -> list[BuildResult]:
     """Compile the grids (``quick``: defaults and the largest tiles only)."""
     results: list[BuildResult] = []
-    if quick:
-        att = [dict(dtype=dt, head_dim=d, group=g, block_kv=bkv, num_warps=4, num_stages=st, splitk=sk)
-               for dt in ("bf16", "fp16") for d, g in ((64, 7), (80, 8), (96, 2), (128, 6))
-               for bkv, st in ((64, 2), (128, 4)) for sk in (False, True)]
-        gm = [dict(dtype="bf16", block_m=bm, block_n=bn, block_k=bk, num_warps=w, num_stages=s, split=sp)
-              for bm, bn, bk, w, s in ((16, 64, 128, 4, 4), (128, 128, 128, 8, 4)) for sp in (False, True)]
-    else:
-        att, gm = attention_grid(), gemm_grid()
+    att, gm = (quick_attention_grid(), quick_gemm_grid()) if quick else (attention_grid(), gemm_grid())
     results += [build_attention(**c) for c in att]
     results += [build_attention_reduce(dtype=dt, head_dim=d) for dt in ("bf16", "fp16") for d in (64, 80, 96, 128)]
     results += [build_gemm(**c) for c in gm]

@@ -354,5 +354,5 @@ def paged_decode_attention(
     paged_decode_attention_reduce_kernel[(bsz, hq)](
         out, part_out, part_lse, out.stride(0), out.stride(1), hq, num_splits,
         SPLITS_PAD=_next_pow2(num_splits), HEAD_DIM=d, D_PAD=meta["D_PAD"],
-        num_warps=4 if d >= 128 else 2)
+        num_warps=4 if meta["D_PAD"] >= 128 else 2)
     return out

@@ -31,7 +31,8 @@ from gpuprobe.engine.kvcache import KVCacheFull, PagedKVCache, Sequence
 @dataclass
 class DecodeBatch:
     size: int
-    max_len: int  # tokens each sequence can hold (pages / dense length reserved)
+    max_len: int  # width of the dense cache / block table, in tokens
+    capacity: list[int]  # tokens each sequence can hold (its reserved pages, or max_len)
     lens: list[int]  # host mirror: tokens stored per sequence before the next step
     tokens: torch.Tensor
     next_tokens: torch.Tensor
@@ -71,14 +72,19 @@ class DecodeBatch:
 
     def set_positions(self, lens: list[int]) -> None:
         """Point every sequence at its next token position (host -> device copy; outside the step)."""
-        if any(n >= self.max_len for n in lens):
-            raise KVCacheFull(f"a sequence would exceed its reserved {self.max_len} tokens")
+        self._check(lens)
         self.lens = list(lens)
         dev = self.positions.device
         pos = torch.tensor(lens, dtype=torch.int64)
         self.positions.copy_(pos.to(dev))
         self.context_lens.copy_((pos + 1).to(torch.int32).to(dev))
         self._derive()
+
+    def _check(self, lens: list[int]) -> None:
+        for b, (n, cap) in enumerate(zip(lens, self.capacity)):
+            if n >= cap:
+                raise KVCacheFull(f"sequence {b} would store token {n + 1} but holds {cap} tokens; "
+                                  "reserve more when the batch is made")
 
     def _derive(self) -> None:
         """Recompute slot_mapping / dense_mask from positions (device ops, no sync)."""
@@ -92,9 +98,7 @@ class DecodeBatch:
 
     def advance(self) -> None:
         """One token on: the chosen tokens become the inputs, positions and lengths grow by one."""
-        if any(n + 1 >= self.max_len for n in self.lens):
-            raise KVCacheFull(f"a sequence would exceed its reserved {self.max_len} tokens; "
-                              "prepare the batch with a larger max_len")
+        self._check([n + 1 for n in self.lens])
         self.lens = [n + 1 for n in self.lens]
         self.tokens.copy_(self.next_tokens)
         self.positions.add_(1)

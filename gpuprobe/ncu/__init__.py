@@ -1,1 +1,65 @@
-"""Nsight Compute: find and run ncu, read its reports, attribute kernels to ops."""
+"""Nsight Compute: find and run ncu, read its reports, attribute kernels to ops.
+
+The one entry point most users need is :func:`load_report`::
+
+    import gpuprobe
+    df = gpuprobe.load_report("decode.ncu-rep")     # or a CSV page, or .ncu-rep.xz
+    df.groupby("op")[["time_s", "dram_bytes", "flops"]].sum()
+
+Modules, along the data flow: :mod:`~gpuprobe.ncu.runner` (find ncu, build command lines, run it),
+:mod:`~gpuprobe.ncu.metrics` (named metric sets), :mod:`~gpuprobe.ncu.nvtx_filter`,
+:mod:`~gpuprobe.ncu.readers` (CSV pages and .ncu-rep -> one table), :mod:`~gpuprobe.ncu.counters`
+(FLOPs, bytes, percentages), :mod:`~gpuprobe.ncu.attribution` (op and layer per kernel),
+:mod:`~gpuprobe.ncu.counter_roofline` (per-op roofline, ``RooflineResult``).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from gpuprobe.ncu.attribution import Attribution, AttributionRule, attribute, default_rule
+from gpuprobe.ncu.counters import add_standard_columns
+from gpuprobe.ncu.readers import ReportFormatError, read_report
+
+PROFILE_META_SUFFIX = ".gpuprobe.json"
+
+
+def profile_meta_path(report: str | Path) -> Path:
+    """Where ``gpuprobe profile`` records how a report was made: ``R.ncu-rep`` -> ``R.gpuprobe.json``."""
+    p = Path(report)
+    name = p.name
+    for suf in (".ncu-rep.xz", ".ncu-rep", ".csv"):
+        if name.endswith(suf):
+            name = name[: -len(suf)]
+            break
+    return p.with_name(name + PROFILE_META_SUFFIX)
+
+
+def load_report(path: str | Path, rule: AttributionRule = default_rule) -> pd.DataFrame:
+    """Read a ``.ncu-rep`` (or ``.ncu-rep.xz``) or an ncu CSV page into the normalized per-kernel table.
+
+    One row per kernel launch: identity columns (``kernel_name``, ``kernel_short``, ``grid``,
+    ``block``, ``nvtx_stack``, ``nvtx_ranges``...), every metric in base units under its ncu name,
+    the standard columns of :mod:`gpuprobe.ncu.counters` (``time_s``, ``dram_read_bytes``,
+    ``dram_write_bytes``, ``dram_bytes``, ``flops``, ``dram_pct``, ``sm_pct``, ``tensor_pct``...)
+    and ``op``/``layer`` from ``rule``. ``df.attrs``: ``source``, ``format``, ``device_name``,
+    ``peaks`` (the report's own ceilings), ``missing`` (metrics it lacks), and ``profile`` (ncu
+    version, clock and cache control, NVTX filter) when ``gpuprobe profile`` made it.
+    """
+    from gpuprobe.ncu.counter_roofline import report_peaks
+
+    df = attribute(add_standard_columns(read_report(path)), rule)
+    df.attrs["peaks"] = report_peaks(df)
+    meta = profile_meta_path(path)
+    if meta.is_file():
+        try:
+            df.attrs["profile"] = json.loads(meta.read_text())
+        except (OSError, ValueError):
+            pass
+    return df
+
+
+__all__ = ["load_report", "read_report", "attribute", "default_rule", "Attribution", "AttributionRule",
+           "ReportFormatError", "profile_meta_path"]

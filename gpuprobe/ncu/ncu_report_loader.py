@@ -38,9 +38,20 @@ def _extras_candidates() -> list[Path]:
 
 
 def _load_from(path: Path) -> ModuleType:
+    """Import ``ncu_report.py`` from an Nsight Compute install (its folder also holds the native library)."""
     folder = str(path.parent)
     if folder not in sys.path:
-        sys.path.insert(0, folder)
+        sys.path.insert(0, folder)  # ncu_report.py imports its compiled helper from the same folder
+    spec = importlib.util.spec_from_file_location("ncu_report", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    sys.modules["ncu_report"] = mod
+    return mod
+
+
+def _import_installed() -> ModuleType:
     return importlib.import_module("ncu_report")
 
 
@@ -50,7 +61,7 @@ def find_ncu_report() -> ModuleType | None:
     if _cached is not None:
         return _cached
     try:
-        _cached = importlib.import_module("ncu_report")
+        _cached = _import_installed()
         return _cached
     except ImportError:
         pass
@@ -59,7 +70,7 @@ def find_ncu_report() -> ModuleType | None:
             try:
                 _cached = _load_from(cand)
                 return _cached
-            except ImportError:
+            except Exception:  # a broken install: try the next one
                 continue
     return None
 

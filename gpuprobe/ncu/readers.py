@@ -6,7 +6,9 @@ Three inputs give the same table:
   its own: ``Mbyte``, ``Kbyte``, ``us``, ``Tbyte/s``...) or base units (``--print-units base``);
 * the details CSV page (``--page details``): section labels at two or three significant digits,
   mapped to metric names where the mapping is known (:data:`DETAILS_LABELS`);
-* the binary ``.ncu-rep`` (also ``.ncu-rep.xz``), through NVIDIA's ``ncu_report`` module.
+* the binary ``.ncu-rep``, through NVIDIA's ``ncu_report`` module.
+
+Any of them may be xz-compressed (``.ncu-rep.xz``, ``.csv.xz``).
 
 Columns of the table (:data:`ID_COLUMNS`, then every metric under its ncu name, converted to base
 units: bytes, seconds, hertz, counts, percent):
@@ -455,7 +457,12 @@ def sniff_format(path: str | Path) -> str:
     """``ncu-rep`` or ``csv`` from the file's content (and ``.xz`` suffix), not only its name."""
     p = Path(path)
     if p.suffix == ".xz":
-        return "ncu-rep"
+        try:
+            with lzma.open(p) as f:
+                head = f.read(4)
+        except (lzma.LZMAError, EOFError, OSError) as e:
+            raise _fail(p, f"cannot decompress: {e}") from None
+        return "ncu-rep" if head == REP_MAGIC else "csv"
     try:
         with open(p, "rb") as f:
             head = f.read(4)
@@ -471,7 +478,18 @@ def read_report(path: str | Path) -> pd.DataFrame:
         raise _fail(p, "no such file")
     if p.is_dir():
         raise _fail(p, "is a folder; give a .ncu-rep or CSV file")
-    return read_ncu_rep(p) if sniff_format(p) == "ncu-rep" else read_csv(p)
+    fmt = sniff_format(p)
+    if fmt == "ncu-rep":
+        return read_ncu_rep(p)
+    if p.suffix == ".xz":
+        try:
+            text = lzma.open(p, "rt", encoding="utf-8-sig", newline="").read()
+        except (lzma.LZMAError, EOFError, OSError, UnicodeDecodeError) as e:
+            raise _fail(p, f"cannot decompress: {e}") from None
+        if not text.strip():
+            raise _fail(p, "the file is empty")
+        return read_csv(p, text=text)
+    return read_csv(p)
 
 
 def iter_metric_columns(df: pd.DataFrame) -> Iterable[str]:
