@@ -130,6 +130,9 @@ def curve_from_rows(rows: Iterable[Mapping[str, Any]], source: str = "", **meta:
         for key in _META:
             if found_meta.get(key) is None and _present(row.get(key)):
                 found_meta[key] = row[key]
+        device = row.get("device")  # the throughput sweep names the GPU in its device column
+        if found_meta.get("gpu") is None and _present(device) and str(device).lower() not in ("cpu", "cuda", "meta"):
+            found_meta["gpu"] = device
         if status != "ok":
             skipped.append({"batch": batch, "status": status, "reason": row.get("reason") or None})
             continue
