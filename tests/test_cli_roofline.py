@@ -110,11 +110,15 @@ def test_models_and_gpus_commands():
     assert r.returncode == 0 and "494.0 M" in r.stdout
 
 
-def test_every_subcommand_has_help():
-    from gpuprobe.cli import build_parser
+def test_every_subcommand_has_help(capsys):
+    from gpuprobe.cli import build_parser, main
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     assert {"roofline", "models", "gpus"} <= set(sub.choices)
     for name in sub.choices:
-        r = gp(name, "--help")
-        assert r.returncode == 0 and "usage" in r.stdout, name
+        with pytest.raises(SystemExit) as e:
+            main([name, "--help"])
+        assert e.value.code == 0
+        assert f"usage: gpuprobe {name}" in capsys.readouterr().out, name
+    r = gp("--help")  # the console entry point, once, in a real process
+    assert r.returncode == 0 and "roofline" in r.stdout

@@ -21,7 +21,7 @@ def _fmt_rate(v: float, unit: str) -> str:
 
 def plot_roofline(result: RooflineResult, path: str | Path, title: str | None = None) -> Path:
     """Draw ``result`` as a log-log roofline into ``path`` (PNG); returns the path."""
-    pts = [p for p in result.points if p.flops > 0 and p.dram_bytes > 0 and p.time_s]
+    pts = [p for p in result.points if p.flops and p.flops > 0 and p.dram_bytes and p.dram_bytes > 0 and p.time_s]
     skipped = sorted({p.op for p in result.points} - {p.op for p in pts})
     c = result.ceilings
 

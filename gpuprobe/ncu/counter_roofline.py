@@ -1,0 +1,273 @@
+"""The counter roofline: per kernel and per op, FLOPs, DRAM bytes, intensity, rates, % of peak, limiter.
+
+Ceilings come from the report's own peak metrics when it holds them (``source: "ncu_peak"``):
+DRAM = ``dram__bytes.sum.peak_sustained`` x DRAM clock, tensor = the dense HGMMA per-cycle peak x SM
+clock, FP32 = 2 x the FFMA per-cycle peak x SM clock, L2 = ``lts__t_bytes.sum.peak_sustained`` x L2
+clock (medians over kernels: with ``--clock-control none`` clocks vary per kernel). Datasheet roofs
+of a named GPU and a measured copy bandwidth are added when given; ``bound`` then uses the measured
+DRAM roof, else the datasheet's, else ncu's (:func:`gpuprobe.roofline.select_ceilings`).
+
+Percentages: ``dram_pct_of_ncu_peak`` is ncu's ``dram__throughput`` (per op: time-weighted);
+``dram_pct_of_measured`` is achieved bytes/s over the measured copy bandwidth; ``sm_pct`` and
+``tensor_pct`` are ncu's throughput percentages (time-weighted per op). ``limiter`` follows
+:data:`gpuprobe.roofline.LIMITER_RULE`, judged on ``dram_pct_of_measured`` when a measured roof is
+known, else on ``dram_pct_of_ncu_peak``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from gpuprobe.ncu import metrics as M
+from gpuprobe.ops import OPS, STEP_OPS
+
+KERNEL_COLUMNS = (
+    "id", "op", "layer", "kernel_short", "time_s", "flops", "flops_tensor", "flops_fp32",
+    "dram_read_bytes", "dram_write_bytes", "dram_bytes", "intensity", "flops_per_s", "dram_bytes_per_s",
+    "dram_pct_of_ncu_peak", "dram_pct_of_measured", "sm_pct", "tensor_pct", "limiter",
+)
+
+
+def _median(df: pd.DataFrame, per_cycle: str, hz: str, factor: float = 1.0) -> float | None:
+    if per_cycle in df.columns and hz in df.columns:
+        v = pd.to_numeric(df[per_cycle], errors="coerce") * pd.to_numeric(df[hz], errors="coerce") * factor
+        v = v[np.isfinite(v) & (v > 0)]
+        if len(v):
+            return float(v.median())
+    rate = per_cycle.replace(".peak_sustained", ".peak_sustained_elapsed.per_second")
+    if rate in df.columns:
+        v = pd.to_numeric(df[rate], errors="coerce") * factor
+        v = v[np.isfinite(v) & (v > 0)]
+        if len(v):
+            return float(v.median())
+    return None
+
+
+def report_peaks(df: pd.DataFrame) -> dict[str, float]:
+    """Peaks the report itself implies (bytes/s, FLOP/s), by roof name; only those it can give."""
+    peaks: dict[str, float | None] = {
+        "dram": _median(df, M.DRAM_PEAK_PER_CYCLE, M.DRAM_HZ),
+        "l2": _median(df, M.L2_PEAK_PER_CYCLE, M.LTS_HZ),
+        "fp32": _median(df, M.FFMA_PEAK_PER_CYCLE, M.SM_HZ, 2.0),
+    }
+    for dt, metric in M.TENSOR_PEAK_PER_CYCLE.items():
+        peaks[f"tensor_{dt}"] = _median(df, metric, M.SM_HZ)
+    return {k: v for k, v in peaks.items() if v}
+
+
+def _limiter(dram_pct: float | None, sm_pct: float | None, tensor_pct: float | None) -> str | None:
+    from gpuprobe.roofline import classify_limiter
+
+    def ok(x):
+        return None if x is None or not math.isfinite(x) else float(x)
+
+    return classify_limiter(ok(dram_pct), ok(sm_pct), ok(tensor_pct))
+
+
+def kernel_table(df: pd.DataFrame, measured_dram_bytes_per_s: float | None = None) -> pd.DataFrame:
+    """One row per kernel launch with the roofline quantities (needs ``load_report``'s columns)."""
+    t = df[[c for c in ("id", "op", "layer", "kernel_short", "time_s", "flops", "flops_tensor", "flops_fp32",
+                        "dram_read_bytes", "dram_write_bytes", "dram_bytes", "sm_pct", "tensor_pct")]].copy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t["intensity"] = t["flops"] / t["dram_bytes"].where(t["dram_bytes"] > 0)
+        t["flops_per_s"] = t["flops"] / t["time_s"]
+        t["dram_bytes_per_s"] = t["dram_bytes"] / t["time_s"]
+    peak = report_peaks(df).get("dram")
+    pct = df["dram_pct"].astype(float)
+    if peak:
+        pct = pct.fillna(t["dram_bytes_per_s"] / peak * 100.0)
+    t["dram_pct_of_ncu_peak"] = pct
+    t["dram_pct_of_measured"] = (t["dram_bytes_per_s"] / measured_dram_bytes_per_s * 100.0
+                                 if measured_dram_bytes_per_s else math.nan)
+    judge = t["dram_pct_of_measured"] if measured_dram_bytes_per_s else t["dram_pct_of_ncu_peak"]
+    t["limiter"] = [_limiter(d, s, x) for d, s, x in zip(judge, t["sm_pct"], t["tensor_pct"])]
+    return t[list(KERNEL_COLUMNS)]
+
+
+def _op_key(op: str) -> tuple[int, str]:
+    return (OPS.index(op), op) if op in OPS else (len(OPS) + (0 if not op.startswith("other:") else 1), op)
+
+
+def _wmean(values: pd.Series, weights: pd.Series) -> float:
+    m = np.isfinite(values) & np.isfinite(weights)
+    if not m.any() or weights[m].sum() <= 0:
+        return math.nan
+    return float((values[m] * weights[m]).sum() / weights[m].sum())
+
+
+def _nansum_strict(s: pd.Series) -> float:
+    """Sum, NaN when any part is missing (a partial sum would be a guess)."""
+    return math.nan if s.isna().any() else float(s.sum())
+
+
+def op_table(kernels: pd.DataFrame, measured_dram_bytes_per_s: float | None = None,
+             scale_to_layers: int | None = None) -> pd.DataFrame:
+    """Kernels grouped by op (summed over the layers profiled), in op order, with rates and percentages.
+
+    ``scale_to_layers``: multiply each per-layer op by ``scale_to_layers / layers_profiled`` to stand
+    for a whole step (``scaled`` is then True); whole-step ops are never scaled.
+    """
+    rows = []
+    for op, g in kernels.groupby("op", sort=False):
+        layers = g["layer"].dropna().unique()
+        n_layers = len(layers) or None
+        factor = 1.0
+        if scale_to_layers and n_layers and op not in STEP_OPS:
+            factor = scale_to_layers / n_layers
+        time_s = float(g["time_s"].sum()) * factor
+        row: dict[str, Any] = {
+            "op": op, "n_kernels": len(g), "layers_profiled": n_layers, "scaled": factor != 1.0,
+            "time_s": time_s,
+            "flops": _nansum_strict(g["flops"]) * factor,
+            "flops_tensor": _nansum_strict(g["flops_tensor"]) * factor,
+            "flops_fp32": _nansum_strict(g["flops_fp32"]) * factor,
+            "dram_read_bytes": _nansum_strict(g["dram_read_bytes"]) * factor,
+            "dram_write_bytes": _nansum_strict(g["dram_write_bytes"]) * factor,
+            "dram_bytes": _nansum_strict(g["dram_bytes"]) * factor,
+            "dram_pct_of_ncu_peak": _wmean(g["dram_pct_of_ncu_peak"], g["time_s"]),
+            "sm_pct": _wmean(g["sm_pct"], g["time_s"]),
+            "tensor_pct": _wmean(g["tensor_pct"], g["time_s"]),
+        }
+        row["intensity"] = row["flops"] / row["dram_bytes"] if row["dram_bytes"] else math.nan
+        row["flops_per_s"] = row["flops"] / time_s if time_s else math.nan
+        row["dram_bytes_per_s"] = row["dram_bytes"] / time_s if time_s else math.nan
+        row["dram_pct_of_measured"] = (row["dram_bytes_per_s"] / measured_dram_bytes_per_s * 100.0
+                                       if measured_dram_bytes_per_s else math.nan)
+        judge = row["dram_pct_of_measured"] if measured_dram_bytes_per_s else row["dram_pct_of_ncu_peak"]
+        row["limiter"] = _limiter(judge, row["sm_pct"], row["tensor_pct"])
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    if len(out):
+        out = out.sort_values("op", key=lambda s: s.map(_op_key)).reset_index(drop=True)
+        total = float(out["time_s"].sum())
+        out["time_share"] = out["time_s"] / total if total else math.nan
+    return out
+
+
+def _none(x: Any) -> Any:
+    if x is None:
+        return None
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if x is pd.NA:
+        return None
+    return x
+
+
+def report_to_roofline(df: pd.DataFrame, *, gpu: Any = None, dtype: str = "bf16",
+                       measured_dram_bytes_per_s: float | None = None, model: str | None = None,
+                       batch: int | None = None, context: int | None = None, layers: int | None = None,
+                       scale_to_layers: int | None = None, by: str = "op", include_kernels: bool = True,
+                       **provenance_extra: Any):
+    """A loaded report (``load_report``) -> :class:`gpuprobe.roofline.RooflineResult` with ``mode="ncu"``.
+
+    ``gpu``: a registry name or :class:`~gpuprobe.specs.gpus.GPUSpec` whose datasheet roofs are
+    added (default: the one matching the report's device name, when known). ``by``: ``op`` (one
+    point per op) or ``kernel`` (one point per launch, named ``op#id``).
+    """
+    from gpuprobe.errors import UserError
+    from gpuprobe.roofline import LIMITER_RULE, Roof, RooflineResult, datasheet_roofs, make_point, provenance, \
+        select_ceilings
+    from gpuprobe.specs.gpus import get_gpu, match_device_name
+
+    if by not in ("op", "kernel"):
+        raise UserError(f"--by must be 'op' or 'kernel', got '{by}'")
+    device_name = df.attrs.get("device_name")
+    spec = gpu if (gpu is not None and not isinstance(gpu, str)) else (get_gpu(gpu) if gpu else None)
+    if spec is None and device_name:
+        spec = match_device_name(device_name)
+
+    peaks = report_peaks(df)
+    note = None
+    if spec is None and "dram" not in peaks:
+        from gpuprobe.specs.gpus import DEFAULT_GPU
+
+        spec = get_gpu(DEFAULT_GPU)
+        note = (f"the report names no GPU and holds no peak metrics: datasheet ceilings of {DEFAULT_GPU} "
+                "assumed (pass --gpu NAME)")
+    roofs: list[Roof] = []
+    if measured_dram_bytes_per_s:
+        roofs.append(Roof("dram", "memory", float(measured_dram_bytes_per_s), "measured"))
+    if spec is not None:
+        roofs += datasheet_roofs(spec, dtype)
+    for name, value in peaks.items():
+        roofs.append(Roof(name, "memory" if name in ("dram", "l2") else "compute", value, "ncu_peak"))
+    try:
+        ceilings = select_ceilings(roofs, dtype)
+    except ValueError:
+        raise UserError(
+            f"'{df.attrs.get('source')}' holds no peak metrics and its GPU is unknown; pass --gpu NAME "
+            "(see `gpuprobe gpus`) so the datasheet ceilings can be used") from None
+
+    kernels = kernel_table(df, measured_dram_bytes_per_s)
+    if by == "op":
+        table = op_table(kernels, measured_dram_bytes_per_s, scale_to_layers)
+    else:
+        table = kernels.assign(op=[f"{o}#{i}" for o, i in zip(kernels["op"], kernels["id"])],
+                               n_kernels=1, layers_profiled=[None if pd.isna(x) else 1 for x in kernels["layer"]],
+                               scaled=False)
+    points = []
+    for _, r in table.iterrows():
+        flops, nbytes, t = _none(r["flops"]), _none(r["dram_bytes"]), _none(r["time_s"])
+        kw = dict(
+            flops_executed=flops, flops_useful=None,
+            dram_read_bytes=_none(r["dram_read_bytes"]), dram_write_bytes=_none(r["dram_write_bytes"]),
+            dram_pct_of_measured=_none(r["dram_pct_of_measured"]),
+            dram_pct_of_ncu_peak=_none(r["dram_pct_of_ncu_peak"]),
+            sm_pct=_none(r["sm_pct"]), tensor_pct=_none(r["tensor_pct"]), limiter=r["limiter"],
+            layers_profiled=_none(r["layers_profiled"]), scaled=bool(r["scaled"]), n_kernels=int(r["n_kernels"]),
+        )
+        if by == "op" and include_kernels:
+            sub = kernels[kernels["op"] == r["op"]]
+            kw["kernels"] = [{k: _none(v) for k, v in k_row.items()} for k_row in sub.to_dict("records")]
+        p = make_point(r["op"], batch, flops if flops is not None else math.nan,
+                       nbytes if nbytes is not None else math.nan, t, ceilings, **kw)
+        if flops is None or nbytes is None or not math.isfinite(p.intensity):
+            p.intensity, p.bound = None, None
+            p.flops = flops
+            p.dram_bytes = nbytes
+        points.append(p)
+
+    sm_hz = pd.to_numeric(df.get("sm_hz"), errors="coerce") if "sm_hz" in df else None
+    dram_hz = pd.to_numeric(df.get("dram_hz"), errors="coerce") if "dram_hz" in df else None
+    prof = df.attrs.get("profile", {})
+    prov = provenance(
+        source=df.attrs.get("source"), report_format=df.attrs.get("format"), device_name=device_name,
+        ncu_version=prof.get("ncu_version"), clock_control=prof.get("clock_control"),
+        cache_control=prof.get("cache_control"), replay_mode=prof.get("replay_mode"),
+        nvtx_filter=prof.get("nvtx_include"),
+        clocks_seen={
+            "sm_hz_median": _none(float(sm_hz.median())) if sm_hz is not None else None,
+            "sm_hz_min": _none(float(sm_hz.min())) if sm_hz is not None else None,
+            "sm_hz_max": _none(float(sm_hz.max())) if sm_hz is not None else None,
+            "dram_hz_median": _none(float(dram_hz.median())) if dram_hz is not None else None,
+        },
+        missing_metrics=list(df.attrs.get("missing", [])),
+        ceilings_note=note,
+        **provenance_extra,
+    )
+    return RooflineResult(
+        model=model, gpu=(spec.name if spec is not None else (device_name or "unknown")), mode="ncu",
+        context=context, dtype=dtype, layers=layers, ceilings=ceilings, roofs=roofs, points=points,
+        batch=batch, provenance=prov, limiter_rule=dict(LIMITER_RULE),
+    )
+
+
+def check_attention_reads(op_rows: pd.DataFrame, kv_read_bytes: float) -> dict[str, float | None]:
+    """Attention's DRAM reads and writes against the analytic KV bytes (reads vs reads, CONTRACTS.md section 3)."""
+    row = op_rows[op_rows["op"] == "attention"]
+    if row.empty:
+        return {"read_ratio": None, "dram_read_bytes": None, "dram_write_bytes": None}
+    r = row.iloc[0]
+    reads = _none(r["dram_read_bytes"])
+    return {"read_ratio": reads / kv_read_bytes if reads is not None and kv_read_bytes else None,
+            "dram_read_bytes": reads, "dram_write_bytes": _none(r["dram_write_bytes"])}
+
+
+def ops_in_order(ops: Sequence[str]) -> list[str]:
+    return sorted(ops, key=_op_key)
