@@ -31,7 +31,8 @@ def plot_roofline(result: RooflineResult, path: str | Path, title: str | None = 
 
     fig, ax = plt.subplots(figsize=(10, 6.5), dpi=120)
     mem_roofs = [r for r in result.roofs if r.kind == "memory"]
-    comp_roofs = [r for r in result.roofs if r.kind == "compute"]
+    # Compute roofs of other dtypes (a report's tf32/fp16 peaks on a bf16 run) would only clutter.
+    comp_roofs = [r for r in result.roofs if r.kind == "compute" and r.name in (c.compute_roof, "fp32")]
     top = max([r.value for r in comp_roofs] + [c.flops_per_s])
     # Memory roofs up to the highest compute roof; compute roofs from where the chosen DRAM roof meets them.
     for r in mem_roofs:

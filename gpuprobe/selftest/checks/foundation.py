@@ -14,13 +14,12 @@ READ_RATIO_RANGE = (0.98, 1.10)
 def fixture_read_ratios() -> dict[str, float]:
     """Counter DRAM read bytes / analytic minimum read bytes, per op of layer 0 (B=32, C=512)."""
     from gpuprobe.analytic import op_costs_per_layer
-    from gpuprobe.ncu.attribution import attribute
-    from gpuprobe.ncu.readers import read_report
+    from gpuprobe.ncu import load_report
     from gpuprobe.specs import get_model
 
     with resources.as_file(resources.files("gpuprobe.data") / FIXTURE) as path:
-        df = attribute(read_report(path))
-    reads = df.groupby("op")["dram__bytes_read.sum"].sum()
+        df = load_report(path)
+    reads = df.groupby("op")["dram_read_bytes"].sum()
     analytic = {c.op: c for c in op_costs_per_layer(get_model("qwen2-0.5b"), BATCH, CONTEXT, "bf16")}
     return {op: float(reads[op]) / analytic[op].dram_read_bytes for op in ("attention", "qkv_proj")}
 
