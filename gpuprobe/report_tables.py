@@ -42,7 +42,8 @@ def print_roofline_table(result: RooflineResult, footer: str | None = None, cons
                 continue
             tag = "[red]M[/red]" if p.bound == "memory" else "[green]C[/green]"
             lim = f" {p.limiter[0]}" if p.limiter else ""
-            row.append(f"{fmt_time(p.time_s)} {tag}{lim}\n[dim]{p.intensity:.3g}[/dim]")
+            inten = "-" if p.intensity is None else f"{p.intensity:.3g}"
+            row.append(f"{fmt_time(p.time_s)} {tag}{lim}\n[dim]{inten}[/dim]")
         t.add_row(op, *row)
     totals = []
     for b in batches:

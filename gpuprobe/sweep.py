@@ -54,8 +54,16 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
 
 
 def append_result(path: Path, record: dict[str, Any]) -> None:
-    """Append one record as one line, flushed to disk before returning."""
+    """Append one record as one line, flushed to disk before returning.
+
+    A line cut short by a killed writer is closed first, so the new record never merges into it.
+    """
     line = json.dumps(record, default=str) + "\n"
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                line = "\n" + line
     with open(path, "a") as f:
         f.write(line)
         f.flush()

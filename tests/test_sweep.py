@@ -70,6 +70,8 @@ def test_truncated_last_line_is_tolerated(tmp_path):
     with open(path, "a") as f:
         f.write('{"point": {"batch": 2}, "sta')
     assert [r["point"]["batch"] for r in read_results(path)] == [1]
+    append_result(path, {"point": {"batch": 4}, "status": "ok", "reason": None, "result": {}, "seconds": 1})
+    assert [r["point"]["batch"] for r in read_results(path)] == [1, 4]
 
 
 def test_ctrl_c_leaves_finished_points_readable(tmp_path, worker_on_path):

@@ -1,0 +1,159 @@
+"""Cross-checks of counter figures against the analytic cost model (CONTRACTS.md section 3).
+
+Two checks, each a ratio ``measured / expected`` over one whole decode step (per-layer counters
+already scaled to the step):
+
+* **attention DRAM bytes**: counter *read* bytes of the attention kernels against the analytic KV
+  bytes (every K and V entry of the context read once), and counter *write* bytes against the
+  analytic output bytes. Reads against reads, writes against writes: writes also carry L2
+  write-backs of earlier kernels' data, charged to whichever kernel evicts them, so they vary
+  (0 to 1.7 MB against 0.1 MB of output in the shipped H100 fixtures) while reads came out at
+  1.004 (B=64, C=1024) and 1.009 (B=32, C=512).
+* **GEMM FLOPs**: tensor-pipe FLOPs counted in the GEMM kernels against ``2·M·N·K`` (biases left
+  out). Counters count padded tiles, so the ratio is the GEMM's *padding*: exactly 1.00 for
+  tile-aligned shapes, 1.03 and 1.17 for Qwen2-0.5B's MLP GEMMs at B=64, several times more at
+  batch 1 where one token fills a tile of 8 or 64 rows.
+
+A ratio more than :data:`TOLERANCE` away from 1 is *flagged* with a note that says what the
+usual cause is; nothing is dropped or hidden. :func:`failures` picks the disagreements that mean a
+measurement is wrong (attention reads off, or counters that saw less GEMM work than the model does).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable, Mapping
+
+from gpuprobe.specs.gpus import DTYPE_BYTES, normalize_dtype
+from gpuprobe.specs.models import ModelSpec
+
+#: A ratio further than this from 1 is flagged.
+TOLERANCE = 0.10
+
+#: The GEMMs of each op or group: (name, K, N) as functions of the spec; M is the batch.
+_GEMMS = {
+    "qkv_proj": lambda s: [("qkv_proj", s.hidden_size, s.qkv_size)],
+    "o_proj": lambda s: [("o_proj", s.q_size, s.hidden_size)],
+    "gate_up_proj": lambda s: [("gate_up_proj", s.hidden_size, s.gate_up_size)],
+    "down_proj": lambda s: [("down_proj", s.intermediate_size, s.hidden_size)],
+    "lm_head": lambda s: [("lm_head", s.hidden_size, s.vocab_size)],
+    "mlp": lambda s: [("gate_up_proj", s.hidden_size, s.gate_up_size),
+                      ("down_proj", s.intermediate_size, s.hidden_size)],
+}
+_STEP_ONLY = frozenset({"lm_head"})
+
+
+@dataclass(frozen=True)
+class CrossCheck:
+    """One comparison of a counter figure with its analytic value (both whole-step totals)."""
+
+    name: str  # attention_dram_read | attention_dram_write | gemm_flops
+    op: str
+    batch: int | None
+    measured: float | None
+    expected: float
+    ratio: float | None
+    flagged: bool
+    note: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "CrossCheck":
+        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+
+    @property
+    def summary(self) -> str:
+        r = "n/a" if self.ratio is None else f"{self.ratio:.3f}"
+        flag = " FLAGGED" if self.flagged else ""
+        return f"{self.name} {self.op} B={self.batch}: {r}{flag}"
+
+
+def gemm_flops(spec: ModelSpec, op: str, batch: int) -> float | None:
+    """``2·M·N·K`` summed over the GEMMs of ``op`` (an op or the ``mlp`` group) in one step; None if
+    ``op`` holds no weight GEMM."""
+    shapes = _GEMMS.get(op)
+    if shapes is None:
+        return None
+    layers = 1 if op in _STEP_ONLY else spec.num_layers
+    return float(sum(2 * batch * k * n for _, k, n in shapes(spec)) * layers)
+
+
+def attention_bytes(spec: ModelSpec, batch: int, context: int, dtype: str) -> tuple[float, float]:
+    """Analytic (KV bytes read, output bytes written) of attention over one whole step."""
+    s = DTYPE_BYTES[normalize_dtype(dtype)]
+    kv = 2 * batch * context * spec.num_kv_heads * spec.head_dim * s
+    out = batch * spec.num_heads * spec.head_dim * s
+    return float(kv * spec.num_layers), float(out * spec.num_layers)
+
+
+def _ratio(measured: float | None, expected: float) -> float | None:
+    if measured is None or expected <= 0:
+        return None
+    return measured / expected
+
+
+def _off(ratio: float | None, tol: float) -> bool:
+    return ratio is None or abs(ratio - 1.0) > tol
+
+
+def check_point(op: str, batch: int, *, spec: ModelSpec, context: int, dtype: str,
+                dram_read_bytes: float | None = None, dram_write_bytes: float | None = None,
+                flops_tensor: float | None = None, tol: float = TOLERANCE) -> list[CrossCheck]:
+    """The cross-checks that apply to one measured op at one batch size (step totals)."""
+    out: list[CrossCheck] = []
+    if op == "attention":
+        kv, written = attention_bytes(spec, batch, context, dtype)
+        r = _ratio(dram_read_bytes, kv)
+        note = ("counter reads match the KV bytes" if not _off(r, tol) else
+                "reads differ from the KV bytes: a backend that gathers or copies the cache (the `torch` "
+                "reference) or a partial profile moves more; a cache hit moves less" if r is not None else
+                "no DRAM read counter in the report")
+        out.append(CrossCheck("attention_dram_read", op, batch, dram_read_bytes, kv, r,
+                              _off(r, tol), note))
+        r = _ratio(dram_write_bytes, written)
+        note = ("writes match the output bytes" if not _off(r, tol) else
+                "writes include L2 write-backs of earlier kernels' data, charged to the kernel that evicts "
+                "them (CONTRACTS.md section 3): compare reads for the claim" if r is not None else
+                "no DRAM write counter in the report")
+        out.append(CrossCheck("attention_dram_write", op, batch, dram_write_bytes, written, r,
+                              _off(r, tol), note))
+    expected = gemm_flops(spec, op, batch)
+    if expected is not None:
+        r = _ratio(flops_tensor, expected)
+        if r is None:
+            note = "no tensor FLOP counters (sm__ops_path_tensor_src_*) in the report"
+        elif r < 1.0 - tol:
+            note = "counters saw less tensor work than 2MNK: kernels missing from the profile or not on tensor cores"
+        elif r > 1.0 + tol:
+            note = f"padding: the GEMM's tiles execute {r:.2f}x the useful FLOPs (tile rows beyond batch {batch})"
+        else:
+            note = "padding within 10%"
+        out.append(CrossCheck("gemm_flops", op, batch, flops_tensor, expected, r, _off(r, tol), note))
+    return out
+
+
+def check_points(points: Iterable[Any], spec: ModelSpec, context: int, dtype: str,
+                 tol: float = TOLERANCE) -> list[CrossCheck]:
+    """Cross-checks of counter points (``RooflinePoint`` or dict, ncu mode): a point's own ``context``
+    (an extra field) wins over ``context``; a counter the report lacks gives a flagged check, not none."""
+    out: list[CrossCheck] = []
+    for p in points:
+        d = p.to_dict() if hasattr(p, "to_dict") else dict(p)
+        ctx = d.get("context") or context
+        out += check_point(d["op"], int(d["batch"]), spec=spec, context=int(ctx), dtype=dtype,
+                           dram_read_bytes=d.get("dram_read_bytes"), dram_write_bytes=d.get("dram_write_bytes"),
+                           flops_tensor=d.get("flops_tensor"), tol=tol)
+    return out
+
+
+def failures(checks: Iterable[CrossCheck], tol: float = TOLERANCE) -> list[CrossCheck]:
+    """Flags that mean a measurement is wrong: attention reads off by more than ``tol``, or GEMM counters
+    below ``1 - tol`` of 2MNK. Padding and write-backs are flagged but are not failures."""
+    bad = []
+    for c in checks:
+        if c.name == "attention_dram_read" and _off(c.ratio, tol):
+            bad.append(c)
+        elif c.name == "gemm_flops" and (c.ratio is None or c.ratio < 1.0 - tol):
+            bad.append(c)
+    return bad

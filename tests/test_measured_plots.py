@@ -1,0 +1,87 @@
+"""The measured roofline's figures and report.md from recorded real H100 results (CPU)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import pytest
+
+from gpuprobe.specs.gpus import get_gpu
+from gpuprobe.specs.models import get_model
+from gpuprobe.sweep import read_results
+
+MEASURED = Path(__file__).resolve().parent / "fixtures" / "measured"
+
+
+def _result(mode: str, copy_bw: float | None = 3.01e12):
+    from gpuprobe.roofline_measured import assemble_result
+
+    return assemble_result(read_results(MEASURED / mode / "results.jsonl"), spec=get_model("qwen2-0.5b"),
+                           gpu=get_gpu("h100-sxm"), dtype="bf16", copy_bw=copy_bw, copy_source="test")
+
+
+def _assert_png(path: Path) -> None:
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    img = mpimg.imread(path)
+    assert img.shape[0] > 400 and img.shape[1] > 600 and img.std() > 0.05
+
+
+@pytest.mark.parametrize("mode", ["timing", "ncu"])
+def test_bandwidth_breakdown_throughput_figures(mode, tmp_path):
+    from gpuprobe.plots.bandwidth import plot_bandwidth_vs_batch
+    from gpuprobe.plots.breakdown import plot_time_breakdown
+    from gpuprobe.plots.throughput import plot_result_throughput
+
+    res = _result(mode)
+    _assert_png(plot_bandwidth_vs_batch(res, tmp_path / "bw.png"))
+    _assert_png(plot_time_breakdown(res, tmp_path / "bd.png"))
+    tp = plot_result_throughput(res, tmp_path / "tp.png")
+    if mode == "timing":
+        _assert_png(tp)
+    else:
+        assert tp is None  # the recorded ncu reports came without step times
+
+
+def test_breakdown_shares_come_from_the_recorded_op_times():
+    from gpuprobe.plots.breakdown import op_times_by_batch
+
+    times, source = op_times_by_batch(_result("timing"))
+    assert sorted(times) == [1, 8, 32, 64, 128, 256, 512, 1024] and "CUDA-event" in source
+    assert times[1024]["attention"] == pytest.approx(182e-6 * 24)  # the reference table's 182 µs per layer
+    share = times[1024]["attention"] / sum(times[1024].values())
+    assert 0.6 < share < 0.75
+    times, source = op_times_by_batch(_result("ncu"))
+    assert "ncu kernel time" in source and set(times[64]) == {"qkv_proj", "attention", "o_proj", "mlp"}
+
+
+def test_throughput_series_and_bandwidth_without_measured_copy(tmp_path):
+    from gpuprobe.plots.bandwidth import plot_bandwidth_vs_batch
+    from gpuprobe.plots.throughput import throughput_rows
+
+    rows = throughput_rows(_result("timing"))
+    assert {r["mode"] for r in rows} == {"eager"}  # no CUDA-graph times were recorded with that table
+    assert [r["batch"] for r in rows][:2] == [1, 8] and rows[0]["tokens_per_s"] == 242
+    assert rows[-1]["tokens_per_s"] == 138770 and all(r["status"] == "ok" for r in rows)
+    res = _result("ncu", copy_bw=None)  # no measured copy: DRAM % of ncu's own peak is drawn
+    assert all(p.dram_pct_of_measured is None for p in res.points)
+    _assert_png(plot_bandwidth_vs_batch(res, tmp_path / "bw.png"))
+
+
+def test_report_md_verdicts_are_backed_by_numbers(tmp_path):
+    from gpuprobe.report_md import attention_claim, verdict_lines
+    from gpuprobe.roofline_measured import write_outputs
+
+    res = _result("timing")
+    files = write_outputs(res, tmp_path)
+    md = files["report"].read_text()
+    att = [p for p in res.points if p.op == "attention" and p.batch == 1024][0]
+    line = f"attention: DRAM {att.dram_pct_of_measured:.0f}% of peak, {att.tensor_pct:.0f}% of the tensor roof, " \
+           "at batch 1024: memory-bound"
+    assert line in md and line in verdict_lines(res)
+    assert "Holds in this run" in attention_claim(res)
+    assert "lm_head: intensity 1.0 -> 476.4 FLOP/B from batch 1 to 1024; past the ridge from batch 1024" in md
+    assert "Timing mode: no counters" in md and "No counter cross-checks" in md
+    assert "| 1024 | ok | n/a | n/a | 138,770 |" in md
+    for name in ("roofline.png", "bandwidth_vs_batch.png", "time_breakdown.png", "throughput.png"):
+        assert f"]({name})" in md
+        _assert_png(tmp_path / name)
