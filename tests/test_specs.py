@@ -92,3 +92,19 @@ def test_bad_config_json(tmp_path, content, match):
 def test_missing_config_folder(tmp_path):
     with pytest.raises(UserError, match="no config.json"):
         load_model_spec(str(tmp_path / "nowhere/"))
+
+
+def test_transformers5_rope_parameters_are_read(tmp_path):
+    cfg = _hf_config("llama", hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                     intermediate_size=128, vocab_size=100,
+                     rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0,
+                                      "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                      "original_max_position_embeddings": 8192})
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    spec = load_model_spec(tmp_path)
+    assert spec.rope_theta == 500000.0 and spec.rope_scaling["factor"] == 32.0
+    cfg = _hf_config("qwen2", hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                     intermediate_size=128, vocab_size=100, rope_parameters={"rope_type": "default", "rope_theta": 1e6})
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    spec = load_model_spec(tmp_path)
+    assert spec.rope_theta == 1e6 and spec.rope_scaling is None

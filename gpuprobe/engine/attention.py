@@ -89,12 +89,12 @@ class DenseSdpaAttention(AttentionBackend):
     paged = False
 
     def write(self, layer, k, v, batch):
-        dk, dv = batch.dense_k[layer], batch.dense_v[layer]  # [B, Hkv, L, D]
+        dk, dv = batch.dense[layer, 0], batch.dense[layer, 1]  # [B, Hkv, L, D]
         dk[batch.arange_b, :, batch.positions] = k
         dv[batch.arange_b, :, batch.positions] = v
 
     def decode(self, layer, q, batch, scale):
-        dk, dv = batch.dense_k[layer], batch.dense_v[layer]
+        dk, dv = batch.dense[layer, 0], batch.dense[layer, 1]
         if batch.uniform_len is not None:  # all sequences share one static length: no mask
             n = batch.uniform_len
             dk, dv, mask = dk[:, :, :n], dv[:, :, :n], None

@@ -15,7 +15,7 @@ Buffers (all on the engine's device, same ``data_ptr`` for the batch's life):
 ``context_lens``   ``int32 [B]``                ``positions + 1``: tokens attended, new one included
 ``slot_mapping``   ``int64 [B]``                flat page slot of the new token (paged backends)
 ``block_table``    ``int32 [B, max_pages]``     page ids per sequence (paged backends)
-``dense_k/v[i]``   ``[B, Hkv, max_len, D]``     per-layer dense cache (``sdpa-dense``)
+``dense[i, 0/1]``  ``[B, Hkv, max_len, D]``     layer i's dense K / V (``sdpa-dense``)
 ``dense_mask``     ``bool [B, max_len]``        ``arange < context_lens`` (``sdpa-dense``, ragged)
 =================  ===========================  =============================================
 """
@@ -51,14 +51,6 @@ class DecodeBatch:
     @property
     def paged(self) -> bool:
         return self.cache is not None
-
-    @property
-    def dense_k(self) -> list[torch.Tensor]:
-        return [self.dense[i, 0] for i in range(self.dense.shape[0])]  # type: ignore[index]
-
-    @property
-    def dense_v(self) -> list[torch.Tensor]:
-        return [self.dense[i, 1] for i in range(self.dense.shape[0])]  # type: ignore[index]
 
     @property
     def kv_bytes(self) -> int:

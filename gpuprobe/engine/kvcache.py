@@ -10,8 +10,8 @@ The pool is sized from a budget: a fraction of free GPU memory (``0.9``), a byte
 (``2 * 2**30``), or exactly the pages a request needs. Running out raises :class:`KVCacheFull`.
 
 Filling: a real prefill writes the K/V the model computes (``Engine.prefill``); :meth:`PagedKVCache.
-random_fill` writes random values into the whole pool in one kernel, for sweeps where only shapes and
-bytes matter (the attention reads the same bytes; the tokens that come out are meaningless).
+random_fill` writes random values into a batch's pages (the whole pool in one kernel when it holds
+them all), for sweeps where only shapes and bytes matter (the attention reads the same bytes; the tokens that come out are meaningless).
 """
 from __future__ import annotations
 
@@ -89,6 +89,12 @@ class PageAllocator:
         self._used.update(pages)
         return pages
 
+    def grow(self, num_pages: int) -> None:
+        """Add pages ``self.num_pages..num_pages-1`` to the free list."""
+        if num_pages > self.num_pages:
+            self._free[:0] = list(range(num_pages - 1, self.num_pages - 1, -1))
+            self.num_pages = num_pages
+
     def free(self, pages: list[int]) -> None:
         """Return pages to the pool; freeing a page that is not in use is an error."""
         bad = [p for p in pages if p not in self._used]
@@ -117,10 +123,12 @@ class PagedKVCache:
         self.spec, self.page_size, self.dtype = spec, page_size, dtype
         self.device = torch.device(device)
         self.num_pages = num_pages
-        # [layers, K/V, pages, page_size, kv_heads, head_dim]
-        self.pool = torch.empty((spec.num_layers, 2, num_pages, page_size, spec.num_kv_heads, spec.head_dim),
+        # [layers, K/V, pages, page_size, kv_heads, head_dim]; zeroed: a gather-based reader multiplies
+        # masked-out slots by probability 0, and 0 * NaN from uninitialised memory would be NaN.
+        self.pool = torch.zeros((spec.num_layers, 2, num_pages, page_size, spec.num_kv_heads, spec.head_dim),
                                 dtype=dtype, device=self.device)
         self.allocator = PageAllocator(num_pages, page_size)
+        self.generation = 0  # bumped when the pool tensor is replaced (captured graphs go stale)
 
     @classmethod
     def from_budget(cls, spec: ModelSpec, budget: float | int, page_size: int = 16,
@@ -131,6 +139,19 @@ class PagedKVCache:
     @property
     def nbytes(self) -> int:
         return self.pool.numel() * self.pool.element_size()
+
+    def grow(self, num_pages: int) -> None:
+        """Replace the pool by one of ``num_pages`` pages, keeping every page's contents and id."""
+        if num_pages <= self.num_pages:
+            return
+        s = self.spec
+        new = torch.zeros((s.num_layers, 2, num_pages, self.page_size, s.num_kv_heads, s.head_dim),
+                          dtype=self.dtype, device=self.device)
+        new[:, :, : self.num_pages].copy_(self.pool)
+        self.pool = new
+        self.allocator.grow(num_pages)
+        self.num_pages = num_pages
+        self.generation += 1
 
     def k(self, layer: int) -> torch.Tensor:
         """``[num_pages, page_size, num_kv_heads, head_dim]`` view of layer ``layer``'s keys."""
@@ -168,9 +189,17 @@ class PagedKVCache:
         p = self.page_size
         return [seq.pages[t // p] * p + t % p for t in range(start, stop)]
 
-    def random_fill(self, seed: int = 0, std: float = 1.0) -> None:
-        """Fill the whole pool with random values (one kernel): for shape-only sweeps."""
+    def random_fill(self, seed: int = 0, std: float = 1.0, pages: list[int] | None = None) -> None:
+        """Fill pages with random values, for shape-only sweeps: the whole pool in one kernel when
+        ``pages`` is None (or covers every page in use), else only those pages."""
         if self.device.type == "meta":
             return
         gen = torch.Generator(device=self.device).manual_seed(seed)
-        self.pool.normal_(0.0, std, generator=gen)
+        if pages is None or len(pages) >= self.allocator.num_used:
+            self.pool.normal_(0.0, std, generator=gen)
+            return
+        s = self.spec
+        idx = torch.tensor(pages, dtype=torch.int64, device=self.device)
+        values = torch.empty((s.num_layers, 2, len(pages), self.page_size, s.num_kv_heads, s.head_dim),
+                             dtype=self.dtype, device=self.device).normal_(0.0, std, generator=gen)
+        self.pool.index_copy_(2, idx, values)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +199,18 @@ def _get(cfg: dict[str, Any], *keys: str, default: Any = None) -> Any:
     return default
 
 
+def rope_from_config(cfg: dict[str, Any]) -> tuple[float | None, dict[str, Any] | None]:
+    """``(rope_theta, rope_scaling)`` of a config.json: old style, or transformers 5's ``rope_parameters``."""
+    params = cfg.get("rope_parameters")
+    if isinstance(params, dict) and params:
+        theta = params.get("rope_theta", cfg.get("rope_theta"))
+        kind = params.get("rope_type", params.get("type", "default"))
+        scaling = None if kind in (None, "default") else dict(params)
+        return (float(theta) if theta is not None else None), scaling
+    theta = cfg.get("rope_theta")
+    return (float(theta) if theta is not None else None), cfg.get("rope_scaling")
+
+
 def spec_from_config(cfg: dict[str, Any], name: str = "custom") -> ModelSpec:
     """Build a spec from a Hugging Face ``config.json`` dict (Qwen2, Llama, OPT families)."""
     mtype = str(cfg.get("model_type", "")).lower()
@@ -207,6 +219,7 @@ def spec_from_config(cfg: dict[str, Any], name: str = "custom") -> ModelSpec:
             h = int(cfg["hidden_size"])
             heads = int(cfg["num_attention_heads"])
             family = "qwen2" if mtype == "qwen2" else "llama"
+            theta, scaling = rope_from_config(cfg)
             return ModelSpec(
                 name=name, family=family, hidden_size=h,
                 num_layers=int(cfg["num_hidden_layers"]), num_heads=heads,
@@ -219,10 +232,10 @@ def spec_from_config(cfg: dict[str, Any], name: str = "custom") -> ModelSpec:
                 qkv_bias=bool(cfg.get("attention_bias", mtype == "qwen2")),
                 o_bias=bool(cfg.get("attention_bias", False)) and mtype != "qwen2",
                 mlp_bias=bool(cfg.get("mlp_bias", False)),
-                rope_theta=float(_get(cfg, "rope_theta", default=10000.0)),
+                rope_theta=theta if theta is not None else 10000.0,
                 max_position_embeddings=int(_get(cfg, "max_position_embeddings", default=4096)),
                 norm_eps=float(_get(cfg, "rms_norm_eps", default=1e-6)),
-                rope_scaling=cfg.get("rope_scaling"),
+                rope_scaling=scaling,
                 source=name,
             )
         if mtype == "opt":

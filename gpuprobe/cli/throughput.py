@@ -1,0 +1,107 @@
+"""``gpuprobe throughput``: decode tokens/s, step latency and memory per batch size."""
+from __future__ import annotations
+
+import argparse
+
+from gpuprobe.cli._common import (add_attention_argument, add_batch_argument, add_context_argument,
+                                  add_dtype_argument, add_model_argument, check_context, output_dir,
+                                  parse_int_list, positive_float, positive_int)
+from gpuprobe.errors import NotAvailable
+
+NAME = "throughput"
+HELP = "decode tokens/s, step latency p50/p90 and memory per batch size (CUDA graphs or eager)"
+DESCRIPTION = """\
+Measure decode throughput of a model (random weights, or a local HF folder's) at one context length
+over batch sizes. Each batch runs in its own process: a batch that does not fit is recorded as
+out of memory and the sweep goes on. Every step runs at the given context (random KV fill), timed
+with CUDA events; tokens/s = batch / median step time.
+
+Writes throughput.csv, throughput.json, results.jsonl and throughput.png to --out.
+
+  gpuprobe throughput --model qwen2-0.5b --batch 1,8,64,256 --context 1024 --steps 64
+  gpuprobe throughput --model qwen2-0.5b --batch 1-512 --eager --out runs/eager
+  gpuprobe throughput --resume runs/eager          # finish an interrupted sweep
+"""
+ORDER = 30
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_argument(p, required=False)
+    add_batch_argument(p, default="1,8,64,256")
+    add_context_argument(p)
+    p.add_argument("--steps", type=positive_int("--steps"), default=64, help="timed steps per batch (default %(default)s)")
+    p.add_argument("--warmup", type=positive_int("--warmup"), default=8, help="untimed steps first (default %(default)s)")
+    add_attention_argument(p)
+    add_dtype_argument(p)
+    p.add_argument("--eager", action="store_true", help="eager steps instead of CUDA-graph replay")
+    p.add_argument("--out", default=None, help="output folder (default ./gpuprobe-out/throughput-TIME)")
+    p.add_argument("--resume", metavar="DIR", default=None,
+                   help="continue the sweep in DIR: batches already measured there are skipped")
+    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                   help="cuda (default), or cpu: for tiny models and tests only (eager, no graphs)")
+    p.add_argument("--page-size", type=positive_int("--page-size"), default=16, help="KV page size in tokens")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights and KV fill")
+    p.add_argument("--timeout", type=positive_float("--timeout"), default=900.0,
+                   help="seconds allowed per batch (default %(default)s)")
+    p.add_argument("--inline", action="store_true",
+                   help="run batches in this process (faster start; an out-of-memory batch is still recorded)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from gpuprobe.engine.attention import default_attention
+    from gpuprobe.engine.throughput import rows_from_records, write_results
+    from gpuprobe.specs.gpus import normalize_dtype
+    from gpuprobe.specs.models import load_model_spec
+    from gpuprobe.sweep import run_sweep
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise NotAvailable("throughput needs a CUDA GPU and none is visible; `gpuprobe roofline` works "
+                           "analytically without one (and --device cpu runs tiny models on the CPU, eager).")
+    spec = load_model_spec(args.model)  # an unknown model is a one-line error here, not one per batch
+    context = check_context(args.context)
+    batches = parse_int_list(args.batch, "batch")
+    dtype = normalize_dtype(args.dtype)
+    attention = args.attention or default_attention(torch.device(args.device))
+    out = output_dir(args.resume or args.out, "throughput")
+    graphs = not args.eager and args.device == "cuda"
+    points = [dict(model=str(args.model), batch=b, context=context, attention=attention, dtype=dtype,
+                   steps=args.steps, warmup=args.warmup, graphs=graphs, seed=args.seed, device=args.device,
+                   page_size=args.page_size) for b in batches]
+    records = run_sweep(points, "gpuprobe.engine.throughput:measure_point", out, resume=bool(args.resume),
+                        timeout_s=args.timeout, label=lambda p: f"{spec.name} batch {p['batch']}",
+                        isolate=not args.inline)
+    keys = {(p["batch"], p["graphs"]) for p in points}
+    rows = rows_from_records([r for r in records if (r["point"].get("batch"), r["point"].get("graphs")) in keys])
+    meta = {"model": spec.name, "context": context, "dtype": dtype, "attention": attention,
+            "mode": "graph" if graphs else "eager", "steps": args.steps, "warmup": args.warmup}
+    paths = write_results(rows, out, meta)
+    _print_table(rows)
+    print(f"wrote {paths['csv']}, {paths['json']}, {paths['png']}, {out / 'results.jsonl'}")
+    return 0 if any(r["status"] == "ok" for r in rows) else 1
+
+
+def _print_table(rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="decode throughput")
+    for col in ("batch", "mode", "tokens/s", "step p50", "step p90", "weights", "KV cache", "peak", "status"):
+        t.add_column(col, justify="right")
+
+    def gb(x):
+        if x is None:
+            return "-"
+        return f"{x / 1e9:.2f} GB" if x >= 1e8 else f"{x / 1e6:.2f} MB"
+
+    def ms(x):
+        return "-" if x is None else f"{x * 1e3:.3f} ms"
+
+    for r in rows:
+        t.add_row(str(r["batch"]), str(r["mode"]),
+                  "-" if r["tokens_per_s"] is None else f"{r['tokens_per_s']:,.0f}",
+                  ms(r["step_latency_s"]), ms(r["step_latency_p90_s"]), gb(r["weights_bytes"]),
+                  gb(r["kv_cache_bytes"]), gb(r["peak_memory_bytes"]),
+                  r["status"] if r["status"] == "ok" else f"{r['status']}: {(r['reason'] or '')[:60]}")
+    Console().print(t)

@@ -1,0 +1,122 @@
+"""GPU checks of the decode engine: graph replay gives eager's tokens; graph-mode throughput at B=1 and 256."""
+from __future__ import annotations
+
+import gc
+import json
+import random
+from typing import Any
+
+from gpuprobe.engine.throughput import weight_read_floor_s
+from gpuprobe.selftest.registry import CheckContext, CheckFailed, Skip, check
+
+MODEL = "qwen2-0.5b"
+CONTEXT = 1024
+#: Target of CONTRACTS.md section 10: the graph-mode step at batch 1 within this factor of the weight-read floor.
+FLOOR_FACTOR_TARGET = 2.0
+
+
+def _need_cuda():
+    try:
+        import torch
+    except ImportError:
+        raise Skip("torch is not installed") from None
+    if not torch.cuda.is_available():
+        raise Skip("needs a CUDA GPU")
+    return torch
+
+
+def _free(torch) -> None:
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
+def ragged_prompts(vocab: int, lengths: tuple[int, ...] = (5, 17, 33, 64), seed: int = 0) -> list[list[int]]:
+    rng = random.Random(seed)
+    return [[rng.randrange(vocab) for _ in range(n)] for n in lengths]
+
+
+def compare_tokens(eager: list[list[int]], graph: list[list[int]]) -> dict[str, Any]:
+    """Counts of equal tokens; ``first_mismatch`` is ``(sequence, step)`` or None."""
+    total = sum(len(s) for s in eager)
+    first = None
+    same = 0
+    for b, (x, y) in enumerate(zip(eager, graph)):
+        for t, (u, v) in enumerate(zip(x, y)):
+            if u == v:
+                same += 1
+            elif first is None:
+                first = (b, t)
+    return {"tokens": total, "equal": same, "first_mismatch": first, "match": same == total and len(eager) == len(graph)}
+
+
+@check("graph_vs_eager_tokens", owner="engine", gpu=True, budget_s=90)
+def graph_vs_eager_tokens(ctx: CheckContext) -> dict:
+    """CUDA-graph replay and eager steps give the same greedy tokens (qwen2-0.5b, bf16, ragged batch)."""
+    torch = _need_cuda()
+    from gpuprobe.engine import Engine
+    from gpuprobe.engine.attention import default_attention
+
+    figures: dict[str, Any] = {}
+    backends = list(dict.fromkeys([default_attention(torch.device("cuda")), "sdpa-dense"]))
+    for attention in backends:
+        eng = Engine.from_pretrained(MODEL, dtype="bf16", device="cuda", attention=attention, seed=0)
+        prompts = ragged_prompts(eng.spec.vocab_size)
+        eager = eng.generate(prompts, 24, graphs=False)
+        graph = eng.generate(prompts, 24, graphs=True)
+        cmp = compare_tokens(eager, graph)
+        ctx.log(f"{attention}: {json.dumps(cmp)}")
+        figures[f"{attention}_equal_tokens"] = f"{cmp['equal']}/{cmp['tokens']}"
+        if not cmp["match"]:
+            raise CheckFailed(f"{attention}: graph replay differs from eager at (seq, step) {cmp['first_mismatch']}",
+                              figures)
+        del eng
+        _free(torch)
+    return figures
+
+
+@check("throughput_b1_b256", owner="engine", gpu=True, budget_s=150)
+def throughput_b1_b256(ctx: CheckContext) -> dict:
+    """Graph-mode step of qwen2-0.5b at context 1024 (B=1, 256) and the B=1 step against the weight-read floor."""
+    torch = _need_cuda()
+    from gpuprobe.engine import Engine
+    from gpuprobe.engine.throughput import copy_bandwidth, kernels_per_step, measure_point
+
+    bw, bw_source = copy_bandwidth()
+    rows = {}
+    for b in (1, 256):
+        rows[b] = measure_point(MODEL, b, CONTEXT, attention=None, dtype="bf16", steps=50, warmup=5, graphs=True)
+        _free(torch)
+    eager1 = measure_point(MODEL, 1, CONTEXT, attention=None, dtype="bf16", steps=20, warmup=3, graphs=False)
+    _free(torch)
+    eng = Engine.from_pretrained(MODEL, dtype="bf16", device="cuda")
+    batch = eng.prepare(1, CONTEXT)
+    kernels = kernels_per_step(eng, batch)
+    times = eng.time_step(batch)
+    shares = dict(sorted(times.shares().items(), key=lambda kv: -kv[1]))
+    del eng, batch
+    _free(torch)
+
+    floor = weight_read_floor_s(rows[1]["weights_bytes"], bw)
+    ratio = rows[1]["step_latency_s"] / floor
+    figures = {
+        "attention": rows[1]["attention"],
+        "b1_step_ms": round(rows[1]["step_latency_s"] * 1e3, 4),
+        "b1_tokens_per_s": round(rows[1]["tokens_per_s"], 1),
+        "b1_eager_step_ms": round(eager1["step_latency_s"] * 1e3, 4),
+        "b256_step_ms": round(rows[256]["step_latency_s"] * 1e3, 4),
+        "b256_tokens_per_s": round(rows[256]["tokens_per_s"], 1),
+        "weights_bytes": rows[1]["weights_bytes"],
+        "copy_bandwidth_bytes_per_s": bw,
+        "copy_bandwidth_source": bw_source,
+        "weight_read_floor_ms": round(floor * 1e3, 4),
+        "b1_step_over_floor": round(ratio, 3),
+        "target_over_floor": FLOOR_FACTOR_TARGET,
+        "kernels_per_step": kernels,
+        "b1_op_shares_eager": {k: round(v, 4) for k, v in shares.items()},
+    }
+    (ctx.out_dir / "throughput_b1_b256.json").write_text(
+        json.dumps({"figures": figures, "rows": rows, "eager_b1": eager1}, indent=2, default=str))
+    if ratio > FLOOR_FACTOR_TARGET:
+        raise CheckFailed(f"batch-1 graph step {figures['b1_step_ms']} ms is {ratio:.2f}x the weight-read floor "
+                          f"({figures['weight_read_floor_ms']} ms); target {FLOOR_FACTOR_TARGET}x", figures)
+    return figures

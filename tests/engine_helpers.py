@@ -1,0 +1,60 @@
+"""Tiny random Hugging Face models of each family, saved as safetensors, for the engine tests."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+FAMILIES = ("qwen2", "llama", "opt")
+VOCAB = 211
+
+
+def hf_config(family: str):
+    from transformers import LlamaConfig, OPTConfig, Qwen2Config
+
+    if family == "qwen2":
+        return Qwen2Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                           intermediate_size=96, vocab_size=VOCAB, rope_theta=5000.0, tie_word_embeddings=False,
+                           max_position_embeddings=256)
+    if family == "llama":  # head_dim != hidden / heads, llama3 RoPE scaling that bites at these positions
+        return LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1,
+                           head_dim=32, intermediate_size=96, vocab_size=VOCAB, tie_word_embeddings=True,
+                           rope_theta=10000.0, max_position_embeddings=256,
+                           rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                         "high_freq_factor": 4.0, "original_max_position_embeddings": 16})
+    if family == "opt":
+        return OPTConfig(hidden_size=64, num_hidden_layers=2, ffn_dim=96, num_attention_heads=4, vocab_size=VOCAB,
+                         max_position_embeddings=64, word_embed_proj_dim=64)
+    raise ValueError(family)
+
+
+def hf_model(family: str, seed: int = 0, attn_implementation: str = "eager"):
+    """A tiny model whose weights are large enough that greedy tokens vary (and no bias is zero)."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(hf_config(family), attn_implementation=attn_implementation).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name and name.endswith("weight"):
+                p.normal_(1.0, 0.1)
+            elif name.endswith("bias"):
+                p.normal_(0.0, 0.1)
+            else:
+                p.normal_(0.0, 0.15)
+    return model
+
+
+def save_hf(family: str, folder: Path, **kwargs) -> Path:
+    model = hf_model(family)
+    model.save_pretrained(folder, safe_serialization=True, **kwargs)
+    return folder
+
+
+def hf_greedy(model, prompt: list[int], new: int) -> list[int]:
+    """Greedy continuation by full recomputation (no cache): the plainest reference."""
+    seq = list(prompt)
+    with torch.no_grad():
+        for _ in range(new):
+            seq.append(int(model(torch.tensor([seq])).logits[0, -1].argmax()))
+    return seq[len(prompt):]
