@@ -1,0 +1,31 @@
+"""Ceilings check: the csrc microbenchmarks run, verify their own results and reach their targets."""
+from __future__ import annotations
+
+from gpuprobe.selftest.registry import CheckContext, CheckFailed, Skip, check
+
+
+@check("ceilings", owner="ceilings", gpu=True, budget_s=90)
+def ceilings(ctx: CheckContext) -> dict:
+    """Every microbenchmark verifies its result; copy >= 95% of torch's; FP32 within 10% of clock-scaled
+    datasheet; mma.sync >= 60% of cuBLAS."""
+    try:
+        import torch
+    except ImportError:
+        raise Skip("torch is not installed") from None
+    if not torch.cuda.is_available():
+        raise Skip("no CUDA GPU")
+    from gpuprobe.ceilings import evaluate_targets, measure_ceilings, measured_roofs, save_cached
+    from gpuprobe.specs.gpus import match_device_name
+
+    result = measure_ceilings(log=ctx.log)
+    result.write(ctx.out_dir / "ceilings.json")
+    spec = match_device_name(result.device_name)
+    figures, failures = evaluate_targets(result, spec)
+    figures["seconds"] = result.seconds
+    for dtype in ("bf16", "fp16"):
+        for roof in measured_roofs(result, dtype):
+            figures[f"roof_{roof.name}_tera"] = round(roof.value / 1e12, 4)
+    if failures:
+        raise CheckFailed("; ".join(failures), figures)
+    figures["cache_file"] = str(save_cached(result))  # a passing run is as good as `gpuprobe ceilings --refresh`
+    return figures
