@@ -126,7 +126,9 @@ def _import(module: str) -> tuple[Any | None, str]:
     try:
         return importlib.import_module(module), ""
     except ImportError as e:
-        return None, f"not installed ({e.name or module})" if isinstance(e, ModuleNotFoundError) else f"import fails: {e}"
+        if isinstance(e, ModuleNotFoundError):
+            return None, "not installed" if e.name in (None, module) else f"not installed (needs {e.name})"
+        return None, f"import fails: {e}"
     except Exception as e:  # a broken install can raise anything at import
         return None, f"import fails: {type(e).__name__}: {e}"
 
@@ -336,7 +338,8 @@ def _probe_driver(torch: Any | None, pynvml: Any | None, handle: Any | None) -> 
     return Item("gpu", "driver", OK, detail, data=data)
 
 
-def _probe_nvml(torch: Any | None, cuda: bool, nvml: tuple[Any, Any, str]) -> list[Item]:
+def _probe_nvml(nvml: tuple[Any, Any, str], busy: Item | None = None) -> list[Item]:
+    """NVML's readings; ``busy``: the ``gpu_busy`` item when it was taken earlier (see :func:`collect`)."""
     pynvml, handle, why = nvml
     names = ("clocks", "power_limit", "temperature", "energy_counter", "gpu_busy")
     if handle is None:
@@ -383,7 +386,7 @@ def _probe_nvml(torch: Any | None, cuda: bool, nvml: tuple[Any, Any, str]) -> li
     items.append(reading("temperature", temperature, "temperature goes into provenance; check the driver"))
     items.append(reading("energy_counter", energy,
                          "energy per token needs the total-energy counter (Volta or newer, and a driver that exposes it)"))
-    items.append(_probe_busy(pynvml, handle))
+    items.append(busy or _probe_busy(pynvml, handle))
     return items
 
 
@@ -576,13 +579,20 @@ def collect(*, probe_counters: bool = True, counter_timeout_s: float = 90.0) -> 
         ncu_path, ncu_version = _find_ncu()
     except Exception:
         pass
+    nvml = _nvml()
+    busy: Item | None = None
+    if nvml[1] is not None:  # before this process makes a CUDA context of its own
+        try:
+            busy = _probe_busy(nvml[0], nvml[1])
+        except Exception as e:
+            busy = Item("nvml", "gpu_busy", FAILING, f"probe crashed: {type(e).__name__}: {e}",
+                        "report this as a gpuprobe bug")
     guarded("python", "python", _probe_python)
     guarded("packages", "packages", lambda: _probe_packages(ncu_path))
     torch, cuda = _torch_cuda()
-    nvml = _nvml()
     try:
         guarded("gpu", "cuda", lambda: _probe_cuda(torch, cuda, nvml))
-        guarded("nvml", "nvml", lambda: _probe_nvml(torch, cuda, nvml))
+        guarded("nvml", "nvml", lambda: _probe_nvml(nvml, busy))
     finally:
         if nvml[1] is not None:
             _safe(nvml[0].nvmlShutdown)

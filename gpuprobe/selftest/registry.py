@@ -92,16 +92,30 @@ def check(name: str, *, owner: str, gpu: bool = True, budget_s: float = 60.0):
     return deco
 
 
-def discover() -> None:
-    """Import every module of ``gpuprobe.selftest.checks`` so their checks register."""
+def discover() -> dict[str, str]:
+    """Import every module of ``gpuprobe.selftest.checks`` so their checks register.
+
+    Returns, by module name, the modules that failed to import: a broken module costs its own
+    checks (reported as not built) and never the others.
+    """
     from gpuprobe.selftest import checks
 
+    errors: dict[str, str] = {}
     for info in pkgutil.iter_modules(checks.__path__):
-        importlib.import_module(f"{checks.__name__}.{info.name}")
+        try:
+            importlib.import_module(f"{checks.__name__}.{info.name}")
+        except Exception as e:  # noqa: BLE001 - any import failure is reported, not raised
+            errors[info.name] = f"{type(e).__name__}: {e}"
+    return errors
+
+
+def registered_checks() -> dict[str, Check | None]:
+    """Every known check by name: expected ones first (None where nothing registered), then the rest."""
+    names = list(EXPECTED) + [n for n in _CHECKS if n not in EXPECTED]
+    return {n: _CHECKS.get(n) for n in names}
 
 
 def all_checks() -> dict[str, Check | None]:
-    """Every known check by name: registered ones, and expected-but-unbuilt ones as None."""
+    """Every known check after discovery (modules that fail to import simply register nothing)."""
     discover()
-    names = list(EXPECTED) + [n for n in _CHECKS if n not in EXPECTED]
-    return {n: _CHECKS.get(n) for n in names}
+    return registered_checks()
