@@ -1,0 +1,93 @@
+"""``gpuprobe selftest``: check every GPU-side claim of gpuprobe in one short run, and keep the evidence."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from gpuprobe.errors import UserError
+
+NAME = "selftest"
+HELP = "run the registered checks (CPU ones; with --gpu every GPU-side claim) and write summary + evidence"
+DESCRIPTION = """\
+Each check runs in its own process with its own time budget; a check that fails, crashes or runs
+over budget is recorded and the run goes on. Without --gpu (or without CUDA) the GPU checks are
+listed as skipped with the reason. The output folder gets summary.md, summary.json and
+evidence.tar.gz (at most 16 MiB); Ctrl-C still writes the summary of what ran.
+
+Exit code: 0 when no check failed, 1 when one did, 130 after Ctrl-C, 2 on bad arguments.
+"""
+ORDER = 95
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gpu", action="store_true", help="run the GPU checks too (needs CUDA)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="output folder (default ./gpuprobe-out/selftest-<timestamp>)")
+    p.add_argument("--budget-s", default="540", metavar="S",
+                   help="total seconds for the run; no check starts after it is spent (default 540)")
+    p.add_argument("--check", nargs="+", action="extend", default=None, metavar="NAME",
+                   help="run only these checks (see --list)")
+    p.add_argument("--list", action="store_true", help="list the checks and exit")
+
+
+def _budget(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise UserError(f"--budget-s must be a positive number of seconds, got '{text}'.")
+    return value
+
+
+def _out_dir(out: str | None) -> Path:
+    path = Path(out) if out else Path("gpuprobe-out") / f"selftest-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write to output folder '{path}': {e.strerror or e}; pass a writable --out.") \
+            from None
+    return path
+
+
+def _list(checks: dict, errors: dict[str, str]) -> None:
+    width = max(len(n) for n in checks)
+    for name, chk in checks.items():
+        if chk is None:
+            print(f"{name:<{width}}  {'':<3}  {'':>5}  not built")
+        else:
+            kind = "gpu" if chk.gpu else "cpu"
+            print(f"{name:<{width}}  {kind}  {chk.budget_s:>4.0f}s  {chk.description}")
+    for module, error in errors.items():
+        print(f"(checks module {module} does not import: {error})")
+
+
+def run(args: argparse.Namespace) -> int:
+    from gpuprobe.selftest import runner
+
+    checks, errors = runner.discover_checks()
+    if args.list:
+        _list(checks, errors)
+        return 0
+    budget = _budget(args.budget_s)
+    runner.select(checks, args.check)  # unknown names fail before anything is written
+    out = _out_dir(args.out)
+    command = " ".join(["gpuprobe selftest", *(["--gpu"] if args.gpu else []), "--out", str(out),
+                        "--budget-s", f"{budget:g}", *(["--check", *args.check] if args.check else [])])
+    mode = "CPU and GPU checks" if args.gpu else "CPU checks (GPU checks are skipped without --gpu)"
+    print(f"gpuprobe selftest: {mode}; total budget {budget:.0f} s; output in {out}", flush=True)
+    run_ = runner.run_selftest(out, names=args.check, gpu=args.gpu, budget_s=budget,
+                               progress=lambda line: print(line, flush=True), command=command)
+    c = run_.counts()
+    print(f"{c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped in {run_.wall_s:.0f} s; "
+          f"summary: {os.path.join(out, 'summary.md')}; evidence: {os.path.join(out, 'evidence.tar.gz')}")
+    if run_.interrupted:
+        print("gpuprobe selftest: interrupted; the summary holds what ran", file=sys.stderr)
+        return 130
+    return 1 if c["failed"] else 0
