@@ -20,7 +20,9 @@ Run ``python -m gpuprobe.kernels.hopper_build`` for the table of every knob conf
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import sys
 import re
 import shutil
 import subprocess
@@ -61,6 +63,17 @@ class BuildResult:
 # --------------------------------------------------------------------------------------------------
 # Triton plumbing (guarded across versions)
 # --------------------------------------------------------------------------------------------------
+def interpreting() -> bool:
+    """True when ``@triton.jit`` builds interpreted kernels in this process (``TRITON_INTERPRET=1``).
+
+    Such a process cannot compile: even ``triton.language``'s own helpers (``tl.cdiv``, ``tl.max``)
+    were built interpreted. :func:`build` then compiles in a child process with the interpreter off.
+    """
+    from . import paged_attention
+
+    return type(paged_attention.paged_decode_attention_v1_kernel).__name__ == "InterpretedFunction"
+
+
 def _ast_source(fn, signature: dict[str, str], constexprs: dict[str, Any], divisible: Iterable[str]):
     from triton.compiler import ASTSource
 
@@ -261,9 +274,12 @@ def gemm_grid(dtypes=("bf16",)) -> list[dict[str, Any]]:
 
 def quick_attention_grid() -> list[dict[str, Any]]:
     """The launcher defaults (also without alignment hints) and the largest tiles, per head dim and dtype."""
+    from .paged_attention import default_block_kv
+
     return [dict(dtype=dt, head_dim=d, group=g, block_kv=bkv, num_warps=w, num_stages=st, splitk=sk, aligned=al)
             for dt in ("bf16", "fp16") for d, g in ((64, 7), (80, 8), (96, 2), (128, 16))
-            for bkv, w, st, al in ((64, 4, 2, True), (64, 4, 2, False), (128, 8, 3, True)) for sk in (False, True)]
+            for bkv, w, st, al in ((default_block_kv(d), 4, 2, True), (default_block_kv(d), 4, 2, False),
+                                   (128, 8, 3, True)) for sk in (False, True)]
 
 
 def quick_gemm_grid() -> list[dict[str, Any]]:
@@ -279,19 +295,51 @@ def quick_gemm_grid() -> list[dict[str, Any]]:
     return out
 
 
-def build_all(*, quick: bool = False) -> list[BuildResult]:
-    """Compile the grids (``quick``: defaults and the largest tiles only)."""
-    results: list[BuildResult] = []
-    att, gm = (quick_attention_grid(), quick_gemm_grid()) if quick else (attention_grid(), gemm_grid())
-    results += [build_attention(**c) for c in att]
-    results += [build_attention_reduce(dtype=dt, head_dim=d) for dt in ("bf16", "fp16") for d in (64, 80, 96, 128)]
-    results += [build_gemm(**c) for c in gm]
+#: Job kinds of :func:`build`.
+BUILDERS = {"attention": "build_attention", "reduce": "build_attention_reduce", "gemm": "build_gemm"}
+
+Job = tuple[str, dict[str, Any]]
+
+
+def build(jobs: list[Job]) -> list[BuildResult]:
+    """Compile each ``(kind, config)`` job; in a child process when this one runs interpreted."""
+    for kind, _ in jobs:
+        if kind not in BUILDERS:
+            raise ValueError(f"unknown build kind '{kind}'; use one of {', '.join(BUILDERS)}")
+    if not jobs:
+        return []
+    if not interpreting():
+        return [globals()[BUILDERS[kind]](**cfg) for kind, cfg in jobs]
+    env = {**os.environ, "TRITON_INTERPRET": "0"}
+    proc = subprocess.run([sys.executable, "-m", __name__, "--jobs-json", json.dumps(jobs), "--json"],
+                          capture_output=True, text=True, env=env)
+    results = []
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            d = json.loads(line)
+            d.pop("ok", None)
+            results.append(BuildResult(**d))
+    if len(results) != len(jobs):
+        raise RuntimeError(f"hopper build child process failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
     return results
+
+
+def quick_jobs() -> list[Job]:
+    """Defaults (aligned or not), the largest tiles and the reduce: what the test suite compiles."""
+    return ([("attention", c) for c in quick_attention_grid()]
+            + [("reduce", dict(dtype=dt, head_dim=d)) for dt in ("bf16", "fp16") for d in (64, 80, 96, 128)]
+            + [("gemm", c) for c in quick_gemm_grid()])
+
+
+def all_jobs() -> list[Job]:
+    """Every knob configuration the benchmarks sweep."""
+    return ([("attention", c) for c in attention_grid()]
+            + [("reduce", dict(dtype=dt, head_dim=d)) for dt in ("bf16", "fp16") for d in (64, 80, 96, 128)]
+            + [("gemm", c) for c in gemm_grid()])
 
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
-    import json
 
     import triton
 
@@ -299,20 +347,23 @@ def main(argv: list[str] | None = None) -> int:
                                             "report shared memory, registers and spills per configuration.")
     p.add_argument("--quick", action="store_true", help="defaults and largest tiles only")
     p.add_argument("--json", action="store_true", help="one JSON object per configuration")
+    p.add_argument("--jobs-json", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    results = build_all(quick=args.quick)
+    jobs = [tuple(j) for j in json.loads(args.jobs_json)] if args.jobs_json else (
+        quick_jobs() if args.quick else all_jobs())
+    results = build(jobs)
     bad = [r for r in results if not r.ok]
     if args.json:
         for r in results:
             print(json.dumps(r.to_dict()))
     else:
         print(f"triton {triton.__version__}, target sm_90, limit {HOPPER_MAX_SHARED_BYTES} B shared / block")
-        print(f"{'kernel':42} {'smem B':>8} {'regs':>5} {'spill st/ld':>12}  config")
+        print(f"{'kernel':38} {'smem B':>8} {'regs':>5} {'spill st/ld':>12}  config")
         for r in results:
             cfg = " ".join(f"{k}={v}" for k, v in r.config.items())
             spill = f"{r.spill_store_bytes}/{r.spill_load_bytes}"
-            flag = "" if r.ok else f"  <-- {r.error or 'over limit or spills'}"
-            print(f"{r.kernel:42} {r.shared_bytes!s:>8} {r.registers!s:>5} {spill:>12}  {cfg}{flag}")
+            flag = "" if r.ok else f"  <-- {r.error or 'over the shared-memory limit or spills'}"
+            print(f"{r.kernel:38} {r.shared_bytes!s:>8} {r.registers!s:>5} {spill:>12}  {cfg}{flag}")
         print(f"{len(results)} configurations, {len(bad)} failing")
     return 1 if bad else 0
 

@@ -282,8 +282,13 @@ def _check_inputs(q, k_cache, v_cache, block_table, context_lens) -> None:
 
 
 def default_block_kv(head_dim: int) -> int:
-    """Tokens per tile when the caller gives none: 64, or 32 above head_dim 128 (register pressure)."""
-    return 64 if head_dim <= 128 else 32
+    """Tokens per tile when the caller gives none: 64 for head_dim <= 64, else 32.
+
+    Chosen from the sm_90 builds (``python -m gpuprobe.kernels.hopper_build``): with 4 warps a
+    64-token tile of a head_dim padded to 128 (80, 96, 128) spills registers once the loads cannot
+    be vectorised (strides or pointers not multiples of 16 elements); a 32-token tile never does.
+    """
+    return 64 if max(16, _next_pow2(head_dim)) <= 64 else 32
 
 
 def paged_decode_attention(
