@@ -79,6 +79,17 @@ EXPECTED: dict[str, str] = {
 _CHECKS: dict[str, Check] = {}
 
 
+def require_cuda():
+    """``torch`` with a visible CUDA device; otherwise :class:`Skip` with the reason."""
+    try:
+        import torch
+    except ImportError:
+        raise Skip("torch is not installed") from None
+    if not torch.cuda.is_available():
+        raise Skip("no CUDA GPU")
+    return torch
+
+
 def check(name: str, *, owner: str, gpu: bool = True, budget_s: float = 60.0):
     """Register ``func`` as the check ``name``; the docstring's first line describes it."""
 

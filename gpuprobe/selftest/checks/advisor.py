@@ -5,18 +5,9 @@ import importlib.util
 import json
 import shutil
 
-from gpuprobe.selftest.registry import CheckContext, CheckFailed, Skip, check
+from gpuprobe.selftest.registry import CheckContext, CheckFailed, Skip, check, require_cuda
 
 MODEL = "qwen2-0.5b"
-
-
-def _need_cuda() -> None:
-    try:
-        import torch
-    except ImportError:
-        raise Skip("torch is not installed") from None
-    if not torch.cuda.is_available():
-        raise Skip("no CUDA GPU")
 
 
 def _need_engine(what: str) -> None:
@@ -27,7 +18,7 @@ def _need_engine(what: str) -> None:
 @check("advise_measured_curve", owner="advisor", gpu=True, budget_s=150)
 def advise_measured_curve(ctx: CheckContext) -> dict:
     """A short CUDA-graph throughput curve of qwen2-0.5b (context 1024) gives B_opt under both rules."""
-    _need_cuda()
+    require_cuda()
     _need_engine("gpuprobe.engine.throughput")
     from gpuprobe.advisor import advise
     from gpuprobe.cli.advise import measure_curve
@@ -57,7 +48,7 @@ def advise_measured_curve(ctx: CheckContext) -> dict:
 @check("energy_per_token", owner="advisor", gpu=True, budget_s=90)
 def energy_per_token(ctx: CheckContext) -> dict:
     """NVML's total-energy counter over a >= 5 s decode window gives a plausible J/token, matching sampled power."""
-    _need_cuda()
+    require_cuda()
     _need_engine("gpuprobe.engine")
     from gpuprobe.replicate import engine_command, run_replicas
     from gpuprobe.telemetry import MIN_ENERGY_WINDOW_S, Telemetry, integrate_power
@@ -98,7 +89,7 @@ def energy_per_token(ctx: CheckContext) -> dict:
 @check("replicate_mps_cleanup", owner="advisor", gpu=True, budget_s=150)
 def replicate_mps_cleanup(ctx: CheckContext) -> dict:
     """Two qwen2-0.5b replicas run under a private MPS daemon, and no MPS process of it is left afterwards."""
-    _need_cuda()
+    require_cuda()
     _need_engine("gpuprobe.engine")
     from gpuprobe.replicate import MPS_CONTROL, MPSDaemon, engine_command, memory_share, processes_with_env, run_replicas
     from gpuprobe.advisor import DEFAULT_FIXED_COST_BYTES

@@ -7,22 +7,12 @@ import random
 from typing import Any
 
 from gpuprobe.engine.throughput import weight_read_floor_s
-from gpuprobe.selftest.registry import CheckContext, CheckFailed, Skip, check
+from gpuprobe.selftest.registry import CheckContext, CheckFailed, check, require_cuda
 
 MODEL = "qwen2-0.5b"
 CONTEXT = 1024
 #: Target of CONTRACTS.md section 10: the graph-mode step at batch 1 within this factor of the weight-read floor.
 FLOOR_FACTOR_TARGET = 2.0
-
-
-def _need_cuda():
-    try:
-        import torch
-    except ImportError:
-        raise Skip("torch is not installed") from None
-    if not torch.cuda.is_available():
-        raise Skip("needs a CUDA GPU")
-    return torch
 
 
 def _free(torch) -> None:
@@ -52,7 +42,7 @@ def compare_tokens(eager: list[list[int]], graph: list[list[int]]) -> dict[str, 
 @check("graph_vs_eager_tokens", owner="engine", gpu=True, budget_s=90)
 def graph_vs_eager_tokens(ctx: CheckContext) -> dict:
     """CUDA-graph replay and eager steps give the same greedy tokens (qwen2-0.5b, bf16, ragged batch)."""
-    torch = _need_cuda()
+    torch = require_cuda()
     from gpuprobe.engine import Engine
     from gpuprobe.engine.attention import default_attention
 
@@ -77,7 +67,7 @@ def graph_vs_eager_tokens(ctx: CheckContext) -> dict:
 @check("throughput_b1_b256", owner="engine", gpu=True, budget_s=150)
 def throughput_b1_b256(ctx: CheckContext) -> dict:
     """Graph-mode step of qwen2-0.5b at context 1024 (B=1, 256) and the B=1 step against the weight-read floor."""
-    torch = _need_cuda()
+    torch = require_cuda()
     from gpuprobe.engine import Engine
     from gpuprobe.engine.throughput import copy_bandwidth, kernels_per_step, measure_point
 

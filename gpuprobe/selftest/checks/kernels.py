@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gpuprobe.selftest.registry import CheckContext, CheckFailed, Skip, check
+from gpuprobe.selftest.registry import CheckContext, CheckFailed, Skip, check, require_cuda
 
 REL_ERR_LIMIT = 1e-2
 
@@ -24,12 +24,7 @@ CORRECTNESS_CASES = (
 
 
 def _require_gpu() -> None:
-    try:
-        import torch
-    except ImportError:
-        raise Skip("torch is not installed") from None
-    if not torch.cuda.is_available():
-        raise Skip("no CUDA GPU visible")
+    require_cuda()
     try:
         import triton  # noqa: F401
     except ImportError:

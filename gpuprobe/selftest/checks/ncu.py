@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gpuprobe.selftest.registry import CheckContext, CheckFailed, Skip, check
+from gpuprobe.selftest.registry import CheckContext, CheckFailed, Skip, check, require_cuda
 
 #: Plain bf16 GEMMs, tile-aligned (multiples of 128), each inside its own NVTX range ``gemm_MxNxK``.
 GEMM_SHAPES = ((1024, 1024, 1024), (256, 4096, 2048), (2048, 512, 4096))
@@ -67,12 +67,7 @@ print("done")
 def _need_gpu_and_ncu():
     from gpuprobe.ncu.runner import find_ncu
 
-    try:
-        import torch
-    except ImportError:
-        raise Skip("torch is not installed") from None
-    if not torch.cuda.is_available():
-        raise Skip("no CUDA GPU")
+    require_cuda()
     inst = find_ncu()
     if inst is None:
         raise Skip("ncu is not installed")

@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-from gpuprobe.selftest.registry import CheckContext, CheckFailed, Skip, check
+from gpuprobe.selftest.registry import CheckContext, CheckFailed, Skip, check, require_cuda
 
 MODEL, BATCHES, CONTEXT, DTYPE = "qwen2-0.5b", (1, 64), 1024, "bf16"
 
@@ -49,12 +49,7 @@ def verify(data: dict[str, Any]) -> list[str]:
 @check("roofline_two_points", owner="roofline", gpu=True, budget_s=180)
 def roofline_two_points(ctx: CheckContext) -> dict:
     """Two-point ncu roofline (qwen2-0.5b, B=1 and 64, C=1024): outputs written, attention reads match the KV bytes."""
-    try:
-        import torch
-    except ImportError:
-        raise Skip("torch is not installed") from None
-    if not torch.cuda.is_available():
-        raise Skip("no CUDA GPU")
+    require_cuda()
     from gpuprobe.roofline_measured import make_points, measure_sweep, ncu_status, sweep_config
     from gpuprobe.specs.gpus import DEFAULT_GPU, detect_gpu, get_gpu
     from gpuprobe.specs.models import get_model
