@@ -13,6 +13,9 @@ import pytest
 import torch
 
 from gpuprobe import ceilings as C
+from gpuprobe.ceilings import cache as ceilings_cache
+from gpuprobe.ceilings.runner import Runner
+from gpuprobe.ceilings.timing import Timer
 from gpuprobe.errors import NotAvailable
 from gpuprobe.roofline import Roof, datasheet_roofs
 from gpuprobe.specs.gpus import get_gpu, list_gpus
@@ -258,7 +261,7 @@ def make_result(device=H100_DEVICE, driver="580.159.04", **values) -> C.Ceilings
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("GPUPROBE_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(C, "present_gpu_identity", lambda: None)
+    monkeypatch.setattr(ceilings_cache, "present_gpu_identity", lambda: None)
     return tmp_path / "ceilings"
 
 
@@ -303,9 +306,9 @@ def test_cache_prefers_the_newest_run_and_skips_damaged_files(cache):
 
 def test_cached_ceilings_for_the_present_gpu_uses_name_and_driver(cache, monkeypatch):
     C.save_cached(make_result())
-    monkeypatch.setattr(C, "present_gpu_identity", lambda: (H100_DEVICE, "580.159.04"))
+    monkeypatch.setattr(ceilings_cache, "present_gpu_identity", lambda: (H100_DEVICE, "580.159.04"))
     assert C.cached_ceilings() is not None
-    monkeypatch.setattr(C, "present_gpu_identity", lambda: (H100_DEVICE, "590.1"))
+    monkeypatch.setattr(ceilings_cache, "present_gpu_identity", lambda: (H100_DEVICE, "590.1"))
     assert C.cached_ceilings() is None  # a new driver: measure again
 
 
@@ -380,6 +383,86 @@ def test_targets_without_clock_or_spec_do_not_invent_a_comparison():
     assert figures["fp32_vs_scaled_datasheet"] is None and failures == []
     figures, failures = C.evaluate_targets(make_result(device="Some Future GPU"), None)
     assert "dram_copy_vs_datasheet" not in figures and failures == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Clocks and identity through gpuprobe.telemetry, against a stand-in for pynvml
+# ---------------------------------------------------------------------------------------------
+
+
+class _FakeNVML:
+    """Answers as NVML does on the lent H100 (max SM 1980 MHz, max memory 2619 MHz)."""
+
+    NVML_CLOCK_SM, NVML_CLOCK_MEM = 1, 2
+
+    def __init__(self, sm_readings=(1755, 1980), fail_init=False):
+        self.sm_readings, self.fail_init, self.reads, self.inits = list(sm_readings), fail_init, 0, 0
+
+    def nvmlInit(self):
+        if self.fail_init:
+            raise RuntimeError("Driver Not Loaded")
+        self.inits += 1
+
+    def nvmlShutdown(self):
+        self.inits -= 1
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return ("index", i)
+
+    def nvmlDeviceGetHandleByUUID(self, uuid):
+        return ("uuid", uuid)
+
+    def nvmlDeviceGetName(self, h):
+        return H100_DEVICE
+
+    def nvmlSystemGetDriverVersion(self):
+        return b"580.159.04"
+
+    def nvmlDeviceGetMaxClockInfo(self, h, kind):
+        return 1980 if kind == self.NVML_CLOCK_SM else 2619
+
+    def nvmlDeviceGetClockInfo(self, h, kind):
+        if kind == self.NVML_CLOCK_MEM:
+            return 2619
+        self.reads += 1
+        return self.sm_readings[(self.reads - 1) % len(self.sm_readings)]
+
+
+def test_clock_sampler_reads_clocks_limits_and_driver_through_telemetry():
+    from gpuprobe.ceilings.clocks import ClockSampler
+
+    nv = _FakeNVML()
+    clocks = ClockSampler(0, nvml=nv)
+    assert clocks.info == {"sm_max_mhz": 1980, "mem_max_mhz": 2619, "driver": "580.159.04"}
+    start = clocks.window()
+    clocks.sample()
+    clocks.sample()
+    assert clocks.sm == [1755.0, 1980.0] and clocks.mem == [2619.0, 2619.0]
+    assert clocks.mean_since(start) == 1867.5 and clocks.mean_since(clocks.window()) is None
+    assert clocks.summary() == {"sm_max_mhz": 1980, "mem_max_mhz": 2619, "sm_mhz": 1867.5, "sm_mhz_min": 1755.0,
+                                "sm_mhz_max": 1980.0, "mem_mhz": 2619.0}
+    clocks.close()
+    assert nv.inits == 0  # every NVML init is paired with a shutdown
+
+
+def test_timer_samples_the_clocks_once_per_trial():
+    from gpuprobe.ceilings.clocks import ClockSampler
+
+    clocks = ClockSampler(0, nvml=_FakeNVML())
+    per, launches = Timer(trial_s=0.0, trials=3, clocks=clocks, event=_FakeEvent).run(lambda: None)
+    assert len(per) == 3 and launches == 2 + 3 and len(clocks.sm) == 3
+
+
+def test_clock_sampler_and_identity_without_nvml():
+    from gpuprobe.ceilings.clocks import ClockSampler
+    from gpuprobe.ceilings.device import present_gpu_identity
+
+    clocks = ClockSampler(0, nvml=_FakeNVML(fail_init=True))
+    clocks.sample()
+    assert clocks.telemetry is None and clocks.sm == [] and clocks.info == {} and clocks.summary() == {}
+    assert present_gpu_identity(nvml=_FakeNVML()) == (H100_DEVICE, "580.159.04")
+    if NO_CUDA:
+        assert present_gpu_identity(nvml=_FakeNVML(fail_init=True)) is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -522,8 +605,8 @@ def _small_plan() -> C.BenchPlan:
 
 
 def _run_all(tamper: str | None = None) -> dict[str, C.Measurement]:
-    timer = C._Timer(trial_s=0.0, trials=2, event=_FakeEvent)
-    runner = C._Runner(_fake_kernels(tamper), _small_plan(), timer, lambda msg: None,
+    timer = Timer(trial_s=0.0, trials=2, event=_FakeEvent)
+    runner = Runner(_fake_kernels(tamper), _small_plan(), timer, lambda msg: None,
                        device=torch.device("cpu"), stream=0)
     runner.dram()
     runner.l2()
