@@ -1,19 +1,14 @@
 """Ceilings check: the csrc microbenchmarks run, verify their own results and reach their targets."""
 from __future__ import annotations
 
-from gpuprobe.selftest.registry import CheckContext, CheckFailed, Skip, check
+from gpuprobe.selftest.registry import CheckContext, CheckFailed, check, require_cuda
 
 
 @check("ceilings", owner="ceilings", gpu=True, budget_s=90)
 def ceilings(ctx: CheckContext) -> dict:
     """Every microbenchmark verifies its result; copy >= 95% of torch's; FP32 within 10% of clock-scaled
     datasheet; mma.sync >= 60% of cuBLAS."""
-    try:
-        import torch
-    except ImportError:
-        raise Skip("torch is not installed") from None
-    if not torch.cuda.is_available():
-        raise Skip("no CUDA GPU")
+    require_cuda()
     from gpuprobe.ceilings import evaluate_targets, measure_ceilings, measured_roofs, save_cached
     from gpuprobe.specs.gpus import match_device_name
 
