@@ -272,8 +272,10 @@ def load_curve(path: str | Path, **meta: Any) -> Curve:
     if not p.exists():
         raise UserError(f"'{p}' does not exist; pass --from a CSV (batch,tokens_per_s,...) or a results folder.")
     if p.is_dir():
-        for name, reader in (("throughput.csv", read_csv_curve), ("results.jsonl", read_results_jsonl),
-                             ("roofline.json", read_roofline_json)):
+        # A roofline folder's results.jsonl holds roofline points, not a throughput curve: its
+        # roofline.json (throughput section) comes before any results.jsonl.
+        for name, reader in (("throughput.csv", read_csv_curve), ("roofline.json", read_roofline_json),
+                             ("results.jsonl", read_results_jsonl)):
             if (p / name).is_file():
                 return reader(p / name, **meta)
         raise UserError(f"folder '{p}' holds none of throughput.csv, results.jsonl, roofline.json; "

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from gpuprobe.analytic import decode_costs
+from gpuprobe.analytic import DEFAULT_MEMORY_FRACTION, decode_costs, max_batch_that_fits, memory_footprint
 from gpuprobe.roofline import Roof, RooflineResult, datasheet_roofs, make_point, provenance, select_ceilings
 from gpuprobe.specs.gpus import GPUSpec, normalize_dtype
 from gpuprobe.specs.models import ModelSpec
@@ -31,8 +31,19 @@ def analytic_roofline(spec: ModelSpec, gpu: GPUSpec, batches: Sequence[int], con
                 extra={"weight_bytes": c.weight_bytes, "kv_read_bytes": c.kv_read_bytes,
                        "kv_write_bytes": c.kv_write_bytes, "count": c.count},
             ))
+    fits = max_batch_that_fits(spec, gpu, context, dtype)
+    predicted = []
+    for b in batches:
+        step = sum(p.time_s for p in points if p.batch == b)
+        mem = memory_footprint(spec, b, context, dtype)
+        predicted.append({"batch": b, "step_time_s": step, "tokens_per_s": b / step,
+                          "weights_bytes": mem.weight_bytes, "kv_cache_bytes": mem.kv_cache_bytes,
+                          "fits": b <= fits})
     return RooflineResult(
         model=spec.name, gpu=gpu.name, mode="analytic", context=context, dtype=dtype,
         layers=spec.num_layers, ceilings=ceilings, roofs=roofs, points=points, batch=list(batches),
         provenance=provenance(gpu_display_name=gpu.display_name, ceilings_source=ceilings.dram_source),
+        # Predictions, not measurements: kept apart from the `throughput` section measured modes write.
+        extra={"predicted": predicted,
+               "memory": {"max_batch_that_fits": fits, "memory_fraction": DEFAULT_MEMORY_FRACTION}},
     )

@@ -362,7 +362,7 @@ def assemble_result(records: Sequence[dict[str, Any]], *, spec, gpu, dtype: str,
         prov["torch_version"] = versions["torch"]
         prov["triton_version"] = versions.get("triton")
     batches = sorted({int(r["result"]["batch"]) for r in ok})
-    return RooflineResult(
+    result = RooflineResult(
         model=spec.name, gpu=gpu.name, mode=mode, context=context, dtype=dtype, layers=spec.num_layers,
         ceilings=ceilings, roofs=roofs, points=points, batch=batches, provenance=prov,
         limiter_rule=dict(LIMITER_RULE),
@@ -377,6 +377,21 @@ def assemble_result(records: Sequence[dict[str, Any]], *, spec, gpu, dtype: str,
             "sweep": sweep or {},
         },
     )
+    result.extra["throughput"] = throughput_section(result)
+    return result
+
+
+def throughput_section(result) -> list[dict[str, Any]]:
+    """roofline.json's ``throughput``: tokens/s per batch (CUDA-graph replay where measured, else eager),
+    the section ``gpuprobe advise --from DIR`` reads."""
+    from gpuprobe.plots.throughput import throughput_rows
+
+    rows = [r for r in throughput_rows(result) if r["status"] == "ok"]
+    best: dict[int, dict[str, Any]] = {}
+    for r in rows:  # graph rows come first; keep them over eager ones
+        best.setdefault(r["batch"], r)
+    return [{k: r[k] for k in ("batch", "tokens_per_s", "step_latency_s", "mode", "context", "model", "dtype",
+                               "attention")} for _, r in sorted(best.items())]
 
 
 # ---- outputs ---------------------------------------------------------------------------------------

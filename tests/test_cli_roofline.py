@@ -48,6 +48,13 @@ def test_three_files_and_json_contract(analytic_run):
     assert len(att) == 10 and all(p["bound"] == "memory" for p in att)
     lm = sorted((p for p in pts if p["op"] == "lm_head"), key=lambda p: p["batch"])
     assert lm[-1]["intensity"] > 100 * lm[0]["intensity"]
+    pred = {r["batch"]: r for r in data["predicted"]}
+    assert set(pred) == {1, 2, 4, 8, 16, 32, 64, 128, 256, 512} and all(r["fits"] for r in pred.values())
+    step1 = sum(p["time_s"] for p in pts if p["batch"] == 1)
+    assert pred[1]["tokens_per_s"] == pytest.approx(1 / step1)
+    assert pred[512]["tokens_per_s"] > 20 * pred[1]["tokens_per_s"]
+    assert pred[512]["kv_cache_bytes"] == 512 * 1024 * 24 * 2 * 128 * 2
+    assert "throughput" not in data  # predictions never pose as measurements
     csv_lines = (out / "roofline.csv").read_text().splitlines()
     assert csv_lines[0].startswith("op,batch,flops,dram_bytes,time_s,intensity,bound")
     assert len(csv_lines) == 1 + len(pts)

@@ -85,3 +85,19 @@ def test_report_md_verdicts_are_backed_by_numbers(tmp_path):
     for name in ("roofline.png", "bandwidth_vs_batch.png", "time_breakdown.png", "throughput.png"):
         assert f"]({name})" in md
         _assert_png(tmp_path / name)
+
+
+def test_advisor_reads_a_measured_roofline_folder(tmp_path):
+    """roofline.json's throughput section is what `gpuprobe advise --from DIR` reads."""
+    from gpuprobe.curves import load_curve
+
+    import shutil
+
+    res = _result("timing")
+    res.write(tmp_path)
+    shutil.copy(MEASURED / "timing" / "results.jsonl", tmp_path / "results.jsonl")  # as a sweep leaves it
+    section = res.extra["throughput"]
+    assert [r["batch"] for r in section] == sorted(r["batch"] for r in section)
+    assert all(r["tokens_per_s"] > 0 and r["mode"] in ("graph", "eager") for r in section)
+    curve = load_curve(tmp_path)
+    assert {p.batch: p.tokens_per_s for p in curve.points} == {r["batch"]: r["tokens_per_s"] for r in section}

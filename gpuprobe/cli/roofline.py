@@ -100,21 +100,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_analytic(spec, gpu, batches, context, dtype, roofs, out) -> int:
-    from gpuprobe.analytic import max_batch_that_fits, memory_footprint
     from gpuprobe.plots.roofline import plot_roofline
     from gpuprobe.report_tables import print_roofline_table
     from gpuprobe.roofline_analytic import analytic_roofline
+    from gpuprobe.specs.gpus import DTYPE_BYTES
 
     result = analytic_roofline(spec, gpu, batches, context, dtype, extra_roofs=roofs)
-    fits = max_batch_that_fits(spec, gpu, context, dtype)
-    result.extra["memory"] = {
-        "max_batch_that_fits": fits,
-        "per_batch": {b: memory_footprint(spec, b, context, dtype).__dict__ for b in batches},
-        "memory_fraction": 0.9,
-    }
-    print_roofline_table(result, footer=f"weights {spec.weight_bytes(2 if dtype != 'fp32' else 4) / 1e9:.2f} GB; "
+    mem = result.extra["memory"]
+    print_roofline_table(result, footer=f"weights {spec.weight_bytes(DTYPE_BYTES[dtype]) / 1e9:.2f} GB; "
                                         f"largest batch whose KV cache at context {context} fits "
-                                        f"{gpu.display_name} (90% of memory): {fits}")
+                                        f"{gpu.display_name} ({mem['memory_fraction']:.0%} of memory): "
+                                        f"{mem['max_batch_that_fits']}")
     jpath, cpath = result.write(out)
     png = plot_roofline(result, out / "roofline.png")
     print(f"wrote {png}\nwrote {jpath}\nwrote {cpath}")
