@@ -153,12 +153,19 @@ def profile_point(model: str, num_layers: int, batch: int, context: int, dtype: 
                   keep_report: bool = True) -> dict[str, Any]:
     """Run the target under ncu (metric set ``roofline``) and summarize the report."""
     from gpuprobe.ncu import load_report
-    from gpuprobe.ncu.runner import profile
+    from gpuprobe.ncu.runner import NoKernelsProfiled, profile
 
     includes = nvtx_includes(layers, num_layers)
     rep = Path(out_dir) / "ncu" / f"b{batch}_c{context}.ncu-rep"
-    res = profile(target_command(model, batch, context, dtype, attention, layers, warmup), rep,
-                  metric_set="roofline", nvtx_include=includes, timeout_s=timeout_s)
+    try:
+        # diagnose=False: ncu's look at the first 200 kernels would see only the warm-up steps, which
+        # push no ranges, and would cost a second run of the target
+        res = profile(target_command(model, batch, context, dtype, attention, layers, warmup), rep,
+                      metric_set="roofline", nvtx_include=includes, timeout_s=timeout_s, diagnose=False)
+    except NoKernelsProfiled as e:
+        raise NoKernelsProfiled(f"{e}; gpuprobe.measure_target pushes decode/ > layer{{i}}/ > {{op}}/ with NVTX "
+                                "around one eager step after its warm-up (torch.cuda.nvtx or the nvtx package "
+                                "must reach ncu; ranges pushed inside a CUDA graph capture are lost)") from None
     df = load_report(res.report)
     out = summarize_report(df, num_layers)
     o = res.options
@@ -167,6 +174,7 @@ def profile_point(model: str, num_layers: int, batch: int, context: int, dtype: 
         "command": res.command, "report": str(res.report) if keep_report else None,
         "metric_set": o.metric_set, "nvtx_include": list(o.nvtx_include), "replay_mode": o.replay_mode,
         "clock_control": o.clock_control, "cache_control": o.cache_control,
+        "reader": df.attrs.get("reader"),
         "layers_profiled": "all" if layers == "all" else [representative_layer(num_layers)],
         "step_ops_profiled": list(STEP_OPS_PROFILED) if layers != "all" else "all",
     }

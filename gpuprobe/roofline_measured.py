@@ -89,11 +89,17 @@ def plan_batches(batches: Sequence[int], spec, gpu, context: int, dtype: str, *,
 
 
 def make_points(model: str, batches: Iterable[int], *, context: int, dtype: str, attention: str | None,
-                mode: str, layers: str, out_dir: str | Path, keep_reports: bool = True) -> list[dict[str, Any]]:
+                mode: str, layers: str, out_dir: str | Path, keep_reports: bool = True,
+                ncu_timeout_s: float | None = None, graph_iters: int | None = None) -> list[dict[str, Any]]:
     """One JSON-able kwargs dict per batch size for :func:`gpuprobe.measure_point.measure_point`
-    (``keep_reports=False``: delete each .ncu-rep once read; a report of one layer is about 17 MB)."""
+    (``keep_reports=False``: delete each .ncu-rep once read; a report of one layer is about 17 MB;
+    ``ncu_timeout_s``, ``graph_iters``: the worker's defaults when None)."""
     out = str(Path(out_dir).resolve())
-    extra = {} if keep_reports else {"keep_report": False}
+    extra: dict[str, Any] = {} if keep_reports else {"keep_report": False}
+    if ncu_timeout_s is not None:
+        extra["ncu_timeout_s"] = float(ncu_timeout_s)
+    if graph_iters is not None:
+        extra["graph_iters"] = int(graph_iters)
     return [{"model": model, "batch": int(b), "context": int(context), "dtype": dtype, "attention": attention,
              "mode": mode, "layers": layers, "out_dir": out, **extra} for b in batches]
 
@@ -459,9 +465,11 @@ def run_measured_roofline(args, *, spec, gpu, batches: Sequence[int], context: i
 def measure_sweep(points: list[dict[str, Any]], out: Path, *, spec, gpu, dtype: str, config: dict[str, Any],
                   resume: bool = False, worker: str = WORKER, copy_bw: float | None = None,
                   copy_source: str | None = None, extra_roofs: Sequence = (), progress: bool = True,
-                  on_record=None, t_start: float | None = None) -> int:
+                  on_record=None, t_start: float | None = None, point_timeout_s: float | None = None) -> int:
     """Run the points, then assemble and write every output from what finished; returns the exit status
-    (0, 1 when no point finished, 130 after Ctrl-C). ``copy_bw`` None: :func:`measured_copy_bandwidth`."""
+    (0, 1 when no point finished, 130 after Ctrl-C). ``copy_bw`` None: :func:`measured_copy_bandwidth`;
+    ``point_timeout_s`` None: :data:`POINT_TIMEOUT_S` of the mode (keep it above the points' ``ncu_timeout_s``,
+    so that ncu, which runs in its own process group, is stopped by its own limit first)."""
     from gpuprobe.report_md import verdict_lines
     from gpuprobe.report_tables import print_roofline_table
     from gpuprobe.sweep import read_results, run_sweep
@@ -470,7 +478,8 @@ def measure_sweep(points: list[dict[str, Any]], out: Path, *, spec, gpu, dtype: 
     out = Path(out)
     interrupted = False
     try:
-        run_sweep(points, worker, out, resume=resume, timeout_s=POINT_TIMEOUT_S.get(config.get("mode"), 600.0),
+        limit = point_timeout_s if point_timeout_s is not None else POINT_TIMEOUT_S.get(config.get("mode"), 600.0)
+        run_sweep(points, worker, out, resume=resume, timeout_s=limit,
                   label=lambda p: f"batch {p['batch']}", progress=progress, on_record=on_record)
     except KeyboardInterrupt:
         interrupted = True

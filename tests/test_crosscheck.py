@@ -117,3 +117,18 @@ def test_selftest_verdict_on_recorded_results():
     assert any("qkv_proj B=32" in p and "no tensor FLOP counters" in p for p in problems)
     data["crosschecks"] = [c for c in data["crosschecks"] if c["batch"] == 64]
     assert verify(data) == []
+
+
+def test_gemm_on_cuda_cores_is_compared_by_all_its_flops():
+    """cuBLAS runs M=1 GEMMs as GEMV kernels on CUDA cores: no tensor-pipe FLOPs, 2MNK FP32 FLOPs.
+    Not a failure when all counted FLOPs reach 2MNK; still a failure when they do not."""
+    want = gemm_flops(SPEC, "lm_head", 1)
+    (gemv,) = check_point("lm_head", 1, spec=SPEC, context=1024, dtype="bf16", flops_tensor=0.0,
+                          flops_total=want * 1.02)
+    assert gemv.ratio == pytest.approx(1.02) and not gemv.flagged and "CUDA cores" in gemv.note
+    assert failures([gemv]) == []
+    (lost,) = check_point("lm_head", 1, spec=SPEC, context=1024, dtype="bf16", flops_tensor=0.0,
+                          flops_total=want * 0.3)
+    assert lost.ratio == 0.0 and failures([lost]) == [lost]
+    pts = [{"op": "o_proj", "batch": 1, "flops_tensor": 0.0, "flops_executed": gemm_flops(SPEC, "o_proj", 1)}]
+    assert failures(check_points(pts, SPEC, 1024, "bf16")) == []

@@ -182,3 +182,74 @@ def test_success_writes_meta_beside_the_report(tmp_path):
     meta = json.loads(profile_meta_path(res.report).read_text())
     assert meta["clock_control"] == "none" and meta["cache_control"] == "all"
     assert meta["nvtx_include"] == ["decode/"] and meta["ncu_version"] == "2025.3.1.0"
+
+
+#: Valid suffixes by metric type (Nsight Compute metrics structure: counters and throughputs take a
+#: rollup then an optional submetric; ratios take .pct/.ratio/.max_rate).
+_ROLLUPS = ("sum", "avg", "min", "max")
+_SUBMETRICS = {"Counter": ("", "peak_sustained", "per_second", "pct_of_peak_sustained_elapsed",
+                           "pct_of_peak_sustained_active", "per_cycle_elapsed", "per_cycle_active"),
+               "Throughput": ("pct_of_peak_sustained_elapsed", "pct_of_peak_sustained_active")}
+
+
+def _metric_types() -> dict[str, str]:
+    import lzma
+
+    from _ncu_data import NCU
+
+    out = {}
+    for line in lzma.open(NCU / "ncu_query_metrics_gh100.txt.xz", "rt"):
+        parts = line.split()
+        if len(parts) >= 2 and "__" in parts[0] and "." not in parts[0]:
+            out[parts[0]] = parts[1]
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(METRIC_SETS))
+def test_every_metric_has_a_suffix_its_type_takes(name):
+    """A name ncu does not know fails the whole run: check base name AND suffix against gh100's types."""
+    types = _metric_types()
+    bad = []
+    for m in METRIC_SETS[name].metrics:
+        base, _, suffix = m.partition(".")
+        kind = types.get(base)
+        if kind == "Ratio":
+            ok = suffix in ("pct", "ratio", "max_rate")
+        elif kind in _SUBMETRICS:
+            rollup, _, sub = suffix.partition(".")
+            ok = rollup in _ROLLUPS and sub in _SUBMETRICS[kind]
+        else:
+            ok = False
+        if not ok:
+            bad.append(f"{m} ({kind})")
+    assert not bad
+
+
+def test_roofline_metrics_were_seen_in_real_h100_output():
+    """Every full name of the roofline set appears in a real H100 capture, except the few listed here
+    (valid counter + suffix by the test above, not in the captured sections)."""
+    import csv
+
+    from _ncu_data import B32_BASE, B64_RAW, path
+
+    seen = set()
+    for name in (B64_RAW, B32_BASE):
+        with open(path(name), newline="") as f:
+            seen |= set(next(csv.reader(f)))
+    unseen = {m for m in METRIC_SETS["roofline"].metrics if m not in seen}
+    assert unseen <= {"lts__t_bytes.sum.peak_sustained", "smsp__sass_thread_inst_executed_op_hadd_pred_on.sum",
+                      "smsp__sass_thread_inst_executed_op_hmul_pred_on.sum",
+                      "smsp__sass_thread_inst_executed_op_dadd_pred_on.sum",
+                      "smsp__sass_thread_inst_executed_op_dmul_pred_on.sum",
+                      "smsp__sass_thread_inst_executed_op_dfma_pred_on.sum"}
+
+
+def test_import_raw_csv_command(tmp_path):
+    ncu = _fake_ncu(tmp_path, 'echo "$@" > "$(dirname "$0")/args"; printf "\\"ID\\",\\"Kernel Name\\"\\n"\nexit 0\n')
+    text = runner.import_raw_csv(tmp_path / "r.ncu-rep", ncu)
+    assert text.startswith('"ID"')
+    assert (tmp_path / "args").read_text().split() == ["--import", str(tmp_path / "r.ncu-rep"), "--csv", "--page",
+                                                       "raw", "--print-units", "base"]
+    bad = _fake_ncu(tmp_path, "exit 1\n")
+    with pytest.raises(NcuError, match="exit status 1"):
+        runner.import_raw_csv(tmp_path / "r.ncu-rep", bad)

@@ -34,10 +34,26 @@ def test_decode_target_is_valid_python():
 
 @pytest.mark.gpu
 def test_profile_small_torch_program_end_to_end(tmp_path):
-    """On a GPU with ncu: the profile_torch_program check passes."""
+    """On a GPU with ncu: `gpuprobe profile` of one tile-aligned bf16 GEMM counts 2MNK tensor FLOPs.
+
+    Small on purpose (one kernel profiled, about 15 s): the selftest checks of this capability
+    profile the larger programs."""
+    import subprocess
+    import sys
+
+    from gpuprobe.ncu import load_report
     from gpuprobe.ncu.runner import find_ncu
+    from gpuprobe.selftest.checks import ncu
 
     if find_ncu() is None:
         pytest.skip("ncu is not installed")
-    figures = all_checks()["profile_torch_program"].func(CheckContext(tmp_path, gpu=True, budget_s=120))
-    assert figures["qkv_flops_ratio"] == pytest.approx(1.0, abs=0.02)
+    m, n, k = 512, 1024, 256
+    script = tmp_path / "gemm.py"
+    script.write_text(ncu.GEMM_PROGRAM.format(shapes=((m, n, k),)))
+    r = subprocess.run([sys.executable, "-m", "gpuprobe", "profile", "--out", str(tmp_path), "--name", "gemm",
+                        "--nvtx-include", f"gemm_{m}x{n}x{k}/", "--timeout", "90", "--", sys.executable, str(script)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    df = load_report(tmp_path / "gemm.ncu-rep")
+    assert (tmp_path / "gemm.csv").exists() and len(df) >= 1
+    assert float(df["flops_tensor"].sum()) / (2.0 * m * n * k) == pytest.approx(1.0, abs=0.02)

@@ -27,6 +27,9 @@ def _extras_candidates() -> list[Path]:
     inst = find_ncu()
     if inst is not None:
         roots.append(inst.root)
+        # a CUDA toolkit's bin/ncu is a small script that runs <cuda>/nsight-compute-<version>/ncu
+        cuda = inst.path.resolve().parent.parent
+        roots += sorted((p for p in cuda.glob("nsight-compute*") if p.is_dir()), reverse=True)
     roots += install_roots()
     seen, out = set(), []
     for r in roots:
@@ -55,6 +58,12 @@ def _import_installed() -> ModuleType:
     return importlib.import_module("ncu_report")
 
 
+def origin() -> str | None:
+    """Where the loaded ``ncu_report`` comes from (its file), or None when none loads."""
+    mod = find_ncu_report()
+    return None if mod is None else str(getattr(mod, "__file__", None) or mod.__name__)
+
+
 def find_ncu_report() -> ModuleType | None:
     """The ``ncu_report`` module, or None when neither the package nor an Nsight install has it."""
     global _cached
@@ -63,7 +72,7 @@ def find_ncu_report() -> ModuleType | None:
     try:
         _cached = _import_installed()
         return _cached
-    except ImportError:
+    except Exception:  # not installed (ImportError), or a wheel whose native part does not load here
         pass
     for cand in _extras_candidates():
         if cand.is_file():

@@ -6,7 +6,9 @@ Three inputs give the same table:
   its own: ``Mbyte``, ``Kbyte``, ``us``, ``Tbyte/s``...) or base units (``--print-units base``);
 * the details CSV page (``--page details``): section labels at two or three significant digits,
   mapped to metric names where the mapping is known (:data:`DETAILS_LABELS`);
-* the binary ``.ncu-rep``, through NVIDIA's ``ncu_report`` module.
+* the binary ``.ncu-rep``, through NVIDIA's ``ncu_report`` module, or, where no such module loads
+  but Nsight Compute is installed, through ``ncu --import R --csv --page raw --print-units base``
+  (``df.attrs["reader"]`` says which).
 
 Any of them may be xz-compressed (``.ncu-rep.xz``, ``.csv.xz``).
 
@@ -76,6 +78,10 @@ _METRIC_NAME = re.compile(r"^[a-z0-9_]+__[A-Za-z0-9_.]+$")
 
 class ReportFormatError(UserError):
     """A report file that is empty, truncated, or not an Nsight Compute report."""
+
+
+class ReaderUnavailable(UserError):
+    """An ``ncu_report`` module was found but cannot read reports here (its native library is missing)."""
 
 
 def _fail(path: Any, what: str) -> ReportFormatError:
@@ -408,8 +414,13 @@ def read_ncu_rep(path: str | Path) -> pd.DataFrame:
     if head != REP_MAGIC:
         raise _fail(path, "not a .ncu-rep file (no 'NVR' signature); CSV pages are read by their content")
     ncu_report = require_ncu_report(path)
+    reader = f"ncu_report ({getattr(ncu_report, '__file__', None) or 'module'})"
     try:
         ctx = ncu_report.load_report(str(path))
+    except FileNotFoundError as e:  # the file exists: the module's native library directory does not
+        raise ReaderUnavailable(f"cannot read '{path}': ncu_report ({reader}) cannot find its library: {e}; "
+                                f"export the raw page as CSV instead (`ncu --import R.ncu-rep --csv --page raw "
+                                f"--print-units base > R.csv`)") from None
     except Exception as e:  # the module raises plain exceptions on bad files
         raise _fail(path, f"ncu_report cannot load it: {e}") from None
     records: list[dict[str, Any]] = []
@@ -440,7 +451,64 @@ def read_ncu_rep(path: str | Path) -> pd.DataFrame:
                 metrics.setdefault(k, [math.nan] * n).append(vals.get(k, math.nan))
     if not records:
         raise _fail(path, "holds no kernel results (truncated, or nothing was profiled)")
-    return _assemble(records, metrics, units, path, "ncu-rep")
+    df = _assemble(records, metrics, units, path, "ncu-rep")
+    df.attrs["reader"] = reader
+    return df
+
+
+def read_ncu_rep_via_csv(path: str | Path, ncu: Any = None) -> pd.DataFrame:
+    """A ``.ncu-rep`` (or ``.ncu-rep.xz``) read through ``ncu --import R --csv --page raw --print-units base``.
+
+    For a machine with Nsight Compute but no loadable ``ncu_report`` module. The table is the raw
+    page's (same columns and units as :func:`read_ncu_rep`; kernel names as the CSV spells them)."""
+    from gpuprobe.ncu.runner import NcuError, import_raw_csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise _fail(path, "no such file")
+    with tempfile.TemporaryDirectory(prefix="gpuprobe-rep-") as tmp:
+        plain = path
+        if path.suffix == ".xz":
+            plain = Path(tmp) / path.with_suffix("").name
+            try:
+                with lzma.open(path) as src, open(plain, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            except (lzma.LZMAError, EOFError, OSError) as e:
+                raise _fail(path, f"cannot decompress: {e}") from None
+        with open(plain, "rb") as f:
+            head = f.read(4)
+        if not head:
+            raise _fail(path, "the file is empty")
+        if head != REP_MAGIC:
+            raise _fail(path, "not a .ncu-rep file (no 'NVR' signature); CSV pages are read by their content")
+        try:
+            text = import_raw_csv(plain, ncu)
+        except NcuError as e:
+            raise _fail(path, f"ncu --import cannot read it: {str(e).splitlines()[-1][:200]}") from None
+    df = read_csv(path, text=text)
+    df.attrs["reader"] = "ncu --import --csv --page raw --print-units base"
+    return df
+
+
+def _read_rep(path: Path) -> pd.DataFrame:
+    """``ncu_report`` when a module can be loaded; else ``ncu --import`` to CSV when ncu is here; else the
+    :class:`UserError` of :func:`~gpuprobe.ncu.ncu_report_loader.require_ncu_report` (how to export a CSV)."""
+    from gpuprobe.ncu.ncu_report_loader import find_ncu_report
+
+    from gpuprobe.ncu.runner import find_ncu
+
+    if find_ncu_report() is None:
+        inst = find_ncu()
+        if inst is not None:
+            return read_ncu_rep_via_csv(path, inst)
+        return read_ncu_rep(path)  # raises the UserError that says how to get a CSV
+    try:
+        return read_ncu_rep(path)
+    except ReaderUnavailable:
+        inst = find_ncu()
+        if inst is None:
+            raise
+        return read_ncu_rep_via_csv(path, inst)
 
 
 def _tuple_ints(*vals: Any) -> tuple[int, ...] | None:
@@ -480,7 +548,7 @@ def read_report(path: str | Path) -> pd.DataFrame:
         raise _fail(p, "is a folder; give a .ncu-rep or CSV file")
     fmt = sniff_format(p)
     if fmt == "ncu-rep":
-        return read_ncu_rep(p)
+        return _read_rep(p)
     if p.suffix == ".xz":
         try:
             text = lzma.open(p, "rt", encoding="utf-8-sig", newline="").read()

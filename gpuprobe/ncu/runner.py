@@ -96,12 +96,23 @@ def parse_version(text: str) -> str | None:
     return m.group(1) if m else None
 
 
+_VERSIONS: dict[tuple[str, float], str | None] = {}
+
+
 def ncu_version(path: str | Path, timeout_s: float = 30) -> str | None:
+    """``ncu --version`` of ``path`` (asked once per executable and modification time: it takes ~0.3 s)."""
+    try:
+        key = (str(Path(path).resolve()), Path(path).stat().st_mtime)
+    except OSError:
+        key = (str(path), 0.0)
+    if key in _VERSIONS:
+        return _VERSIONS[key]
     try:
         r = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=timeout_s)
     except (OSError, subprocess.SubprocessError):
         return None
-    return parse_version(r.stdout + r.stderr)
+    _VERSIONS[key] = parse_version(r.stdout + r.stderr)
+    return _VERSIONS[key]
 
 
 def find_ncu() -> NcuInstall | None:
@@ -270,11 +281,13 @@ def profile(command: list[str], out_rep: str | Path, metric_set: str = "roofline
     if no_kernels_profiled(out) or (rc == 0 and not out_rep.exists()):
         msg = f"no kernel matched the filter ({describe_filter(opts)})"
         if diagnose and (opts.nvtx_include or opts.nvtx_exclude):
-            seen = seen_nvtx_stacks(command, inst, timeout_s=timeout_s)
+            n = SEEN_LAUNCHES
+            seen = [s for s in seen_nvtx_stacks(command, inst, timeout_s=timeout_s, launch_count=n) if s]
             if seen:
                 msg += "; NVTX push/pop stacks seen: " + "; ".join("/".join(s) + "/" for s in seen[:12])
             else:
-                msg += "; no NVTX ranges were seen around any kernel (is the program annotated?)"
+                msg += (f"; no NVTX push/pop range was open around the first {n} kernels (the program is not "
+                        "annotated, or its annotated part comes later)")
         raise NoKernelsProfiled(msg)
     if rc != 0:
         raise NcuError(f"the profiled command failed under ncu (exit status {rc}); last output:\n{tail(out)}")
@@ -300,12 +313,20 @@ def describe_filter(opts: ProfileOptions) -> str:
     return " ".join(parts) or "no filter"
 
 
+#: Kernels :func:`seen_nvtx_stacks` looks at when a filter matched nothing.
+SEEN_LAUNCHES = 200
+
+
 def seen_nvtx_stacks(command: list[str], ncu: NcuInstall, timeout_s: float | None = None,
-                     launch_count: int = 200) -> list[tuple[str, ...]]:
-    """Distinct NVTX push/pop stacks around the first ``launch_count`` kernels (one cheap metric)."""
+                     launch_count: int = SEEN_LAUNCHES) -> list[tuple[str, ...]]:
+    """Distinct NVTX push/pop stacks around the first ``launch_count`` kernels (one cheap metric).
+
+    Runs the whole command once more under ncu: a program that launches many kernels before its
+    annotated part (warm-up steps) shows none of its ranges here; callers that know their ranges pass
+    ``diagnose=False`` to :func:`profile` instead."""
     import tempfile
 
-    from gpuprobe.ncu.readers import read_ncu_rep
+    from gpuprobe.ncu.readers import read_report
 
     with tempfile.TemporaryDirectory(prefix="gpuprobe-nvtx-") as tmp:
         rep = Path(tmp) / "seen.ncu-rep"
@@ -315,10 +336,32 @@ def seen_nvtx_stacks(command: list[str], ncu: NcuInstall, timeout_s: float | Non
         if not rep.exists():
             return []
         try:
-            df = read_ncu_rep(rep)
+            df = read_report(rep)
         except GpuprobeError:
             return []
     return list(dict.fromkeys(tuple(s) for s in df["nvtx_stack"]))
+
+
+def import_raw_csv(report: str | Path, ncu: NcuInstall | str | Path | None = None, *, base_units: bool = True,
+                   timeout_s: float = 180) -> str:
+    """The raw page of a ``.ncu-rep`` as CSV text: ``ncu --import R --csv --page raw [--print-units base]``.
+
+    The reader of last resort when no ``ncu_report`` module can be loaded (no GPU needed, only ncu).
+    Raises :class:`NotAvailable` without ncu and :class:`NcuError` when the import fails."""
+    inst = require_ncu(ncu)
+    cmd = [str(inst.path), "--import", str(report), "--csv", "--page", "raw"]
+    if base_units:
+        cmd += ["--print-units", "base"]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise NcuError(f"`{' '.join(cmd)}` ran past {timeout_s:g} s") from None
+    except OSError as e:
+        raise NcuError(f"could not start ncu: {e}") from None
+    if r.returncode != 0 or not r.stdout.strip():
+        raise NcuError(f"`{' '.join(cmd)}` failed (exit status {r.returncode}); last output:\n"
+                       f"{tail(r.stdout + r.stderr, 8)}")
+    return r.stdout
 
 
 # ---------------------------------------------------------------- counter permission

@@ -80,13 +80,13 @@ def _write(ctx: CheckContext, name: str, text: str) -> Path:
     return p
 
 
-@check("ncu_counter_permission", owner="ncu", gpu=True, budget_s=60)
+@check("ncu_counter_permission", owner="ncu", gpu=True, budget_s=45)
 def ncu_counter_permission(ctx: CheckContext) -> dict:
     """ncu is found and this user can read the GPU performance counters."""
     from gpuprobe.ncu.runner import check_counter_permission, find_ncu
 
     inst = find_ncu()
-    status, msg = check_counter_permission(inst, timeout_s=min(ctx.budget_s, 60))
+    status, msg = check_counter_permission(inst, timeout_s=max(10.0, ctx.budget_s - 5))
     ctx.log(f"{status}: {msg}")
     figures = {"status": status, "ncu": str(inst.path) if inst else None, "ncu_version": inst.version if inst else None}
     if status == "missing":
@@ -96,7 +96,7 @@ def ncu_counter_permission(ctx: CheckContext) -> dict:
     return figures
 
 
-@check("gemm_counter_flops", owner="ncu", gpu=True, budget_s=90)
+@check("gemm_counter_flops", owner="ncu", gpu=True, budget_s=60)
 def gemm_counter_flops(ctx: CheckContext) -> dict:
     """Counter FLOPs (sm__ops_path_tensor_src_*) of plain bf16 GEMMs equal 2MNK within 2% (tile-aligned shapes)."""
     from gpuprobe.ncu import load_report
@@ -106,9 +106,9 @@ def gemm_counter_flops(ctx: CheckContext) -> dict:
     script = _write(ctx, "gemm_target.py", GEMM_PROGRAM.format(shapes=GEMM_SHAPES))
     include = [f"gemm_{m}x{n}x{k}/" for m, n, k in GEMM_SHAPES]
     res = profile([sys.executable, str(script)], ctx.out_dir / "gemm.ncu-rep", nvtx_include=include,
-                  timeout_s=ctx.budget_s, ncu=inst)
+                  timeout_s=max(10.0, ctx.budget_s - 10), ncu=inst, diagnose=False)
     df = load_report(res.report)
-    figures: dict = {"kernels": len(df)}
+    figures: dict = {"kernels": len(df), "ncu_s": round(res.seconds, 1), "reader": df.attrs.get("reader")}
     worst = 0.0
     for m, n, k in GEMM_SHAPES:
         rng = f"gemm_{m}x{n}x{k}"
@@ -125,28 +125,41 @@ def gemm_counter_flops(ctx: CheckContext) -> dict:
     return figures
 
 
-@check("csv_vs_rep_pair", owner="ncu", gpu=True, budget_s=90)
+@check("csv_vs_rep_pair", owner="ncu", gpu=True, budget_s=60)
 def csv_vs_rep_pair(ctx: CheckContext) -> dict:
     """One report read as .ncu-rep and as `ncu --import --csv` (base and display units) gives the same table."""
     from gpuprobe.ncu.compare import compare_tables
     from gpuprobe.ncu.readers import read_csv, read_ncu_rep
     from gpuprobe.ncu.runner import profile
 
+    from gpuprobe.errors import GpuprobeError
+    from gpuprobe.ncu.ncu_report_loader import origin
+
     inst = _need_gpu_and_ncu()
+    module = origin()  # the PyPI package, or extras/python/ncu_report.py of the Nsight Compute install
+    ctx.log(f"ncu_report: {module or 'none loads'}")
+    if module is None:
+        raise CheckFailed("no ncu_report module loads here (neither `import ncu_report` nor extras/python/"
+                          "ncu_report.py beside ncu): .ncu-rep files are read only through `ncu --import` CSV",
+                          {"ncu": str(inst.path)})
     script = _write(ctx, "pair_target.py", DECODE_PROGRAM)
     res = profile([sys.executable, str(script), "8", "256"], ctx.out_dir / "pair.ncu-rep",
-                  nvtx_include=["decode/layer0/"], timeout_s=ctx.budget_s / 2, ncu=inst)
+                  nvtx_include=["decode/layer0/"], timeout_s=max(10.0, ctx.budget_s - 25), ncu=inst,
+                  diagnose=False)
     out = {}
     for units, args in (("base", ["--print-units", "base"]), ("display", [])):
         r = subprocess.run([str(inst.path), "--import", str(res.report), "--csv", "--page", "raw", *args],
-                           capture_output=True, text=True, timeout=ctx.budget_s / 4)
+                           capture_output=True, text=True, timeout=30)
         if r.returncode != 0:
             raise CheckFailed(f"ncu --import failed (exit {r.returncode}): {r.stderr[-500:]}")
         path = ctx.out_dir / f"pair_raw_{units}units.csv"
         path.write_text(r.stdout)
         out[units] = read_csv(path)
-    rep = read_ncu_rep(res.report)
-    figures: dict = {"kernels": len(rep)}
+    try:
+        rep = read_ncu_rep(res.report)  # no CSV fallback here: this compares the module with the CSV
+    except GpuprobeError as e:
+        raise CheckFailed(f"ncu_report ({module}) cannot read the report: {e}") from None
+    figures: dict = {"kernels": len(rep), "ncu_report": module, "ncu_s": round(res.seconds, 1)}
     failed = []
     for units, df in out.items():
         # CSV prints rates with two decimals and display units with six digits: compare at that precision
@@ -163,7 +176,7 @@ def csv_vs_rep_pair(ctx: CheckContext) -> dict:
     return figures
 
 
-@check("profile_torch_program", owner="ncu", gpu=True, budget_s=120)
+@check("profile_torch_program", owner="ncu", gpu=True, budget_s=75)
 def profile_torch_program(ctx: CheckContext) -> dict:
     """`gpuprobe profile` on a 2-layer Qwen2-0.5B-shaped torch decode step: ops attributed, qkv FLOPs = 2MNK,
     attention DRAM reads within 3% of the KV bytes."""
@@ -172,10 +185,13 @@ def profile_torch_program(ctx: CheckContext) -> dict:
     _need_gpu_and_ncu()
     script = _write(ctx, "decode_target.py", DECODE_PROGRAM)
     b, c = 64, 1024
-    r = subprocess.run([sys.executable, "-m", "gpuprobe", "profile", "--out", str(ctx.out_dir), "--name", "decode",
-                        "--nvtx-include", "decode/layer0/", "--timeout", str(int(ctx.budget_s - 10)), "--",
-                        sys.executable, str(script), str(b), str(c)],
-                       capture_output=True, text=True, timeout=ctx.budget_s)
+    try:
+        r = subprocess.run([sys.executable, "-m", "gpuprobe", "profile", "--out", str(ctx.out_dir), "--name", "decode",
+                            "--nvtx-include", "decode/layer0/", "--timeout", str(int(max(10, ctx.budget_s - 20))),
+                            "--", sys.executable, str(script), str(b), str(c)],
+                           capture_output=True, text=True, timeout=max(15.0, ctx.budget_s - 5))
+    except subprocess.TimeoutExpired as e:
+        raise CheckFailed(f"gpuprobe profile ran past {e.timeout:.0f} s") from None
     (ctx.out_dir / "profile_stdout.txt").write_text(r.stdout + r.stderr)
     if r.returncode != 0:
         raise CheckFailed(f"gpuprobe profile exited {r.returncode}: {(r.stderr or r.stdout)[-800:]}")
