@@ -102,3 +102,33 @@ def test_check_helpers():
     assert weight_read_floor_s(988_065_536, 3.01e12) == pytest.approx(3.28e-4, rel=1e-2)
     prompts = ragged_prompts(100)
     assert [len(p) for p in prompts] == [5, 17, 33, 64] and max(max(p) for p in prompts) < 100
+
+
+def test_throughput_check_body_on_cpu(tiny_dir, tmp_path, monkeypatch):
+    """The check's body end to end on a CPU (tiny model, eager): its figures and evidence file, the
+    floor ratio judged, and a profiler that cannot start (no CUDA here) reported rather than fatal."""
+    import json
+
+    from gpuprobe.engine import throughput as tp
+    from gpuprobe.engine.engine import Engine
+    from gpuprobe.selftest.checks import engine as checks
+    from gpuprobe.selftest.registry import CheckContext, CheckFailed
+
+    real = Engine.from_pretrained.__func__
+    monkeypatch.setattr(Engine, "from_pretrained",
+                        classmethod(lambda cls, name, **kw: real(cls, name, **{**kw, "device": "cpu", "dtype": "fp32"})))
+    monkeypatch.setattr(checks, "require_cuda", lambda: torch)
+    monkeypatch.setattr(checks, "MODEL", str(tiny_dir))
+    monkeypatch.setattr(checks, "CONTEXT", 12)
+    monkeypatch.setattr(tp, "copy_bandwidth", lambda: (1e15, "test figure"))  # floor ~0: the 2x claim fails
+    ctx = CheckContext(out_dir=tmp_path, gpu=True, budget_s=60)
+    with pytest.raises(CheckFailed, match="weight-read floor") as err:
+        checks.throughput_b1_b256(ctx)
+    fig = err.value.figures
+    assert fig["b1_step_over_floor"] > checks.FLOOR_FACTOR_TARGET and fig["copy_bandwidth_source"] == "test figure"
+    assert fig["kernels_per_step"] is None and fig["kernels_per_step_error"]  # torch.cuda.* raises on a CPU
+    assert fig["b1_op_shares_eager"] and sum(fig["b1_op_shares_eager"].values()) <= 1.0 + 1e-6
+    saved = json.loads((tmp_path / "throughput_b1_b256.json").read_text())
+    assert set(saved) == {"figures", "rows", "eager_b1"} and saved["rows"]["256"]["batch"] == 256
+    monkeypatch.setattr(tp, "copy_bandwidth", lambda: (1.0, "test figure"))  # floor huge: the claim holds
+    assert checks.throughput_b1_b256(ctx)["b1_step_over_floor"] < 1

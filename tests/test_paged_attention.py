@@ -22,6 +22,8 @@ pytest.importorskip("triton")
 from gpuprobe.kernels import choose_num_splits, paged_decode_attention  # noqa: E402
 from gpuprobe.kernels import paged_attention as pa  # noqa: E402
 from gpuprobe.kernels.reference import paged_attention_reference  # noqa: E402
+from gpuprobe.selftest.checks.kernels import (  # noqa: E402
+    CORRECTNESS_CASES, CORRECTNESS_SPLITS, correctness_lens)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = {torch.float16: 2e-3, torch.bfloat16: 1e-2, torch.float32: 1e-5}
@@ -208,15 +210,16 @@ def test_launcher_is_graph_safe(monkeypatch, num_splits):
 
 
 # ---- device ----------------------------------------------------------------------------------------
+# The cases and split counts of the ``paged_attention_correct`` selftest check: the same launch
+# configurations, so on a GPU these tests reuse the kernels that check compiled (Triton's disk cache).
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("d, hq, hkv, page", [(64, 14, 2, 16), (128, 12, 2, 16), (64, 32, 8, 128), (80, 8, 2, 32),
-                                              (96, 4, 4, 8)])
-@pytest.mark.parametrize("num_splits", [1, None, 7])
-def test_bf16_real_sizes_on_gpu(d, hq, hkv, page, num_splits):
-    lens = torch.randint(1, 4097, (16,)).tolist()
-    lens[0] = 1
-    inputs, seed = make_case(16, hq, hkv, d, page, lens, dtype=torch.bfloat16)
+@pytest.mark.parametrize("case", CORRECTNESS_CASES, ids=[c[0] for c in CORRECTNESS_CASES])
+@pytest.mark.parametrize("num_splits", CORRECTNESS_SPLITS)
+def test_bf16_real_sizes_on_gpu(case, num_splits):
+    _, (hq, hkv, d), batch, max_ctx, page = case
+    lens = correctness_lens(batch, max_ctx)
+    inputs, seed = make_case(batch, hq, hkv, d, page, lens, dtype=torch.bfloat16)
     out = torch.full_like(inputs[0], float("nan"))
     paged_decode_attention(*inputs, num_splits=num_splits, out=out)
     ref = paged_attention_reference(*inputs, compute_dtype=torch.float64).double()

@@ -39,7 +39,7 @@ def compare_tokens(eager: list[list[int]], graph: list[list[int]]) -> dict[str, 
     return {"tokens": total, "equal": same, "first_mismatch": first, "match": same == total and len(eager) == len(graph)}
 
 
-@check("graph_vs_eager_tokens", owner="engine", gpu=True, budget_s=90)
+@check("graph_vs_eager_tokens", owner="engine", gpu=True, budget_s=60)
 def graph_vs_eager_tokens(ctx: CheckContext) -> dict:
     """CUDA-graph replay and eager steps give the same greedy tokens (qwen2-0.5b, bf16, ragged batch)."""
     torch = require_cuda()
@@ -64,7 +64,7 @@ def graph_vs_eager_tokens(ctx: CheckContext) -> dict:
     return figures
 
 
-@check("throughput_b1_b256", owner="engine", gpu=True, budget_s=150)
+@check("throughput_b1_b256", owner="engine", gpu=True, budget_s=90)
 def throughput_b1_b256(ctx: CheckContext) -> dict:
     """Graph-mode step of qwen2-0.5b at context 1024 (B=1, 256) and the B=1 step against the weight-read floor."""
     torch = require_cuda()
@@ -80,9 +80,17 @@ def throughput_b1_b256(ctx: CheckContext) -> dict:
     _free(torch)
     eng = Engine.from_pretrained(MODEL, dtype="bf16", device="cuda")
     batch = eng.prepare(1, CONTEXT)
-    kernels = kernels_per_step(eng, batch)
-    times = eng.time_step(batch)
-    shares = dict(sorted(times.shares().items(), key=lambda kv: -kv[1]))
+    extra: dict[str, Any] = {}
+    try:  # context for the figure, not the claim: a profiler that cannot start must not fail the check
+        extra["kernels_per_step"] = kernels_per_step(eng, batch)
+    except Exception as e:  # noqa: BLE001
+        extra["kernels_per_step"], extra["kernels_per_step_error"] = None, f"{type(e).__name__}: {e}"[:200]
+    try:
+        times = eng.time_step(batch)
+        extra["b1_op_shares_eager"] = {k: round(v, 4) for k, v in
+                                       sorted(times.shares().items(), key=lambda kv: -kv[1])}
+    except Exception as e:  # noqa: BLE001
+        extra["b1_op_shares_eager"], extra["op_shares_error"] = None, f"{type(e).__name__}: {e}"[:200]
     del eng, batch
     _free(torch)
 
@@ -101,12 +109,12 @@ def throughput_b1_b256(ctx: CheckContext) -> dict:
         "weight_read_floor_ms": round(floor * 1e3, 4),
         "b1_step_over_floor": round(ratio, 3),
         "target_over_floor": FLOOR_FACTOR_TARGET,
-        "kernels_per_step": kernels,
-        "b1_op_shares_eager": {k: round(v, 4) for k, v in shares.items()},
+        **extra,
     }
     (ctx.out_dir / "throughput_b1_b256.json").write_text(
         json.dumps({"figures": figures, "rows": rows, "eager_b1": eager1}, indent=2, default=str))
     if ratio > FLOOR_FACTOR_TARGET:
         raise CheckFailed(f"batch-1 graph step {figures['b1_step_ms']} ms is {ratio:.2f}x the weight-read floor "
-                          f"({figures['weight_read_floor_ms']} ms); target {FLOOR_FACTOR_TARGET}x", figures)
+                          f"({figures['weight_read_floor_ms']} ms, {extra.get('kernels_per_step')} kernels per "
+                          f"step); target {FLOOR_FACTOR_TARGET}x", figures)
     return figures
