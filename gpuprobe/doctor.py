@@ -189,6 +189,21 @@ def _probe_packages(ncu_path: str | None) -> list[Item]:
     return items
 
 
+def _probe_launcher_toolchain() -> Item:
+    """Triton builds a small C launcher per kernel at first use: it needs a C compiler and Python.h."""
+    import sysconfig
+
+    cc = os.environ.get("CC") or next((c for c in ("gcc", "clang", "cc") if shutil.which(c)), None)
+    header = Path(sysconfig.get_paths().get("include") or "") / "Python.h"
+    missing = [what for what, ok in (("a C compiler (gcc, clang or $CC)", cc), ("Python.h", header.is_file()))
+               if not ok]
+    if missing:
+        return Item("packages", "triton_launcher", MISSING, f"no {' and no '.join(missing)}",
+                    "install gcc and the Python headers (e.g. apt-get install gcc python3-dev); "
+                    "Triton compiles a C launcher for each kernel and fails without them")
+    return Item("packages", "triton_launcher", OK, f"C compiler {cc}, {header}")
+
+
 def _ncu_report_beside(ncu_path: str | None) -> tuple[Any | None, str]:
     """``extras/python/ncu_report.py`` of the Nsight Compute install, through the ncu module's loader."""
     try:
@@ -589,6 +604,7 @@ def collect(*, probe_counters: bool = True, counter_timeout_s: float = 90.0) -> 
                         "report this as a gpuprobe bug")
     guarded("python", "python", _probe_python)
     guarded("packages", "packages", lambda: _probe_packages(ncu_path))
+    guarded("packages", "triton_launcher", _probe_launcher_toolchain)
     torch, cuda = _torch_cuda()
     try:
         guarded("gpu", "cuda", lambda: _probe_cuda(torch, cuda, nvml))

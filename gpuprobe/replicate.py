@@ -52,7 +52,14 @@ MPS_CONTROL = "nvidia-cuda-mps-control"
 class MPSDaemon:
     """A private CUDA MPS control daemon: its pipe and log folders live in a fresh temporary folder,
     so it never touches a daemon someone else runs. A context manager; :meth:`stop` is idempotent and
-    also registered with ``atexit``. Children must get :attr:`env` to reach this daemon."""
+    also registered with ``atexit``. Children must get :attr:`env` to reach this daemon.
+
+    ``nvidia-cuda-mps-control -d`` forks the daemon and returns; the daemon writes its process id to
+    ``nvidia-cuda-mps-control.pid`` in the pipe folder. Whether it still runs is read from that
+    process (and from the processes that carry this daemon's pipe folder in their environment: the
+    daemon and the MPS server it starts), never from a client's exit code alone."""
+
+    PID_FILE = "nvidia-cuda-mps-control.pid"
 
     def __init__(self, control: str = MPS_CONTROL, root: str | Path | None = None,
                  timeout_s: float = 30.0, keep_logs: str | Path | None = None):
@@ -64,11 +71,22 @@ class MPSDaemon:
         self.env: dict[str, str] = {}
         self.running = False
         self.stopped_cleanly: bool | None = None
+        self.pid: int | None = None
+        self.killed: list[int] = []  # processes of this daemon ended by signal after quit did not end them
         self._exe: str | None = None
 
     def _run(self, args: list[str], command: str | None = None, timeout: float | None = None):
         return subprocess.run([self._exe, *args], input=command, capture_output=True, text=True,
                               env={**os.environ, **self.env}, timeout=timeout or self.timeout_s)
+
+    def _start_daemon(self) -> tuple[int, str]:
+        """``-d`` with its output in a file, not a pipe: a daemon that keeps the inherited output open
+        would otherwise hold ``communicate`` until the time-out."""
+        out_path = self.dir / "control-start.txt"
+        with open(out_path, "w") as out:
+            code = subprocess.run([self._exe, "-d"], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                  env={**os.environ, **self.env}, timeout=self.timeout_s).returncode
+        return code, out_path.read_text(errors="replace").strip()
 
     def start(self) -> "MPSDaemon":
         self._exe = shutil.which(self.control)
@@ -83,24 +101,54 @@ class MPSDaemon:
         atexit.register(self.stop)
         self.running = True  # from here on stop() must run, even if -d reports an error
         try:
-            proc = self._run(["-d"])
+            code, text = self._start_daemon()
         except (OSError, subprocess.TimeoutExpired) as e:
             self.stop()
             raise GpuprobeError(f"the MPS daemon did not start: {e}") from None
-        if proc.returncode != 0:
-            detail = (proc.stderr or proc.stdout or "").strip().splitlines()[-1:] or [self._log_tail()]
+        if code != 0:
+            detail = text.splitlines()[-1:] or [self._log_tail()]
             self.stop()
-            raise GpuprobeError(f"the MPS daemon did not start (exit {proc.returncode}): {detail[0]}")
+            raise GpuprobeError(f"the MPS daemon did not start (exit {code}): {detail[0]}")
+        self.pid = self._read_pid(wait_s=5.0)
         return self
 
-    def is_running(self) -> bool:
-        """True while the control daemon answers on this daemon's pipe folder."""
+    def _read_pid(self, wait_s: float) -> int | None:
+        path = self.dir / "pipe" / self.PID_FILE if self.dir else None
+        deadline = time.monotonic() + wait_s
+        while path is not None:
+            try:
+                return int(path.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                if time.monotonic() > deadline:
+                    return None
+                time.sleep(0.05)
+        return None
+
+    def processes(self) -> list[int]:
+        """The processes of this daemon now: the control daemon and its MPS server(s)."""
+        pids = set(processes_with_env("CUDA_MPS_PIPE_DIRECTORY", self.env["CUDA_MPS_PIPE_DIRECTORY"])
+                   if self.env else ())
+        if self.pid is not None and _alive(self.pid):
+            pids.add(self.pid)
+        return sorted(pids)
+
+    def answers(self) -> bool:
+        """True when the control daemon answers a query (``get_server_list``) on this pipe folder."""
         if self._exe is None or self.dir is None:
             return False
         try:
             return self._run([], "get_server_list\n", timeout=10).returncode == 0
         except (OSError, subprocess.TimeoutExpired):
             return False
+
+    def is_running(self) -> bool:
+        """True while a process of this daemon lives (its pid file's process, or one carrying its
+        pipe folder); without either to go by, whether the daemon answers a query."""
+        if self._exe is None or self.dir is None:
+            return False
+        if self.pid is not None or self.processes():
+            return bool(self.processes())
+        return self.answers()
 
     def _log_tail(self) -> str:
         log = self.dir / "log" / "control.log" if self.dir else None
@@ -110,20 +158,25 @@ class MPSDaemon:
         return ""
 
     def stop(self) -> bool:
-        """Send ``quit`` and wait until the daemon is gone; True when it is. Safe to call twice."""
+        """Send ``quit`` and wait until every process of the daemon is gone; True when ``quit`` alone
+        ended them. Those still alive after ``timeout_s`` (processes this object started, by id) are
+        terminated, then killed. Safe to call twice."""
         if not self.running:
             return True
         gone = False
         try:
-            self._run([], "quit\n")
+            try:
+                self._run([], "quit\n")
+            except (OSError, subprocess.TimeoutExpired):
+                pass
             deadline = time.monotonic() + self.timeout_s
             while time.monotonic() < deadline:
                 if not self.is_running():
                     gone = True
                     break
                 time.sleep(0.2)
-        except (OSError, subprocess.TimeoutExpired):
-            gone = not self.is_running()
+            if not gone:
+                self._end_leftovers()
         finally:
             self.running = False
             atexit.unregister(self.stop)
@@ -134,11 +187,41 @@ class MPSDaemon:
         self.stopped_cleanly = gone
         return gone
 
+    def _end_leftovers(self) -> None:
+        for sig, wait_s in ((15, 3.0), (9, 2.0)):
+            pids = self.processes()
+            if not pids:
+                return
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                    if pid not in self.killed:
+                        self.killed.append(pid)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            deadline = time.monotonic() + wait_s
+            while self.processes() and time.monotonic() < deadline:
+                time.sleep(0.1)
+
     def __enter__(self) -> "MPSDaemon":
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (an exited daemon whose parent, often a
+    container's init, has not reaped it yet)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+        return text[text.rindex(")") + 2:].split()[0] not in ("Z", "X")
+    except (OSError, ValueError, IndexError):
+        try:
+            os.kill(pid, 0)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
 
 
 def processes_with_env(name: str, value: str) -> list[int]:
@@ -148,7 +231,7 @@ def processes_with_env(name: str, value: str) -> list[int]:
     pids = []
     for d in Path("/proc").glob("[0-9]*"):
         try:
-            if needle in (d / "environ").read_bytes().split(b"\0"):
+            if needle in (d / "environ").read_bytes().split(b"\0") and _alive(int(d.name)):
                 pids.append(int(d.name))
         except (OSError, ValueError):
             continue
@@ -539,6 +622,20 @@ sys.stdin.read()
 """
 
 
+def _readline(proc: subprocess.Popen, timeout_s: float) -> str:
+    """One line of a child's stdout, or "" once ``timeout_s`` passes (the child is then ended)."""
+    import selectors
+
+    if proc.stdout is None:
+        return ""
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        if not sel.select(timeout_s):
+            _end(proc)
+            return ""
+    return proc.stdout.readline()
+
+
 def measure_fixed_cost_bytes(timeout_s: float = 120.0) -> int | None:
     """A replica's memory beyond its own tensors, measured: device memory in use (NVML) while a fresh
     process holds a CUDA context, cuBLAS handle and workspace and a captured CUDA graph, minus the
@@ -554,7 +651,7 @@ def measure_fixed_cost_bytes(timeout_s: float = 120.0) -> int | None:
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                 start_new_session=True)
         try:
-            line = proc.stdout.readline() if proc.stdout else ""
+            line = _readline(proc, timeout_s)  # "" when the child died or hung before it was ready
             during = tel.read().memory_used_bytes
         finally:
             if proc.stdin:

@@ -632,3 +632,149 @@ def test_runner_checks_catch_a_wrong_result(kernel):
     out = _run_all(tamper=kernel)
     assert not out[kernel].verified
     assert all(m.verified for k, m in out.items() if k != kernel)
+
+
+# ---------------------------------------------------------------------------------------------
+# The two launch paths against stand-ins of their real interfaces (no GPU)
+# ---------------------------------------------------------------------------------------------
+
+# A stand-in for the CUDA driver (a labelled fake, not NVIDIA's library): the five entry points the
+# ctypes backend calls, with the driver's C signatures, recording what a launch received through
+# the real C calling convention: the launch shape, the stream, and each parameter read through the
+# kernelParams void** array at the width the kernel's C signature gives it.
+_FAKE_LIBCUDA = r"""
+#include <stdint.h>
+#include <string.h>
+typedef int CUresult;
+static char context_object, module_object, function_object;
+static const char *module_image = 0;
+unsigned int seen_grid[3], seen_block[3], seen_shared;
+void *seen_stream;
+uint64_t seen_p0, seen_p3;
+uint32_t seen_p1, seen_p2;
+char seen_function[64];
+CUresult cuCtxGetCurrent(void **ctx) { *ctx = &context_object; return 0; }
+CUresult cuDeviceGet(int *dev, int ordinal) { *dev = ordinal; return 0; }
+CUresult cuDevicePrimaryCtxRetain(void **ctx, int dev) { *ctx = &context_object; return 0; }
+CUresult cuCtxSetCurrent(void *ctx) { return 0; }
+CUresult cuGetErrorString(CUresult code, const char **msg) { *msg = "fake error"; return 0; }
+CUresult cuModuleLoadData(void **module, const void *image) {
+    module_image = (const char *)image;
+    *module = &module_object;
+    return memcmp(image, "\177ELF", 4) == 0 ? 0 : 200; /* a cubin is an ELF image */
+}
+CUresult cuModuleGetFunction(void **fn, void *module, const char *name) {
+    if (module != &module_object) return 400;
+    strncpy(seen_function, name, sizeof(seen_function) - 1);
+    *fn = &function_object;
+    return 0;
+}
+CUresult cuLaunchKernel(void *f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx,
+                        unsigned int by, unsigned int bz, unsigned int shared, void *stream,
+                        void **params, void **extra) {
+    if (f != &function_object || extra != 0) return 1;
+    seen_grid[0] = gx; seen_grid[1] = gy; seen_grid[2] = gz;
+    seen_block[0] = bx; seen_block[1] = by; seen_block[2] = bz;
+    seen_shared = shared; seen_stream = stream;
+    seen_p0 = *(uint64_t *)params[0]; seen_p1 = *(uint32_t *)params[1];
+    seen_p2 = *(uint32_t *)params[2]; seen_p3 = *(uint64_t *)params[3];
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def fake_libcuda(tmp_path_factory):
+    import shutil
+    import subprocess
+
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler to build the driver stand-in")
+    d = tmp_path_factory.mktemp("fakecuda")
+    (d / "fake_cuda.c").write_text(_FAKE_LIBCUDA)
+    subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(d / "libfakecuda.so"), str(d / "fake_cuda.c")],
+                   check=True)
+    return str(d / "libfakecuda.so")
+
+
+def test_ctypes_backend_loads_a_real_cubin_and_launches_through_the_driver_abi(fake_libcuda):
+    """NVRTC compiles l2_bandwidth.cu for sm_90 (real), the driver stand-in receives an ELF cubin, the
+    function by its extern "C" name, and a launch whose void** parameters read back at their C widths."""
+    from gpuprobe.ceilings.backends import _CtypesBackend
+
+    try:
+        backend = _CtypesBackend(0, "sm_90", libcuda=fake_libcuda)
+    except NotAvailable as e:
+        pytest.skip(str(e))
+    src = C.load_source("l2_bandwidth.cu")
+    kernels = backend.load("l2_bandwidth.cu", src, C.parse_kernels(src, "l2_bandwidth.cu"))
+    lib = backend.cuda
+    assert bytes((ctypes.c_char * 64).in_dll(lib, "seen_function")).rstrip(b"\0") == b"l2_read"
+    kernels["l2_read"](264, 256, (0x7F0000001000, 123456, 77, 0x7F0000002000), 0xABCDEF)
+    assert list((ctypes.c_uint * 3).in_dll(lib, "seen_grid")) == [264, 1, 1]
+    assert list((ctypes.c_uint * 3).in_dll(lib, "seen_block")) == [256, 1, 1]
+    assert ctypes.c_uint.in_dll(lib, "seen_shared").value == 0
+    assert ctypes.c_void_p.in_dll(lib, "seen_stream").value == 0xABCDEF
+    assert ctypes.c_uint64.in_dll(lib, "seen_p0").value == 0x7F0000001000
+    assert ctypes.c_uint32.in_dll(lib, "seen_p1").value == 123456
+    assert ctypes.c_uint32.in_dll(lib, "seen_p2").value == 77
+    assert ctypes.c_uint64.in_dll(lib, "seen_p3").value == 0x7F0000002000
+
+
+class _FakeCupy:
+    """A stand-in for the few CuPy names the CuPy backend uses (labelled fake: records calls only)."""
+
+    def __init__(self):
+        self.calls = []
+        self.modules = []
+        fake = self
+
+        class Stream:
+            def __init__(self, ptr):
+                self.ptr = ptr
+
+        class ExternalStream(Stream):
+            pass
+
+        Stream.null = Stream(0)
+
+        class Device:
+            def __init__(self, index):
+                self.index = index
+
+            def use(self):
+                fake.device = self.index
+
+        class RawModule:
+            def __init__(self, code=None, options=(), **kw):
+                self.code, self.kw = code, kw
+                fake.modules.append(self)
+
+            def get_function(self, name):
+                def fn(grid, block, args, *, shared_mem=0, stream=None):
+                    fake.calls.append((name, grid, block, args, stream))
+                return fn
+
+        self.RawModule = RawModule
+        self.cuda = type("cuda", (), {"Device": Device, "Stream": Stream, "ExternalStream": ExternalStream})
+
+
+def test_cupy_backend_passes_torch_stream_and_typed_arguments(monkeypatch):
+    """RawModule gets the shipped source as it is; a launch gets 1-D grid and block tuples, NumPy
+    scalars of the parameters' C types, and torch's stream (the null stream for handle 0)."""
+    from gpuprobe.ceilings.backends import _CupyBackend
+
+    fake = _FakeCupy()
+    monkeypatch.setitem(__import__("sys").modules, "cupy", fake)
+    backend = _CupyBackend(0)
+    src = C.load_source("fma_peak.cu")
+    kernels = backend.load("fma_peak.cu", src, C.parse_kernels(src, "fma_peak.cu"))
+    assert fake.modules[0].code == src and fake.device == 0
+    kernels["fma_fp32"](1056, 256, (1.0, 0.5, 1700, 0x7F00_0000_0000), 0)
+    kernels["fma_fp32"](1056, 256, (1.0, 0.5, 1700, 0x7F00_0000_0000), 0x55AA)
+    (name, grid, block, args, stream), second = fake.calls
+    assert (name, grid, block) == ("fma_fp32", (1056,), (256,))
+    assert [a.dtype.name for a in args] == ["float32", "float32", "uint32", "uint64"]
+    assert args[1] == np.float32(0.5) and int(args[3]) == 0x7F00_0000_0000
+    assert stream is fake.cuda.Stream.null
+    assert second[4].ptr == 0x55AA and isinstance(second[4], fake.cuda.ExternalStream)

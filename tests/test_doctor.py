@@ -10,7 +10,7 @@ from gpuprobe import doctor
 from gpuprobe.cli import main
 from gpuprobe.doctor import FAILING, MISSING, OK, Item, Report
 
-ITEMS = ["python", "gpuprobe", "torch", "triton", "cupy", "nvtx", "ncu_report", "nvidia-ml-py", "cuda", "gpu",
+ITEMS = ["python", "gpuprobe", "torch", "triton", "cupy", "nvtx", "ncu_report", "nvidia-ml-py", "triton_launcher", "cuda", "gpu",
          "driver", "nvml", "clocks", "power_limit", "temperature", "energy_counter", "gpu_busy", "ncu",
          "counter_permission", "mps_control", "mode:analytic", "mode:report", "mode:timing", "mode:ncu",
          "mode:replicate --mps"]
@@ -241,3 +241,18 @@ def test_whole_report_with_nvml_but_no_cuda_torch(monkeypatch):
         assert report.get(name).ok, report.get(name)
     if not report.ok("cuda"):
         assert report.modes["timing"] is False and report.modes["analytic"] is True
+
+
+def test_triton_launcher_toolchain_item(monkeypatch, tmp_path):
+    """Triton's per-kernel C launcher needs a compiler and Python.h: the doctor says when either is missing."""
+    import sysconfig
+
+    from gpuprobe import doctor
+
+    assert doctor._probe_launcher_toolchain().status == doctor.OK  # this machine has gcc and the headers
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setattr(doctor.shutil, "which", lambda name: None)
+    monkeypatch.setattr(sysconfig, "get_paths", lambda: {"include": str(tmp_path)})
+    item = doctor._probe_launcher_toolchain()
+    assert item.status == doctor.MISSING
+    assert "C compiler" in item.detail and "Python.h" in item.detail and "python3-dev" in item.fix

@@ -14,7 +14,7 @@ import pytest
 
 from gpuprobe.cli import main
 from gpuprobe.errors import GpuprobeError, NotAvailable
-from gpuprobe.replicate import MPSDaemon, memory_share, processes_with_env, run_replicas
+from gpuprobe.replicate import MPSDaemon, _alive, memory_share, processes_with_env, run_replicas
 from gpuprobe.telemetry import Telemetry
 
 WORKER = textwrap.dedent("""
@@ -155,8 +155,21 @@ FAKE_CONTROL = textwrap.dedent("""\
             print("An instance of this daemon is already running", file=sys.stderr)
             sys.exit(1)
         flag.touch()
+        if os.environ.get("FAKE_MPS_DAEMONIZE"):
+            # like the real -d: fork a daemon in its own session that outlives this call, writes its
+            # pid file into the pipe folder, and (unlike a tidy daemon) keeps the inherited output open
+            if os.fork() == 0:
+                os.setsid()
+                if os.fork() == 0:
+                    (pipe / "nvidia-cuda-mps-control.pid").write_text(str(os.getpid()))
+                    import time
+                    while not (pipe / "quit-request").exists() or os.environ.get("FAKE_MPS_IGNORE_QUIT"):
+                        time.sleep(0.05)
+                    os._exit(0)
+                os._exit(0)
     elif stdin == "quit":
         flag.unlink(missing_ok=True)
+        (pipe / "quit-request").touch()
     elif stdin == "get_server_list":
         sys.exit(0 if flag.exists() else 1)
 """)
@@ -202,6 +215,35 @@ def test_mps_daemon_start_failure_cleans_up(fake_control, tmp_path, monkeypatch)
         MPSDaemon(root=tmp_path).start()
     assert not list(tmp_path.glob("gpuprobe-mps-*"))
     assert [c[1] for c in fake_control()].count("quit") == 1
+
+
+def test_mps_daemon_that_forks_is_followed_by_its_pid(fake_control, tmp_path, monkeypatch):
+    """A daemon that forks and keeps the inherited output open does not hold up the start; it is
+    followed through its pid file, and quit is seen to end that very process."""
+    monkeypatch.setenv("FAKE_MPS_DAEMONIZE", "1")
+    t0 = time.monotonic()
+    with MPSDaemon(root=tmp_path, timeout_s=20) as d:
+        assert time.monotonic() - t0 < 10, "-d held up by the daemon's open output"
+        pid = d.pid
+        assert pid and d.is_running() and d.answers() and pid in d.processes()
+    assert d.stopped_cleanly and not d.killed
+    with pytest.raises(ProcessLookupError):
+        for _ in range(50):  # reaped by init, or already gone
+            os.kill(pid, 0)
+            time.sleep(0.1)
+
+
+def test_mps_daemon_that_ignores_quit_is_ended_and_reported(fake_control, tmp_path, monkeypatch):
+    """When quit does not end the daemon, its process (started by us, known by id) is ended and the
+    stop is reported as not clean."""
+    monkeypatch.setenv("FAKE_MPS_DAEMONIZE", "1")
+    monkeypatch.setenv("FAKE_MPS_IGNORE_QUIT", "1")
+    with MPSDaemon(root=tmp_path, timeout_s=1.0) as d:
+        pid = d.pid
+        assert pid and d.is_running()
+    assert d.stopped_cleanly is False and d.killed == [pid]
+    time.sleep(0.3)
+    assert not _alive(pid)
 
 
 def test_mps_without_the_control_binary_is_not_available(monkeypatch, tmp_path):
@@ -251,3 +293,21 @@ def test_cli_without_a_gpu_is_one_line_exit_2(monkeypatch, capsys):
     assert "CUDA GPU" in err and len(err.splitlines()) == 1
     assert main(["replicate", "--model", "qwen2-0.5b", "--replicas", "1,2", "--batch", "1,2,3"]) == 2
     assert main(["replicate", "--model", "no-such-model", "--batch", "8"]) == 2
+
+
+def test_readline_of_a_child_that_never_answers_times_out_and_ends_it():
+    """measure_fixed_cost_bytes reads the child's "ready" line with a time-out: a child hung in CUDA
+    initialisation must not hold the advisor or replicate forever."""
+    import subprocess
+
+    from gpuprobe.replicate import _readline
+
+    hung = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], stdout=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    t0 = time.monotonic()
+    assert _readline(hung, 0.5) == ""
+    assert time.monotonic() - t0 < 10 and hung.poll() is not None
+    ready = subprocess.Popen([sys.executable, "-c", "print('ready 42', flush=True)"], stdout=subprocess.PIPE,
+                             text=True)
+    assert _readline(ready, 30).split() == ["ready", "42"]
+    ready.wait()

@@ -18,7 +18,7 @@ from gpuprobe.selftest import registry
 from gpuprobe.selftest.bundle import EVIDENCE_CAP_BYTES, format_figures, write_evidence
 from gpuprobe.selftest.child import jsonable
 from gpuprobe.selftest.registry import Check, CheckContext, CheckFailed, Skip
-from gpuprobe.selftest.runner import run_selftest
+from gpuprobe.selftest.runner import RUN_ORDER, run_order, run_selftest
 
 NO_CUDA_ENV = {"gpu": None, "items": [{"name": "cuda", "status": "missing", "detail": "torch is a CPU-only build"}]}
 
@@ -143,7 +143,7 @@ def test_cpu_selftest_of_the_registry(tmp_path):
     """The real registry on this machine: CPU checks pass, each GPU check is skipped with its reason."""
     run = run_selftest(tmp_path, progress=None)
     known = registry.all_checks()
-    assert [c.name for c in run.checks] == list(known)
+    assert [c.name for c in run.checks] == run_order(list(known))
     for c in run.checks:
         chk = known[c.name]
         if chk is None:
@@ -226,7 +226,9 @@ def test_cli_list_and_a_chosen_check(capsys, tmp_path):
 # -- Ctrl-C -----------------------------------------------------------------------------------------------------
 
 
-def test_ctrl_c_writes_the_summary_of_what_ran(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_writes_the_summary_of_what_ran(tmp_path, sig):
+    """Ctrl-C, or SIGTERM through the CLI's handler (a watchdog's stop), writes what ran."""
     (tmp_path / "fake_checks.py").write_text(textwrap.dedent('''
         import os, time
         def quick(ctx):
@@ -241,6 +243,8 @@ def test_ctrl_c_writes_the_summary_of_what_ran(tmp_path):
         import fake_checks
         from gpuprobe.selftest.registry import Check
         from gpuprobe.selftest.runner import run_selftest
+        from gpuprobe.cli.selftest import _interrupt_on_term
+        _interrupt_on_term()
         checks = {{n: Check(n, "tests", getattr(fake_checks, n), False, 120.0, "") for n in ("quick", "slow")}}
         checks["later"] = Check("later", "tests", fake_checks.quick, False, 120.0, "")
         run = run_selftest({str(tmp_path / "out")!r}, checks=checks, environment={{}},
@@ -254,7 +258,7 @@ def test_ctrl_c_writes_the_summary_of_what_ran(tmp_path):
         time.sleep(0.1)
     assert pid_file.is_file(), "the slow check never started"
     time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, _ = proc.communicate(timeout=30)
     assert out.strip().splitlines()[-1] == "interrupted"
     summary = _read_summary(tmp_path / "out")
@@ -364,3 +368,25 @@ def test_doctor_check_figures_and_evidence(tmp_path):
     data = json.loads((tmp_path / "evidence" / "doctor.json").read_text())
     assert [i["name"] for i in data["items"]][:2] == ["python", "gpuprobe"]
     assert (tmp_path / "evidence" / "doctor.txt").read_text().count("\n") == len(data["items"]) + 1
+
+
+def test_run_order_covers_the_expected_checks_core_claims_first():
+    """Every expected check has a place in the run order, once; the doctor (the environment) and the
+    ceilings (the copy bandwidth the kernels' checks divide by) come before the checks that need them."""
+    assert sorted(RUN_ORDER) == sorted(registry.EXPECTED) and len(set(RUN_ORDER)) == len(RUN_ORDER)
+    order = run_order(list(registry.EXPECTED) + ["extra_b", "extra_a"])
+    assert order[0] == "doctor" and order[-2:] == ["extra_b", "extra_a"]
+    for later in ("paged_attention_bandwidth", "splitk_bandwidth", "decode_gemm", "roofline_two_points"):
+        assert order.index("ceilings") < order.index(later)
+    assert order.index("gpu_tests") == len(registry.EXPECTED) - 1
+
+
+def test_gpu_tests_collects_only_the_files_that_mark_gpu_tests():
+    """The node runs pytest on the files with gpu-marked tests alone (faster, and no import of test
+    modules whose optional packages a GPU node lacks)."""
+    from gpuprobe.selftest.checks.nodes import files_with_gpu_tests
+
+    tests = Path(__file__).parent
+    names = {f.name for f in files_with_gpu_tests(tests)}
+    assert {"test_paged_attention.py", "test_decode_gemm.py"} <= names
+    assert "test_advisor.py" not in names and "test_doctor.py" not in names

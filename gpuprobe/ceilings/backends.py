@@ -31,16 +31,18 @@ class _CupyBackend:
             fn = module.get_function(name)  # compiles now, so a failure shows before any timing
 
             def launch(grid, block, args, stream, fn=fn, sig=sig):
-                # RawKernel launches on CuPy's current stream: make it torch's for this launch
-                with self._stream(stream):
-                    fn((grid,), (block,), pack_numpy(sig, args))
+                # on torch's stream (the handle), never on whatever CuPy's current stream is
+                fn((grid,), (block,), pack_numpy(sig, args), stream=self._stream(stream))
 
             kernels[name] = Kernel(sig, self.name, launch)
         return kernels
 
     def _stream(self, handle: int):
+        """CuPy's stream object for a raw handle: the legacy default stream for 0 (torch's default
+        stream), else the external stream torch made."""
         if handle not in self._streams:
-            self._streams[handle] = self.cupy.cuda.ExternalStream(handle)
+            cuda = self.cupy.cuda
+            self._streams[handle] = cuda.Stream.null if handle == 0 else cuda.ExternalStream(handle)
         return self._streams[handle]
 
 
@@ -50,12 +52,12 @@ class _CtypesBackend:
 
     name = "nvrtc-ctypes"
 
-    def __init__(self, device_index: int, arch: str) -> None:
+    def __init__(self, device_index: int, arch: str, libcuda: str = "libcuda.so.1") -> None:
         load_libnvrtc()
         try:
-            self.cuda = ctypes.CDLL("libcuda.so.1")
+            self.cuda = ctypes.CDLL(libcuda)
         except OSError as e:
-            raise NotAvailable(f"the CUDA driver library (libcuda.so.1) cannot be loaded: {e}") from None
+            raise NotAvailable(f"the CUDA driver library ({libcuda}) cannot be loaded: {e}") from None
         self.arch = arch
         self._modules: list[ctypes.c_void_p] = []
         ctx = ctypes.c_void_p()

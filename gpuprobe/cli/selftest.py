@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ DESCRIPTION = """\
 Each check runs in its own process with its own time budget; a check that fails, crashes or runs
 over budget is recorded and the run goes on. Without --gpu (or without CUDA) the GPU checks are
 listed as skipped with the reason. The output folder gets summary.md, summary.json and
-evidence.tar.gz (at most 16 MiB); Ctrl-C still writes the summary of what ran.
+evidence.tar.gz (at most 16 MiB); Ctrl-C or SIGTERM still writes the summary of what ran.
 
 Exit code: 0 when no check failed, 1 when one did, 130 after Ctrl-C, 2 on bad arguments.
 """
@@ -68,9 +69,26 @@ def _list(checks: dict, errors: dict[str, str]) -> None:
         print(f"(checks module {module} does not import: {error})")
 
 
+def _interrupt_on_term() -> None:
+    """SIGTERM (a batch system's or a watchdog's stop) acts as Ctrl-C: the check in flight is stopped
+    and the summary of what ran is written. SIGINT is restored when the parent left it ignored (a
+    background job of a non-interactive shell)."""
+
+    def to_keyboard_interrupt(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, to_keyboard_interrupt)
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    except ValueError:  # not the main thread (a test calling run() from a worker thread)
+        pass
+
+
 def run(args: argparse.Namespace) -> int:
     from gpuprobe.selftest import runner
 
+    _interrupt_on_term()
     checks, errors = runner.discover_checks()
     if args.list:
         _list(checks, errors)

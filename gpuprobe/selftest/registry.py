@@ -54,25 +54,30 @@ class Check:
     description: str
 
 
-#: Check names each capability owns (CONTRACTS.md section 9), in the order a run reports them.
+#: Check names each capability owns (CONTRACTS.md section 9), in the order a run takes them. The
+#: claims the rest build on come first: the doctor (the environment every GPU check is gated on),
+#: the ceilings (the measured copy bandwidth every "% of bandwidth" divides by, cached for the checks
+#: after it), the kernels and the measured roofline behind the central claim, then the engine, the
+#: advisor, and the slow or secondary checks last, so a run cut short by its total budget loses the
+#: least. Estimated seconds on an H100 of each: docs/gpu-nodes.md.
 EXPECTED: dict[str, str] = {
     "doctor": "gpu_nodes",
     "analytic_vs_fixture": "foundation",
-    "ncu_counter_permission": "ncu",
-    "gemm_counter_flops": "ncu",
-    "csv_vs_rep_pair": "ncu",
-    "profile_torch_program": "ncu",
     "ceilings": "ceilings",
     "paged_attention_correct": "kernels",
     "paged_attention_bandwidth": "kernels",
     "splitk_bandwidth": "kernels",
     "decode_gemm": "kernels",
+    "ncu_counter_permission": "ncu",
+    "roofline_two_points": "roofline",
     "graph_vs_eager_tokens": "engine",
     "throughput_b1_b256": "engine",
-    "roofline_two_points": "roofline",
+    "gemm_counter_flops": "ncu",
     "advise_measured_curve": "advisor",
     "energy_per_token": "advisor",
     "replicate_mps_cleanup": "advisor",
+    "csv_vs_rep_pair": "ncu",
+    "profile_torch_program": "ncu",
     "gpu_tests": "gpu_nodes",
 }
 

@@ -102,17 +102,28 @@ def discover_checks() -> tuple[dict[str, Check | None], dict[str, str]]:
     return registry.registered_checks(), errors
 
 
+#: The order a run takes: the registry's (see :data:`gpuprobe.selftest.registry.EXPECTED`).
+RUN_ORDER: tuple[str, ...] = tuple(registry.EXPECTED)
+
+
+def run_order(names: list[str]) -> list[str]:
+    """``names`` in :data:`RUN_ORDER`, the others after them in their given order."""
+    rank = {n: i for i, n in enumerate(RUN_ORDER)}
+    return sorted(names, key=lambda n: (rank.get(n, len(rank)), names.index(n)))
+
+
 def select(known: dict[str, Check | None], names: list[str] | None) -> list[str]:
-    """The checks to run, in registry order; an unknown name is a UserError listing the known ones."""
+    """The checks to run, in run order (:func:`run_order`); an unknown name is a UserError listing the
+    known ones."""
     if not names:
-        return list(known)
+        return run_order(list(known))
     unknown = [n for n in names if n not in known]
     if unknown:
         close = difflib.get_close_matches(unknown[0], list(known), n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise UserError(f"unknown check '{unknown[0]}'{hint}; known checks: {', '.join(known)}.")
     wanted = set(names)
-    return [n for n in known if n in wanted]
+    return run_order([n for n in known if n in wanted])
 
 
 # --------------------------------------------------------------------------------------------------

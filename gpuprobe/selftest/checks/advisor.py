@@ -102,17 +102,20 @@ def replicate_mps_cleanup(ctx: CheckContext) -> dict:
     daemon = MPSDaemon(keep_logs=ctx.out_dir / "mps-logs")
     with daemon:
         pipe = daemon.env["CUDA_MPS_PIPE_DIRECTORY"]
-        running_during = daemon.is_running()
+        running_during = daemon.answers()
+        daemon_pid = daemon.pid
         run = run_replicas(engine_command(MODEL, 16, 512, 16, 1.0, "bf16", None, share), 2, env=daemon.env,
                            work_dir=ctx.out_dir / "replicas", setup_timeout_s=240, run_timeout_s=120)
     left = processes_with_env("CUDA_MPS_PIPE_DIRECTORY", pipe)
-    figures = {"daemon_answered_during_run": running_during, "replicas_ok": len(run.ok),
+    figures = {"daemon_answered_during_run": running_during, "daemon_pid": daemon_pid, "replicas_ok": len(run.ok),
                "aggregate_tokens_per_s": run.aggregate_tokens_per_s, "stopped_cleanly": daemon.stopped_cleanly,
-               "mps_processes_left": left, "failures": [f.reason for f in run.failed]}
+               "ended_by_signal": daemon.killed, "mps_processes_left": left,
+               "failures": [f.reason for f in run.failed]}
     if not running_during:
         raise CheckFailed("the MPS control daemon did not answer while running", figures)
     if left or not daemon.stopped_cleanly:
-        raise CheckFailed(f"MPS processes left after quit: {left}", figures)
+        raise CheckFailed(f"quit did not end the MPS daemon: {daemon.killed or left} had to be ended or are left",
+                          figures)
     if len(run.ok) != 2:
         raise CheckFailed(f"{2 - len(run.ok)} replica(s) failed under MPS", figures)
     return figures
