@@ -16,12 +16,28 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas loads with the readers, not with the package (`gpuprobe --help` stays light)
+    import pandas as pd
 
-from gpuprobe.ncu.attribution import Attribution, AttributionRule, attribute, default_rule
-from gpuprobe.ncu.counters import add_standard_columns
-from gpuprobe.ncu.readers import ReportFormatError, read_report
+    from gpuprobe.ncu.attribution import AttributionRule
+
+_LAZY = {
+    "read_report": "gpuprobe.ncu.readers", "ReportFormatError": "gpuprobe.ncu.readers",
+    "attribute": "gpuprobe.ncu.attribution", "default_rule": "gpuprobe.ncu.attribution",
+    "Attribution": "gpuprobe.ncu.attribution", "AttributionRule": "gpuprobe.ncu.attribution",
+    "add_standard_columns": "gpuprobe.ncu.counters",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'gpuprobe.ncu' has no attribute {name!r}")
+
 
 PROFILE_META_SUFFIX = ".gpuprobe.json"
 
@@ -37,20 +53,23 @@ def profile_meta_path(report: str | Path) -> Path:
     return p.with_name(name + PROFILE_META_SUFFIX)
 
 
-def load_report(path: str | Path, rule: AttributionRule = default_rule) -> pd.DataFrame:
+def load_report(path: str | Path, rule: AttributionRule | None = None) -> pd.DataFrame:
     """Read a ``.ncu-rep`` (or ``.ncu-rep.xz``) or an ncu CSV page into the normalized per-kernel table.
 
     One row per kernel launch: identity columns (``kernel_name``, ``kernel_short``, ``grid``,
     ``block``, ``nvtx_stack``, ``nvtx_ranges``...), every metric in base units under its ncu name,
     the standard columns of :mod:`gpuprobe.ncu.counters` (``time_s``, ``dram_read_bytes``,
     ``dram_write_bytes``, ``dram_bytes``, ``flops``, ``dram_pct``, ``sm_pct``, ``tensor_pct``...)
-    and ``op``/``layer`` from ``rule``. ``df.attrs``: ``source``, ``format``, ``device_name``,
+    and ``op``/``layer`` from ``rule`` (default :func:`~gpuprobe.ncu.attribution.default_rule`). ``df.attrs``: ``source``, ``format``, ``device_name``,
     ``peaks`` (the report's own ceilings), ``missing`` (metrics it lacks), and ``profile`` (ncu
     version, clock and cache control, NVTX filter) when ``gpuprobe profile`` made it.
     """
+    from gpuprobe.ncu.attribution import attribute, default_rule
     from gpuprobe.ncu.counter_roofline import report_peaks
+    from gpuprobe.ncu.counters import add_standard_columns
+    from gpuprobe.ncu.readers import read_report
 
-    df = attribute(add_standard_columns(read_report(path)), rule)
+    df = attribute(add_standard_columns(read_report(path)), rule or default_rule)
     df.attrs["peaks"] = report_peaks(df)
     meta = profile_meta_path(path)
     if meta.is_file():
@@ -62,4 +81,4 @@ def load_report(path: str | Path, rule: AttributionRule = default_rule) -> pd.Da
 
 
 __all__ = ["load_report", "read_report", "attribute", "default_rule", "Attribution", "AttributionRule",
-           "ReportFormatError", "profile_meta_path"]
+           "ReportFormatError", "add_standard_columns", "profile_meta_path"]
