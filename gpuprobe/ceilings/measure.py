@@ -52,14 +52,7 @@ def measure_ceilings(*, quick: bool = False, backend: str | None = None, trial_s
     try:
         timer = Timer(trial_s=trial_s or (0.03 if quick else 0.06), trials=5, clocks=clocks)
         runner = Runner(kernels, plan, timer, log)
-        runner.dram()
-        runner.l2()
-        runner.smem()
-        runner.fma()
-        for dt in ("bf16", "fp16"):
-            runner.mma(dt)
-        for dt in ("bf16", "fp16"):
-            runner.cublas(dt)
+        runner.run_all()
         torch.cuda.synchronize()
     finally:
         clocks.close()

@@ -177,6 +177,18 @@ class Runner:
         self._record(Measurement(f"mma_{dtype}", value, ok, "every warp's tile = ACC x iters x (A @ B), exactly",
                                  rates, {"flops_per_launch": flops, "iters": p.mma_iters, "warps": warps}), c0)
 
+    def run_all(self, dtypes: tuple[str, ...] = ("bf16", "fp16")) -> dict[str, Measurement]:
+        """Every benchmark in order (DRAM, L2, shared memory, FP32, mma.sync and cuBLAS per dtype)."""
+        self.dram()
+        self.l2()
+        self.smem()
+        self.fma()
+        for dt in dtypes:
+            self.mma(dt)
+        for dt in dtypes:
+            self.cublas(dt)
+        return self.out
+
     def cublas(self, dtype: str) -> None:
         torch, n = self.torch, self.plan.gemm_n
         tdt = torch.bfloat16 if dtype == "bf16" else torch.float16

@@ -389,6 +389,17 @@ def _rep_nvtx(action: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(stack), tuple(ranges)
 
 
+def _decompress_xz(path: Path, folder: Path) -> Path:
+    """``R.ncu-rep.xz`` -> ``folder/R.ncu-rep``; a damaged archive is the reader's one-line error."""
+    plain = folder / path.with_suffix("").name
+    try:
+        with lzma.open(path) as src, open(plain, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    except (lzma.LZMAError, EOFError, OSError) as e:
+        raise _fail(path, f"cannot decompress: {e}") from None
+    return plain
+
+
 def read_ncu_rep(path: str | Path) -> pd.DataFrame:
     """A binary ``.ncu-rep`` (or ``.ncu-rep.xz``) -> the normalized table, through ``ncu_report``."""
     from gpuprobe.ncu.ncu_report_loader import require_ncu_report
@@ -398,13 +409,7 @@ def read_ncu_rep(path: str | Path) -> pd.DataFrame:
         raise _fail(path, "no such file")
     if path.suffix == ".xz":
         with tempfile.TemporaryDirectory(prefix="gpuprobe-rep-") as tmp:
-            plain = Path(tmp) / path.with_suffix("").name
-            try:
-                with lzma.open(path) as src, open(plain, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-            except (lzma.LZMAError, EOFError, OSError) as e:
-                raise _fail(path, f"cannot decompress: {e}") from None
-            df = read_ncu_rep(plain)
+            df = read_ncu_rep(_decompress_xz(path, Path(tmp)))
         df.attrs["source"] = str(path)
         return df
     with open(path, "rb") as f:
@@ -467,14 +472,7 @@ def read_ncu_rep_via_csv(path: str | Path, ncu: Any = None) -> pd.DataFrame:
     if not path.is_file():
         raise _fail(path, "no such file")
     with tempfile.TemporaryDirectory(prefix="gpuprobe-rep-") as tmp:
-        plain = path
-        if path.suffix == ".xz":
-            plain = Path(tmp) / path.with_suffix("").name
-            try:
-                with lzma.open(path) as src, open(plain, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-            except (lzma.LZMAError, EOFError, OSError) as e:
-                raise _fail(path, f"cannot decompress: {e}") from None
+        plain = _decompress_xz(path, Path(tmp)) if path.suffix == ".xz" else path
         with open(plain, "rb") as f:
             head = f.read(4)
         if not head:
