@@ -27,8 +27,7 @@ def print_roofline_table(result: RooflineResult, footer: str | None = None, cons
     con = console or Console(width=max(shutil.get_terminal_size((200, 40)).columns, 160))
     by_op = result.points_by_op()
     batches = sorted({p.batch for p in result.points if p.batch is not None})
-    t = Table(title=f"{result.model} on {result.gpu} ({result.mode}): per-op time \\[bound] and "
-                    "intensity (FLOP/B), summed over layers", show_lines=False)
+    t = Table(title=f"{result.model} on {result.gpu} ({result.mode})", show_lines=False)
     t.add_column("op", style="bold")
     for b in batches:
         t.add_column(f"B={b}", justify="right")
@@ -52,6 +51,8 @@ def print_roofline_table(result: RooflineResult, footer: str | None = None, cons
         totals.append(f"{fmt_time(step)}\n{b / step:,.0f} tok/s" if step else "-")
     t.add_row("[bold]step[/bold]", *totals, end_section=True)
     con.print(t)
+    con.print("each cell: an op's time summed over the layers of one step, its bound (M/C), and below it "
+              "its intensity (FLOP/B)")
     con.print(f"M = memory-bound, C = compute-bound: intensity against the ridge "
               f"{result.ceilings.ridge:.0f} FLOP/B ({result.ceilings.dram_source} DRAM "
               f"{result.ceilings.dram_bytes_per_s / 1e12:.2f} TB/s, {result.ceilings.compute_roof} "
