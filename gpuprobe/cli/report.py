@@ -98,12 +98,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def plot_result(result, path) -> None:
-    """Plot the points that have FLOPs and bytes (points with missing counters cannot be placed)."""
-    import copy
-
+    """The roofline figure; points whose counters are missing are named on it, not placed."""
     from gpuprobe.plots.roofline import plot_roofline
 
-    drawable = copy.copy(result)
-    drawable.points = [p for p in result.points if p.flops is not None and p.dram_bytes is not None
-                       and p.intensity is not None]
-    plot_roofline(drawable, path)
+    plot_roofline(result, path)

@@ -85,7 +85,12 @@ def plot_roofline(result: RooflineResult, path: str | Path, title: str | None = 
     sub = (f"ceilings: DRAM {c.dram_source}, compute {c.compute_source} ({c.compute_roof});"
            " marker size grows with batch")
     if skipped:
-        sub += f"; no FLOPs, not shown: {', '.join(skipped)}"
+        sub += f"\nnot placeable (zero or unknown FLOPs or DRAM bytes): {', '.join(skipped)}"
+    if not pts:
+        ax.text(0.5, 0.45, "no point to place: the input has no FLOP or DRAM-byte counters\n"
+                "(profile with gpuprobe's `roofline` metric set to get them)", transform=ax.transAxes,
+                ha="center", va="center", fontsize=11, color="firebrick",
+                bbox={"facecolor": "white", "edgecolor": "firebrick", "alpha": 0.9})
     ax.set_title(head + "\n" + sub, fontsize=10)
     ax.grid(True, which="major", lw=0.4, alpha=0.5)
     ax.legend(fontsize=7, loc="upper left", ncol=2, framealpha=0.9)
