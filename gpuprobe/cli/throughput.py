@@ -20,6 +20,7 @@ Writes throughput.csv, throughput.json, results.jsonl and throughput.png to --ou
 
   gpuprobe throughput --model qwen2-0.5b --batch 1,8,64,256 --context 1024 --steps 64
   gpuprobe throughput --model qwen2-0.5b --batch 1-512 --eager --out runs/eager
+  gpuprobe throughput --model qwen2-0.5b --batch 1,8,64 --compile   # the torch.compile-fused step
   gpuprobe throughput --resume runs/eager          # finish an interrupted sweep
 """
 ORDER = 30
@@ -34,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_attention_argument(p)
     add_dtype_argument(p)
     p.add_argument("--eager", action="store_true", help="eager steps instead of CUDA-graph replay")
+    p.add_argument("--compile", action="store_true",
+                   help="fuse the step with torch.compile (inductor, no cudagraphs of its own) before capture; "
+                        "compiling takes tens of seconds per batch size")
     p.add_argument("--out", default=None, help="output folder (default ./gpuprobe-out/throughput-TIME)")
     p.add_argument("--resume", metavar="DIR", default=None,
                    help="continue the sweep in DIR: batches already measured there are skipped")
@@ -68,14 +72,18 @@ def run(args: argparse.Namespace) -> int:
     graphs = not args.eager and args.device == "cuda"
     points = [dict(model=str(args.model), batch=b, context=context, attention=attention, dtype=dtype,
                    steps=args.steps, warmup=args.warmup, graphs=graphs, seed=args.seed, device=args.device,
-                   page_size=args.page_size) for b in batches]
+                   page_size=args.page_size, compile=args.compile) for b in batches]
     records = run_sweep(points, "gpuprobe.engine.throughput:measure_point", out, resume=bool(args.resume),
                         timeout_s=args.timeout, label=lambda p: f"{spec.name} batch {p['batch']}",
                         isolate=not args.inline)
-    keys = {(p["batch"], p["graphs"]) for p in points}
-    rows = rows_from_records([r for r in records if (r["point"].get("batch"), r["point"].get("graphs")) in keys])
+    def key(p: dict) -> tuple:
+        return p.get("batch"), p.get("graphs"), bool(p.get("compile", False))
+
+    keys = {key(p) for p in points}
+    rows = rows_from_records([r for r in records if key(r["point"]) in keys])
     meta = {"model": spec.name, "context": context, "dtype": dtype, "attention": attention,
-            "mode": "graph" if graphs else "eager", "steps": args.steps, "warmup": args.warmup}
+            "mode": "graph" if graphs else "eager", "compiled": args.compile, "steps": args.steps,
+            "warmup": args.warmup}
     paths = write_results(rows, out, meta)
     _print_table(rows)
     print(f"wrote {paths['csv']}, {paths['json']}, {paths['png']}, {out / 'results.jsonl'}")
@@ -85,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
 def _print_table(rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    from gpuprobe.engine.throughput import series
 
     t = Table(title="decode throughput")
     for col in ("batch", "mode", "tokens/s", "step p50", "step p90", "weights", "KV cache", "peak", "status"):
@@ -99,7 +109,7 @@ def _print_table(rows: list[dict]) -> None:
         return "-" if x is None else f"{x * 1e3:.3f} ms"
 
     for r in rows:
-        t.add_row(str(r["batch"]), str(r["mode"]),
+        t.add_row(str(r["batch"]), series(r),
                   "-" if r["tokens_per_s"] is None else f"{r['tokens_per_s']:,.0f}",
                   ms(r["step_latency_s"]), ms(r["step_latency_p90_s"]), gb(r["weights_bytes"]),
                   gb(r["kv_cache_bytes"]), gb(r["peak_memory_bytes"]),

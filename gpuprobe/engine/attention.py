@@ -11,6 +11,9 @@
 Each backend writes the new token's K/V (op ``kv_write``) and computes attention of one query token
 per sequence (op ``attention``) from the state of a :class:`~gpuprobe.engine.batch.DecodeBatch`.
 Both are graph-safe: static shapes, in-place writes through index tensors, no host synchronisation.
+Inside ``torch.compile`` (the fused step, :mod:`gpuprobe.engine.compiled`) the K/V writes and the
+Triton launcher go through opaque custom ops, so the compiled step writes the cache in place and
+keeps the project's attention kernel; eager steps call the same code directly.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 import torch.nn.functional as F
 
+from gpuprobe.engine import compiled
 from gpuprobe.errors import NotAvailable, UserError
 
 if TYPE_CHECKING:
@@ -45,6 +49,9 @@ class _Paged(AttentionBackend):
 
     def write(self, layer, k, v, batch):
         kv = batch.cache
+        if compiled.compiling():  # one in-place op: see gpuprobe.engine.compiled
+            torch.ops.gpuprobe.paged_kv_write(kv.pool, layer, batch.slot_mapping, k, v)
+            return
         hkv, d = k.shape[1], k.shape[2]
         # Flat slot view [num_pages * page_size, Hkv, D] of the layer's pages: a view, written in place.
         kv.k(layer).view(-1, hkv, d).index_copy_(0, batch.slot_mapping, k)
@@ -78,8 +85,9 @@ class TritonPagedAttention(_Paged):
 
     def decode(self, layer, q, batch, scale):
         kv = batch.cache
-        return self._fn(q, kv.k(layer), kv.v(layer), batch.block_table, batch.context_lens,
-                        scale=scale, num_splits=self.num_splits)
+        fn = torch.ops.gpuprobe.paged_decode_attention if compiled.compiling() else self._fn
+        return fn(q, kv.k(layer), kv.v(layer), batch.block_table, batch.context_lens,
+                  scale=scale, num_splits=self.num_splits)
 
 
 class DenseSdpaAttention(AttentionBackend):
@@ -89,6 +97,9 @@ class DenseSdpaAttention(AttentionBackend):
     paged = False
 
     def write(self, layer, k, v, batch):
+        if compiled.compiling():  # one in-place op: see gpuprobe.engine.compiled
+            torch.ops.gpuprobe.dense_kv_write(batch.dense, layer, batch.arange_b, batch.positions, k, v)
+            return
         dk, dv = batch.dense[layer, 0], batch.dense[layer, 1]  # [B, Hkv, L, D]
         dk[batch.arange_b, :, batch.positions] = k
         dv[batch.arange_b, :, batch.positions] = v

@@ -5,6 +5,8 @@ through the paged cache). Low level, for measurements (``docs/engine.md``): :met
 a batch of B sequences at context C, :meth:`Engine.step` one eager step (NVTX ranges optional,
 only layer k optional), :meth:`Engine.time_step` per-op times, :meth:`Engine.capture` a CUDA graph,
 :meth:`Engine.memory` / :meth:`Engine.plan` bytes of weights, KV cache and the peak.
+``compile=True`` fuses the step that graphs capture with ``torch.compile`` (:meth:`Engine.fast_step`,
+:mod:`gpuprobe.engine.compiled`); :meth:`Engine.step` always runs eager.
 """
 from __future__ import annotations
 
@@ -69,7 +71,7 @@ class Engine:
     def __init__(self, spec: ModelSpec, *, dtype: str | torch.dtype | None = None,
                  device: str | torch.device | None = None, attention: str | None = None, seed: int = 0,
                  page_size: int = 16, kv_budget: float | int | None = None,
-                 checkpoint: str | Path | None = None) -> None:
+                 checkpoint: str | Path | None = None, compile: bool = False) -> None:
         self.device = _resolve_device(device)
         self.dtype = torch_dtype(dtype if dtype is not None else ("bf16" if self.device.type == "cuda" else "fp32"))
         self.spec = spec
@@ -95,16 +97,20 @@ class Engine:
             init_random(model, seed)
         self.cache: PagedKVCache | None = None
         self._graph_pool = None
+        self.compile = bool(compile) and self.device.type != "meta"
+        self._compiled = None  # CompiledStep, made on first use
 
     # ---- construction ------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path_or_name: str | Path, *, dtype: str | torch.dtype | None = None,
                         device: str | torch.device | None = None, attention: str | None = None, seed: int = 0,
-                        weights: str = "auto", layers: int | None = None, **kwargs) -> "Engine":
+                        weights: str = "auto", layers: int | None = None, compile: bool = False,
+                        **kwargs) -> "Engine":
         """A registry name (random weights) or a local HF folder (its safetensors when present).
 
         ``weights``: ``auto`` (load a folder's checkpoint if it has one, else random), ``random``, or
         ``load`` (the folder must hold one). ``layers`` overrides the depth (random weights only).
+        ``compile``: fuse the graph-captured / generated step with ``torch.compile``.
         """
         spec = load_model_spec(path_or_name)  # reads rope_theta / rope_parameters of a config.json
         folder = Path(path_or_name)
@@ -120,7 +126,8 @@ class Engine:
             if checkpoint is not None:
                 raise UserError("layers= changes the depth; it works with random weights only.")
             spec = spec.with_layers(layers)
-        return cls(spec, dtype=dtype, device=device, attention=attention, seed=seed, checkpoint=checkpoint, **kwargs)
+        return cls(spec, dtype=dtype, device=device, attention=attention, seed=seed, checkpoint=checkpoint,
+                   compile=compile, **kwargs)
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, **kwargs) -> "Engine":
@@ -275,6 +282,39 @@ class Engine:
             ranges = Ranges(nvtx=nvtx, layers=layers, timer=timer) if (nvtx or timer) else NO_RANGES
         return self.model.decode(batch, self.backend, ranges)
 
+    @torch.no_grad()
+    def fast_step(self, batch: DecodeBatch) -> torch.Tensor:
+        """The step graphs capture and ``generate`` runs: the ``torch.compile``-fused step when the
+        engine was made with ``compile=True`` (compiled on first call for a batch shape), else the plain
+        eager step. No NVTX ranges or timers: per-op profiling uses :meth:`step`, always eager."""
+        if not self.compile:
+            return self.model.decode(batch, self.backend, NO_RANGES)
+        return self.compiled_step(batch)
+
+    @property
+    def compiled_step(self):
+        """The :class:`~gpuprobe.engine.compiled.CompiledStep` of this engine (``compile=True`` only)."""
+        if not self.compile:
+            raise UserError("this engine was made without compile=True.")
+        if self._compiled is None:
+            from gpuprobe.engine.compiled import CompiledStep
+
+            model, backend = self.model, self.backend
+
+            def decode_step(batch: DecodeBatch) -> torch.Tensor:
+                return model.decode(batch, backend, NO_RANGES)
+
+            self._compiled = CompiledStep(decode_step)
+        return self._compiled
+
+    def warm_compiled(self, batch: DecodeBatch) -> float | None:
+        """Compile the fused step for ``batch`` now and run it once; the seconds that took (None when
+        the engine does not compile). Graph capture calls it first so nothing compiles inside a capture."""
+        if not self.compile:
+            return None
+        with torch.no_grad():
+            return self.compiled_step.warm(batch)
+
     def time_step(self, batch: DecodeBatch, *, warmup: int = 2, nvtx: bool = False) -> OpTimes:
         """Per-op times of one eager step (CUDA events; ``perf_counter`` on a CPU).
 
@@ -296,7 +336,8 @@ class Engine:
         return timer.result()
 
     def capture(self, batch: DecodeBatch, warmup: int = 2) -> StepGraph:
-        """Capture one decode step of ``batch`` as a CUDA graph (graphs of one engine share a pool)."""
+        """Capture one decode step of ``batch`` (:meth:`fast_step`: fused when ``compile=True``) as a
+        CUDA graph; graphs of one engine share a memory pool."""
         if self._graph_pool is None and self.device.type == "cuda":
             self._graph_pool = torch.cuda.graph_pool_handle()
         return StepGraph(self, batch, warmup=warmup, pool=self._graph_pool)
@@ -316,7 +357,8 @@ class Engine:
     def generate(self, input_ids: list[list[int]], max_new_tokens: int, graphs: bool | None = None) -> list[list[int]]:
         """Greedy decoding through the paged cache: each prompt's ``max_new_tokens`` next tokens.
 
-        Prompts may differ in length. ``graphs``: replay a captured step (default on CUDA).
+        Prompts may differ in length. ``graphs``: replay a captured step (default on CUDA). Steps
+        run :meth:`fast_step` (the fused step when the engine compiles).
         """
         self._check_prompts(input_ids, max_new_tokens)
         if max_new_tokens == 0:
@@ -332,7 +374,7 @@ class Engine:
                 if graph is not None:
                     graph.replay()
                 else:
-                    self.step(batch)
+                    self.fast_step(batch)
                 out.append(batch.next_tokens.clone())
                 if j < max_new_tokens - 1:
                     batch.advance()

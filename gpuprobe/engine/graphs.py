@@ -6,12 +6,19 @@ kernels with one launch. The step is graph-safe by construction (see :mod:`gpupr
 it reads and writes only the batch's static buffers, allocates nothing that outlives it, and never
 synchronises with the host; so capture needs no special code path, only a warm-up on a side stream
 (Triton compiles, cuBLAS picks its kernels) before ``torch.cuda.graph``.
+
+With ``Engine(compile=True)`` the captured step is the ``torch.compile``-fused one
+(:mod:`gpuprobe.engine.compiled`): the warm-up compiles it before capture, and the capture runs
+under ``fail_on_recompile`` so that a guard miss raises instead of compiling inside the capture.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from gpuprobe.engine.compiled import no_recompile
 
 from gpuprobe.errors import NotAvailable
 
@@ -28,15 +35,18 @@ class StepGraph:
             raise NotAvailable("CUDA graphs need a CUDA device; use eager steps (graphs=False) on a CPU.")
         self.batch, self.version = batch, batch.version
         self.pool_generation = batch.cache.generation if batch.cache is not None else 0
+        self.compiled = engine.compile
         stream = torch.cuda.Stream(device=engine.device)
         stream.wait_stream(torch.cuda.current_stream(engine.device))
         with torch.cuda.stream(stream):
+            engine.warm_compiled(batch)  # compiles here, never inside the capture
             for _ in range(warmup):
-                engine.step(batch)
+                engine.fast_step(batch)
         torch.cuda.current_stream(engine.device).wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.no_grad(), torch.cuda.graph(self.graph, pool=pool):
-            self.logits = engine.step(batch)  # [B, V], a static output of the graph
+        with torch.no_grad(), (no_recompile() if self.compiled else contextlib.nullcontext()), \
+                torch.cuda.graph(self.graph, pool=pool):
+            self.logits = engine.fast_step(batch)  # [B, V], a static output of the graph
         torch.cuda.synchronize(engine.device)
 
     def replay(self) -> torch.Tensor:

@@ -4,7 +4,8 @@ A point builds an engine (random weights), prepares B sequences at context C wit
 and times ``steps`` decode steps after ``warmup``: replays of one captured CUDA graph (``graphs=True``)
 or eager steps. Every step runs at the same context (the step writes the new token's K/V at slot C
 each time), so the figure is the cost of one step at exactly (B, C). Times come from CUDA events
-around each step; tokens/s is ``B / p50``.
+around each step; tokens/s is ``B / p50``. ``compile=True`` measures the ``torch.compile``-fused step
+(``Engine(compile=True)``; compiled before capture, ``compile_s`` in the row).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Any
 #: Result columns, in order (other stages read these names).
 COLUMNS = ("batch", "tokens_per_s", "step_latency_s", "step_latency_p90_s", "weights_bytes", "kv_cache_bytes",
            "peak_memory_bytes", "status", "reason", "mode", "attention", "context", "model", "dtype")
-EXTRA_COLUMNS = ("step_latency_mean_s", "steps", "device", "page_size")
+EXTRA_COLUMNS = ("step_latency_mean_s", "steps", "device", "page_size", "compiled", "compile_s")
 
 
 def _percentile(xs: list[float], q: float) -> float:
@@ -53,29 +54,39 @@ def time_steps(run, steps: int, warmup: int, cuda: bool) -> list[float]:
 
 def measure_point(model: str, batch: int, context: int, attention: str | None = None, dtype: str = "bf16",
                   steps: int = 64, warmup: int = 8, graphs: bool = True, seed: int = 0,
-                  device: str | None = None, page_size: int = 16) -> dict[str, Any]:
-    """Tokens/s, step latency and memory of decode at (batch, context): the sweep's worker."""
+                  device: str | None = None, page_size: int = 16, compile: bool = False,
+                  kernels: bool = False, compare_eager: bool = False) -> dict[str, Any]:
+    """Tokens/s, step latency and memory of decode at (batch, context): the sweep's worker.
+
+    ``compile``: time the ``torch.compile``-fused step (compiled once before timing or capture;
+    ``compile_s`` is that first call: compilation plus one step). ``kernels``: also count the CUDA
+    kernels of the measured step (``kernels_per_step``; None with ``kernels_per_step_error`` when the
+    profiler cannot run). ``compare_eager``: the measured step's logits (the graph's, when replayed)
+    against the plain eager step's on the same state: ``eager_max_abs_diff``, ``eager_rel_diff``
+    (over the largest eager logit), ``eager_argmax_equal``.
+    """
     import torch
 
     from gpuprobe.engine import Engine
     from gpuprobe.specs.gpus import normalize_dtype
 
     engine = Engine.from_pretrained(model, dtype=dtype, device=device, attention=attention, seed=seed,
-                                    page_size=page_size)
+                                    page_size=page_size, compile=compile)
     cuda = engine.device.type == "cuda"
     if graphs and not cuda:
         graphs = False  # no CUDA graphs on a CPU: eager, and the row says so
     b = engine.prepare(batch, context, fill="random", seed=seed)
+    compile_s = engine.warm_compiled(b)  # None without compile
     if graphs:
         graph = engine.capture(b)
         run = graph.replay
     else:
-        def run() -> None:
-            engine.step(b)
+        def run():
+            return engine.fast_step(b)
     times = time_steps(run, steps, warmup, cuda)
     p50 = statistics.median(times)
     mem = engine.memory(b)
-    return {
+    row = {
         "batch": batch, "tokens_per_s": batch / p50, "step_latency_s": p50,
         "step_latency_p90_s": _percentile(times, 0.9), "weights_bytes": mem.weights_bytes,
         "kv_cache_bytes": mem.kv_cache_bytes, "peak_memory_bytes": mem.peak_memory_bytes,
@@ -83,19 +94,34 @@ def measure_point(model: str, batch: int, context: int, attention: str | None = 
         "context": context, "model": model, "dtype": normalize_dtype(engine.dtype),
         "step_latency_mean_s": statistics.fmean(times), "steps": steps,
         "device": torch.cuda.get_device_name(engine.device) if cuda else engine.device.type,
-        "page_size": page_size,
+        "page_size": page_size, "compiled": bool(compile), "compile_s": compile_s,
     }
+    if compare_eager:  # the step is repeatable: the same state gives the same logits
+        got = run().clone()
+        want = engine.step(b)
+        diff, scale = (got.float() - want.float()).abs().max().item(), want.float().abs().max().item()
+        row.update(eager_max_abs_diff=diff, eager_rel_diff=diff / scale if scale else diff,
+                   eager_argmax_equal=bool(torch.equal(got.argmax(-1), want.argmax(-1))))
+    if kernels:
+        try:
+            row["kernels_per_step"] = kernels_per_step(engine, b, fused=True)
+        except Exception as e:  # noqa: BLE001 - context for a figure, never the reason a point fails
+            row["kernels_per_step"], row["kernels_per_step_error"] = None, f"{type(e).__name__}: {e}"[:200]
+    return row
 
 
-def kernels_per_step(engine, batch) -> int:
-    """CUDA kernels one eager decode step launches (torch.profiler; memcpy/memset not counted)."""
+def kernels_per_step(engine, batch, fused: bool = False) -> int:
+    """CUDA kernels one decode step launches (torch.profiler; memcpy/memset not counted): the eager
+    step, or with ``fused`` the step graphs capture (:meth:`Engine.fast_step`, compiled when the
+    engine compiles), launched without a graph so that each kernel is seen."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    engine.step(batch)
+    run = engine.fast_step if fused else engine.step
+    run(batch)
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        engine.step(batch)
+        run(batch)
         torch.cuda.synchronize()
     return sum(1 for e in prof.events()
                if e.device_type == torch.autograd.DeviceType.CUDA
@@ -145,11 +171,18 @@ def rows_from_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row = {c: None for c in COLUMNS + EXTRA_COLUMNS}
             row.update(batch=p.get("batch"), context=p.get("context"), model=p.get("model"),
                        dtype=p.get("dtype"), attention=p.get("attention"), steps=p.get("steps"),
-                       mode="graph" if p.get("graphs", True) else "eager", page_size=p.get("page_size"))
+                       mode="graph" if p.get("graphs", True) else "eager", page_size=p.get("page_size"),
+                       compiled=bool(p.get("compile", False)))
             row.update(status=rec["status"], reason=rec.get("reason"))
+        row.setdefault("compiled", bool(p.get("compile", False)))  # rows of workers before the column
         rows.append({c: row.get(c) for c in COLUMNS + EXTRA_COLUMNS})
-    rows.sort(key=lambda r: (r["mode"] or "", r["batch"] or 0))
+    rows.sort(key=lambda r: (series(r), r["batch"] or 0))
     return rows
+
+
+def series(row: dict[str, Any]) -> str:
+    """A row's line in tables and plots: ``graph``, ``eager``, ``graph+compile``, ``eager+compile``."""
+    return f"{row.get('mode') or ''}{'+compile' if row.get('compiled') else ''}"
 
 
 def write_results(rows: list[dict[str, Any]], out_dir: str | Path, meta: dict[str, Any] | None = None) -> dict[str, Path]:
@@ -166,18 +199,18 @@ def write_results(rows: list[dict[str, Any]], out_dir: str | Path, meta: dict[st
 
 
 def plot_throughput(rows: list[dict[str, Any]], path: str | Path) -> Path:
-    """Tokens/s against batch (log-log), one line per mode; out-of-memory batches marked on the axis."""
+    """Tokens/s against batch (log-log), one line per :func:`series`; out-of-memory batches marked on the axis."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for mode in sorted({r["mode"] for r in rows if r["mode"]}):
-        ok = [r for r in rows if r["mode"] == mode and r["status"] == "ok"]
+    for line in sorted({series(r) for r in rows if r["mode"]}):
+        ok = [r for r in rows if series(r) == line and r["status"] == "ok"]
         if ok:
-            ax.plot([r["batch"] for r in ok], [r["tokens_per_s"] for r in ok], marker="o", label=mode)
-        bad = [r for r in rows if r["mode"] == mode and r["status"] != "ok"]
+            ax.plot([r["batch"] for r in ok], [r["tokens_per_s"] for r in ok], marker="o", label=line)
+        bad = [r for r in rows if series(r) == line and r["status"] != "ok"]
         for r in bad:
             ax.axvline(r["batch"], color="tab:red", alpha=0.3, ls="--")
             ax.annotate(r["status"], (r["batch"], 0.02), xycoords=("data", "axes fraction"), color="tab:red",
