@@ -44,10 +44,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from gpuprobe.errors import GpuprobeError
+    from gpuprobe.cli._common import run_script
 
-    try:
-        raise SystemExit(main())
-    except (GpuprobeError, ValueError) as e:
-        print(f"{sys.argv[0]}: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    run_script(main)

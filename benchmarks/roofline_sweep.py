@@ -72,14 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--full-timeout", type=float, default=900.0)
     p.add_argument("--keep", help="keep the outputs in this folder")
     args = p.parse_args(argv)
-    from gpuprobe.ceilings import gpu_or_raise
     from gpuprobe.errors import NotAvailable
+    from gpuprobe.specs.gpus import detect_gpu
 
-    try:
-        gpu_or_raise()
-    except NotAvailable as e:
-        print(f"roofline_sweep: {e}", file=sys.stderr)
-        return 2
+    if detect_gpu() is None:
+        raise NotAvailable("this benchmark times the measured roofline sweep and needs a CUDA GPU; "
+                           "`gpuprobe roofline` runs analytically without one.")
     base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="gpuprobe-bench-"))
     rows = [time_sweep(args.model, args.context, args.mode, args.batch, base / "sweep")]
     if args.full:
@@ -100,4 +98,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from gpuprobe.cli._common import run_script
+
+    run_script(main)

@@ -108,3 +108,21 @@ def output_dir(out: str | None, prefix: str) -> Path:
     if not os.access(path, os.W_OK):
         raise UserError(f"output folder '{path}' is not writable; pass a writable --out.")
     return path
+
+
+def run_script(main, argv: list[str] | None = None) -> None:
+    """Run a script's ``main`` the way the CLI runs a subcommand: a gpuprobe error (or a bad value) is
+    one line on stderr and exit code 2, never a traceback. Used by the scripts in ``benchmarks/``."""
+    import sys
+
+    from gpuprobe.errors import GpuprobeError
+
+    try:
+        code = main() if argv is None else main(argv)
+    except (GpuprobeError, ValueError) as e:
+        print(f"{sys.argv[0]}: error: {e}", file=sys.stderr)
+        raise SystemExit(getattr(e, "exit_code", 2)) from None
+    except KeyboardInterrupt:
+        print(f"{sys.argv[0]}: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    raise SystemExit(code or 0)
