@@ -34,12 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", default="bf16")
     p.add_argument("--knobs", default="num_splits=1,auto")
     p.add_argument("--no-reference", action="store_true", help="skip timing the paged reference")
-    out = p.add_mutually_exclusive_group()
-    out.add_argument("--markdown", action="store_true")
-    out.add_argument("--json", action="store_true")
-    out.add_argument("--csv", action="store_true")
+    bench.add_format_arguments(p)
     args = p.parse_args(argv)
-    fmt = "markdown" if args.markdown else "json" if args.json else "csv" if args.csv else "table"
+    fmt = bench.output_format(args)
     bench.require_cuda()
     knob_sets = bench.parse_knobs(args.knobs, bench.ATTENTION_KNOB_NAMES)
 

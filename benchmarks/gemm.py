@@ -23,12 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--m", default="1,8,16,32,64,256,1024", help="batch rows")
     p.add_argument("--dtype", default="bf16")
     p.add_argument("--knobs", default=None, help="e.g. 'split_k=1,auto block_n=32,64'")
-    out = p.add_mutually_exclusive_group()
-    out.add_argument("--markdown", action="store_true")
-    out.add_argument("--json", action="store_true")
-    out.add_argument("--csv", action="store_true")
+    bench.add_format_arguments(p)
     args = p.parse_args(argv)
-    fmt = "markdown" if args.markdown else "json" if args.json else "csv" if args.csv else "table"
+    fmt = bench.output_format(args)
     bench.require_cuda()
     knob_sets = bench.parse_knobs(args.knobs, bench.GEMM_KNOB_NAMES)
     rows = []

@@ -320,6 +320,19 @@ def bench_gemm(*, m: int, n: int, k: int, dtype: str = "bf16", knobs: dict[str, 
 # --------------------------------------------------------------------------------------------------
 # Output
 # --------------------------------------------------------------------------------------------------
+def add_format_arguments(p) -> None:
+    """``--markdown | --json | --csv`` (default: a table), the benchmarks' one spelling of them."""
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--markdown", action="store_true")
+    out.add_argument("--json", action="store_true")
+    out.add_argument("--csv", action="store_true")
+
+
+def output_format(args) -> str:
+    """The format :func:`add_format_arguments` chose: markdown, json, csv or table."""
+    return "markdown" if args.markdown else "json" if args.json else "csv" if args.csv else "table"
+
+
 def print_rows(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]], fmt: str = "table",
                title: str | None = None) -> None:
     """Print rows as a rich table, Markdown, CSV or JSON lines. ``columns``: (key, header, format spec)."""

@@ -12,7 +12,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from engine_helpers import save_hf  # noqa: E402
+from engine_helpers import engine_checks_on_cpu, save_hf  # noqa: E402
 from gpuprobe.engine import Engine  # noqa: E402
 from gpuprobe.engine.compiled import COMPILE_OPTIONS, no_recompile  # noqa: E402
 from gpuprobe.engine.nvtx import RecordingBackend, use_backend  # noqa: E402
@@ -147,28 +147,13 @@ def test_rows_of_failed_compiled_points_say_compiled():
     assert [(r["batch"], r["compiled"], series(r)) for r in rows] == [(2, False, "graph"), (1, True, "graph+compile")]
 
 
-def _cpu_check(monkeypatch, tiny_dir, bandwidth):
-    from gpuprobe.engine import throughput as tp
-    from gpuprobe.engine.engine import Engine as E
-    from gpuprobe.selftest.checks import engine as checks
-
-    real = E.from_pretrained.__func__
-    monkeypatch.setattr(E, "from_pretrained",
-                        classmethod(lambda cls, name, **kw: real(cls, name, **{**kw, "device": "cpu", "dtype": "fp32"})))
-    monkeypatch.setattr(checks, "require_cuda", lambda: torch)
-    monkeypatch.setattr(checks, "MODEL", str(tiny_dir))
-    monkeypatch.setattr(checks, "CONTEXT", 12)
-    monkeypatch.setattr(tp, "copy_bandwidth", lambda: (bandwidth, "test figure"))
-    return checks
-
-
 def test_compiled_check_body_on_cpu(tiny_dir, tmp_path, monkeypatch):
     """Both steps measured and reported, kernels per step for both (None here: no CUDA profiler), the
     target judged on the better one."""
     from gpuprobe.selftest.registry import CheckContext, CheckFailed, all_checks
 
     assert all_checks()["throughput_b1_compiled"].owner == "engine"
-    checks = _cpu_check(monkeypatch, tiny_dir, 1e15)  # floor ~0: the claim fails
+    checks = engine_checks_on_cpu(monkeypatch, tiny_dir, 1e15)  # floor ~0: the claim fails
     ctx = CheckContext(out_dir=tmp_path, gpu=True, budget_s=240)
     with pytest.raises(CheckFailed, match="weight-read floor") as err:
         checks.throughput_b1_compiled(ctx)
@@ -190,7 +175,7 @@ def test_compiled_check_reports_a_compile_failure(tiny_dir, tmp_path, monkeypatc
         raise RuntimeError("inductor could not compile")
 
     monkeypatch.setattr(CompiledStep, "warm", broken)
-    checks = _cpu_check(monkeypatch, tiny_dir, 1.0)  # floor huge: the unfused step alone passes
+    checks = engine_checks_on_cpu(monkeypatch, tiny_dir, 1.0)  # floor huge: the unfused step alone passes
     fig = checks.throughput_b1_compiled(CheckContext(out_dir=tmp_path, gpu=True, budget_s=240))
     assert fig["best"] == "unfused" and fig["fused_step_ms"] is None
     assert "inductor could not compile" in fig["compile_error"]

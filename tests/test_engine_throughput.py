@@ -109,18 +109,11 @@ def test_throughput_check_body_on_cpu(tiny_dir, tmp_path, monkeypatch):
     floor ratio judged, and a profiler that cannot start (no CUDA here) reported rather than fatal."""
     import json
 
+    from engine_helpers import engine_checks_on_cpu
     from gpuprobe.engine import throughput as tp
-    from gpuprobe.engine.engine import Engine
-    from gpuprobe.selftest.checks import engine as checks
     from gpuprobe.selftest.registry import CheckContext, CheckFailed
 
-    real = Engine.from_pretrained.__func__
-    monkeypatch.setattr(Engine, "from_pretrained",
-                        classmethod(lambda cls, name, **kw: real(cls, name, **{**kw, "device": "cpu", "dtype": "fp32"})))
-    monkeypatch.setattr(checks, "require_cuda", lambda: torch)
-    monkeypatch.setattr(checks, "MODEL", str(tiny_dir))
-    monkeypatch.setattr(checks, "CONTEXT", 12)
-    monkeypatch.setattr(tp, "copy_bandwidth", lambda: (1e15, "test figure"))  # floor ~0: the 2x claim fails
+    checks = engine_checks_on_cpu(monkeypatch, tiny_dir, 1e15)  # floor ~0: the 2x claim fails
     ctx = CheckContext(out_dir=tmp_path, gpu=True, budget_s=60)
     with pytest.raises(CheckFailed, match="weight-read floor") as err:
         checks.throughput_b1_b256(ctx)
