@@ -42,7 +42,7 @@ def time_sweep(model: str, context: int, mode: str, batch: str | None, out: Path
 
 
 def time_full(model: str, batch: int, context: int, timeout_s: float, out: Path) -> dict:
-    from gpuprobe.measure_point import target_command
+    from gpuprobe.measure.point import target_command
     from gpuprobe.ncu.runner import NcuError, profile
 
     cmd = target_command(model, batch, context, "bf16", None, "all", 3)

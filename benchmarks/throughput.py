@@ -36,9 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         print("benchmarks/throughput.py needs a CUDA GPU.", file=sys.stderr)
         return 2
     from gpuprobe.engine.attention import default_attention
-    from gpuprobe.engine.throughput import (copy_bandwidth, rows_from_records, series, weight_read_floor_s,
+    from gpuprobe.measure.throughput import (copy_bandwidth, rows_from_records, series, weight_read_floor_s,
                                             write_results)
-    from gpuprobe.sweep import run_sweep
+    from gpuprobe.measure.sweep import run_sweep
 
     attention = a.attention or default_attention(torch.device("cuda"))
     batches = parse_int_list(a.batch)
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     points = [dict(model=a.model, batch=b, context=a.context, attention=attention, dtype=a.dtype, steps=a.steps,
                    warmup=8, graphs=g, seed=0, device="cuda", page_size=16, compile=c)
               for g, c in modes for b in batches]
-    records = run_sweep(points, "gpuprobe.engine.throughput:measure_point", a.out, resume=a.resume, timeout_s=900,
+    records = run_sweep(points, "gpuprobe.measure.throughput:measure_point", a.out, resume=a.resume, timeout_s=900,
                         label=lambda pt: f"{'graph' if pt['graphs'] else 'eager'}{'+compile' if pt['compile'] else ''} "
                                          f"batch {pt['batch']}")
     rows = rows_from_records(records)

@@ -16,7 +16,7 @@ _LAZY = {
     "get_gpu": ("gpuprobe.specs", "get_gpu"),
     "load_model_spec": ("gpuprobe.specs", "load_model_spec"),
     "decode_costs": ("gpuprobe.analytic", "decode_costs"),
-    "RooflineResult": ("gpuprobe.roofline", "RooflineResult"),
+    "RooflineResult": ("gpuprobe.roofline.schema", "RooflineResult"),
 }
 
 

@@ -65,7 +65,7 @@ def engine_checks_on_cpu(monkeypatch, model_dir, bandwidth: float):
     fp32, the tiny model in ``model_dir`` at context 12, ``bandwidth`` as the copy bandwidth."""
     from gpuprobe.engine import throughput as tp
     from gpuprobe.engine.engine import Engine
-    from gpuprobe.selftest.checks import engine as checks
+    from gpuprobe.tools.selftest.checks import engine as checks
 
     real = Engine.from_pretrained.__func__
     monkeypatch.setattr(Engine, "from_pretrained",

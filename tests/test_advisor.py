@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpuprobe import advisor
-from gpuprobe.advisor import advise, choose, choose_default, choose_paper, plan_memory, running_median3
+from gpuprobe.advise import advisor
+from gpuprobe.advise.advisor import advise, choose, choose_default, choose_paper, plan_memory, running_median3
 from gpuprobe.cli import main
-from gpuprobe.curves import Curve, CurvePoint, curve_from_rows, load_curve
+from gpuprobe.advise.curves import Curve, CurvePoint, curve_from_rows, load_curve
 from gpuprobe.errors import UserError
 from gpuprobe.specs.models import get_model
 

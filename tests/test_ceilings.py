@@ -17,7 +17,7 @@ from gpuprobe.ceilings import cache as ceilings_cache
 from gpuprobe.ceilings.runner import Runner
 from gpuprobe.ceilings.timing import Timer
 from gpuprobe.errors import NotAvailable
-from gpuprobe.roofline import Roof, datasheet_roofs
+from gpuprobe.roofline.schema import Roof, datasheet_roofs
 from gpuprobe.specs.gpus import get_gpu, list_gpus
 
 H100 = get_gpu("h100-sxm")
@@ -386,7 +386,7 @@ def test_targets_without_clock_or_spec_do_not_invent_a_comparison():
 
 
 # ---------------------------------------------------------------------------------------------
-# Clocks and identity through gpuprobe.telemetry, against a stand-in for pynvml
+# Clocks and identity through gpuprobe.measure.telemetry, against a stand-in for pynvml
 # ---------------------------------------------------------------------------------------------
 
 
@@ -489,7 +489,7 @@ def test_copy_bandwidth_without_gpu_raises_not_available():
 
 @pytest.mark.skipif(not NO_CUDA, reason="checks the no-GPU path")
 def test_selftest_check_skips_without_gpu(tmp_path):
-    from gpuprobe.selftest.registry import CheckContext, Skip, all_checks
+    from gpuprobe.tools.selftest.registry import CheckContext, Skip, all_checks
 
     chk = all_checks()["ceilings"]
     assert chk is not None and chk.owner == "ceilings" and chk.gpu

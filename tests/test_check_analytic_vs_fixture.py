@@ -1,8 +1,8 @@
 """The foundation's selftest check: analytic bytes against real H100 counters."""
 import pytest
 
-from gpuprobe.selftest.checks import foundation
-from gpuprobe.selftest.registry import CheckContext, CheckFailed
+from gpuprobe.tools.selftest.checks import foundation
+from gpuprobe.tools.selftest.registry import CheckContext, CheckFailed
 
 
 def test_attention_and_qkv_reads_match_counters(tmp_path):

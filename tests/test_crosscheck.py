@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gpuprobe.crosscheck import (TOLERANCE, CrossCheck, attention_bytes, check_point, check_points, failures,
+from gpuprobe.roofline.crosscheck import (TOLERANCE, CrossCheck, attention_bytes, check_point, check_points, failures,
                                  gemm_flops)
 from gpuprobe.specs.models import get_model
 
@@ -102,10 +102,10 @@ def test_check_points_use_each_points_own_context():
 
 def test_selftest_verdict_on_recorded_results():
     """The selftest check's pure parts on the recorded H100 sweep (batches 32 and 64, not 1 and 64)."""
-    from gpuprobe.roofline_measured import assemble_result
-    from gpuprobe.selftest.checks.roofline import figures_of, verify
+    from gpuprobe.roofline.measured import assemble_result
+    from gpuprobe.tools.selftest.checks.roofline import figures_of, verify
     from gpuprobe.specs.gpus import get_gpu
-    from gpuprobe.sweep import read_results
+    from gpuprobe.measure.sweep import read_results
 
     res = assemble_result(read_results(MEASURED / "ncu" / "results.jsonl"), spec=SPEC, gpu=get_gpu("h100-sxm"),
                           dtype="bf16", copy_bw=3.01e12)

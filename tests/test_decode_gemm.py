@@ -128,7 +128,7 @@ def test_bf16_projection_shapes_on_gpu(m, k, n):
 
 def test_gemm_bench_shapes_and_claims():
     from gpuprobe.kernels import bench
-    from gpuprobe.selftest.checks.kernels import evaluate_gemm
+    from gpuprobe.tools.selftest.checks.kernels import evaluate_gemm
 
     shapes = bench.model_gemm_shapes("qwen2-0.5b")
     assert shapes == {"qkv_proj": (896, 1152), "o_proj": (896, 896), "gate_up_proj": (896, 9728),

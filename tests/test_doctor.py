@@ -6,9 +6,9 @@ import types
 
 import pytest
 
-from gpuprobe import doctor
+from gpuprobe.tools import doctor
 from gpuprobe.cli import main
-from gpuprobe.doctor import FAILING, MISSING, OK, Item, Report
+from gpuprobe.tools.doctor import FAILING, MISSING, OK, Item, Report
 
 ITEMS = ["python", "gpuprobe", "torch", "triton", "cupy", "nvtx", "ncu_report", "nvidia-ml-py", "triton_launcher", "cuda", "gpu",
          "driver", "nvml", "clocks", "power_limit", "temperature", "energy_counter", "gpu_busy", "ncu",
@@ -247,7 +247,7 @@ def test_triton_launcher_toolchain_item(monkeypatch, tmp_path):
     """Triton's per-kernel C launcher needs a compiler and Python.h: the doctor says when either is missing."""
     import sysconfig
 
-    from gpuprobe import doctor
+    from gpuprobe.tools import doctor
 
     assert doctor._probe_launcher_toolchain().status == doctor.OK  # this machine has gcc and the headers
     monkeypatch.delenv("CC", raising=False)

@@ -138,7 +138,7 @@ def test_cli_compile_flag_records_compiled(tiny_dir, tmp_path):
 
 
 def test_rows_of_failed_compiled_points_say_compiled():
-    from gpuprobe.engine.throughput import rows_from_records, series
+    from gpuprobe.measure.throughput import rows_from_records, series
 
     rec = {"point": {"batch": 1, "graphs": True, "compile": True}, "status": "failed", "reason": "x", "result": None}
     old = {"point": {"batch": 2, "graphs": True}, "status": "ok", "reason": None,
@@ -150,7 +150,7 @@ def test_rows_of_failed_compiled_points_say_compiled():
 def test_compiled_check_body_on_cpu(tiny_dir, tmp_path, monkeypatch):
     """Both steps measured and reported, kernels per step for both (None here: no CUDA profiler), the
     target judged on the better one."""
-    from gpuprobe.selftest.registry import CheckContext, CheckFailed, all_checks
+    from gpuprobe.tools.selftest.registry import CheckContext, CheckFailed, all_checks
 
     assert all_checks()["throughput_b1_compiled"].owner == "engine"
     checks = engine_checks_on_cpu(monkeypatch, tiny_dir, 1e15)  # floor ~0: the claim fails
@@ -169,7 +169,7 @@ def test_compiled_check_body_on_cpu(tiny_dir, tmp_path, monkeypatch):
 
 def test_compiled_check_reports_a_compile_failure(tiny_dir, tmp_path, monkeypatch):
     from gpuprobe.engine.compiled import CompiledStep
-    from gpuprobe.selftest.registry import CheckContext
+    from gpuprobe.tools.selftest.registry import CheckContext
 
     def broken(self, batch):
         raise RuntimeError("inductor could not compile")
@@ -183,8 +183,8 @@ def test_compiled_check_reports_a_compile_failure(tiny_dir, tmp_path, monkeypatc
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU path")
 def test_compiled_check_skips_without_gpu(tmp_path):
-    from gpuprobe.selftest.checks.engine import throughput_b1_compiled
-    from gpuprobe.selftest.registry import CheckContext, Skip
+    from gpuprobe.tools.selftest.checks.engine import throughput_b1_compiled
+    from gpuprobe.tools.selftest.registry import CheckContext, Skip
 
     with pytest.raises(Skip, match="CUDA"):
         throughput_b1_compiled(CheckContext(out_dir=tmp_path, gpu=False, budget_s=240))
@@ -194,7 +194,7 @@ def test_compare_eager_catches_a_lost_kv_write(tiny_dir, monkeypatch):
     """The figure the GPU check judges correctness on moves when the fused step stops writing the cache."""
     from gpuprobe.engine import compiled
     from gpuprobe.engine.attention import TorchPagedAttention
-    from gpuprobe.engine.throughput import measure_point
+    from gpuprobe.measure.throughput import measure_point
 
     real = TorchPagedAttention.write
     monkeypatch.setattr(TorchPagedAttention, "write",

@@ -11,7 +11,7 @@ pytest.importorskip("transformers")
 
 from engine_helpers import save_hf  # noqa: E402
 from gpuprobe.cli import main  # noqa: E402
-from gpuprobe.engine.throughput import COLUMNS, measure_point, rows_from_records, write_results  # noqa: E402
+from gpuprobe.measure.throughput import COLUMNS, measure_point, rows_from_records, write_results  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +78,8 @@ def test_cli_bad_input_is_one_line(tiny_dir, capsys):
 
 # ---- selftest checks ----------------------------------------------------------------------------
 def test_engine_checks_registered_and_skip_without_gpu(tmp_path):
-    from gpuprobe.selftest.checks import engine as checks
-    from gpuprobe.selftest.registry import CheckContext, Skip, all_checks
+    from gpuprobe.tools.selftest.checks import engine as checks
+    from gpuprobe.tools.selftest.registry import CheckContext, Skip, all_checks
 
     registered = all_checks()
     assert registered["graph_vs_eager_tokens"].owner == "engine"
@@ -93,7 +93,7 @@ def test_engine_checks_registered_and_skip_without_gpu(tmp_path):
 
 
 def test_check_helpers():
-    from gpuprobe.selftest.checks.engine import compare_tokens, ragged_prompts, weight_read_floor_s
+    from gpuprobe.tools.selftest.checks.engine import compare_tokens, ragged_prompts, weight_read_floor_s
 
     assert compare_tokens([[1, 2], [3]], [[1, 2], [3]])["match"]
     got = compare_tokens([[1, 2], [3, 4]], [[1, 2], [3, 5]])
@@ -111,7 +111,7 @@ def test_throughput_check_body_on_cpu(tiny_dir, tmp_path, monkeypatch):
 
     from engine_helpers import engine_checks_on_cpu
     from gpuprobe.engine import throughput as tp
-    from gpuprobe.selftest.registry import CheckContext, CheckFailed
+    from gpuprobe.tools.selftest.registry import CheckContext, CheckFailed
 
     checks = engine_checks_on_cpu(monkeypatch, tiny_dir, 1e15)  # floor ~0: the 2x claim fails
     ctx = CheckContext(out_dir=tmp_path, gpu=True, budget_s=60)

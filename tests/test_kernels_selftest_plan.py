@@ -22,7 +22,7 @@ pytest.importorskip("triton")
 from gpuprobe.kernels import bench  # noqa: E402
 from gpuprobe.kernels import gemm as gm  # noqa: E402
 from gpuprobe.kernels import paged_attention as pa  # noqa: E402
-from gpuprobe.selftest.checks.kernels import CORRECTNESS_CASES, CORRECTNESS_SPLITS  # noqa: E402
+from gpuprobe.tools.selftest.checks.kernels import CORRECTNESS_CASES, CORRECTNESS_SPLITS  # noqa: E402
 
 ATTENTION_KERNELS = ("paged_decode_attention_v1_kernel", "paged_decode_attention_splitk_kernel",
                      "paged_decode_attention_reduce_kernel")

@@ -8,13 +8,13 @@ import pytest
 
 from gpuprobe.specs.gpus import get_gpu
 from gpuprobe.specs.models import get_model
-from gpuprobe.sweep import read_results
+from gpuprobe.measure.sweep import read_results
 
 MEASURED = Path(__file__).resolve().parent / "fixtures" / "measured"
 
 
 def _result(mode: str, copy_bw: float | None = 3.01e12):
-    from gpuprobe.roofline_measured import assemble_result
+    from gpuprobe.roofline.measured import assemble_result
 
     return assemble_result(read_results(MEASURED / mode / "results.jsonl"), spec=get_model("qwen2-0.5b"),
                            gpu=get_gpu("h100-sxm"), dtype="bf16", copy_bw=copy_bw, copy_source="test")
@@ -28,9 +28,9 @@ def _assert_png(path: Path) -> None:
 
 @pytest.mark.parametrize("mode", ["timing", "ncu"])
 def test_bandwidth_breakdown_throughput_figures(mode, tmp_path):
-    from gpuprobe.plots.bandwidth import plot_bandwidth_vs_batch
-    from gpuprobe.plots.breakdown import plot_time_breakdown
-    from gpuprobe.plots.throughput import plot_result_throughput
+    from gpuprobe.render.plots.bandwidth import plot_bandwidth_vs_batch
+    from gpuprobe.render.plots.breakdown import plot_time_breakdown
+    from gpuprobe.render.plots.throughput import plot_result_throughput
 
     res = _result(mode)
     _assert_png(plot_bandwidth_vs_batch(res, tmp_path / "bw.png"))
@@ -43,7 +43,7 @@ def test_bandwidth_breakdown_throughput_figures(mode, tmp_path):
 
 
 def test_breakdown_shares_come_from_the_recorded_op_times():
-    from gpuprobe.plots.breakdown import op_times_by_batch
+    from gpuprobe.render.plots.breakdown import op_times_by_batch
 
     times, source = op_times_by_batch(_result("timing"))
     assert sorted(times) == [1, 8, 32, 64, 128, 256, 512, 1024] and "CUDA-event" in source
@@ -55,8 +55,8 @@ def test_breakdown_shares_come_from_the_recorded_op_times():
 
 
 def test_throughput_series_and_bandwidth_without_measured_copy(tmp_path):
-    from gpuprobe.plots.bandwidth import plot_bandwidth_vs_batch
-    from gpuprobe.plots.throughput import throughput_rows
+    from gpuprobe.render.plots.bandwidth import plot_bandwidth_vs_batch
+    from gpuprobe.render.plots.throughput import throughput_rows
 
     rows = throughput_rows(_result("timing"))
     assert {r["mode"] for r in rows} == {"eager"}  # no CUDA-graph times were recorded with that table
@@ -68,8 +68,8 @@ def test_throughput_series_and_bandwidth_without_measured_copy(tmp_path):
 
 
 def test_report_md_verdicts_are_backed_by_numbers(tmp_path):
-    from gpuprobe.report_md import attention_claim, verdict_lines
-    from gpuprobe.roofline_measured import write_outputs
+    from gpuprobe.render.report_md import attention_claim, verdict_lines
+    from gpuprobe.roofline.measured import write_outputs
 
     res = _result("timing")
     files = write_outputs(res, tmp_path)
@@ -89,7 +89,7 @@ def test_report_md_verdicts_are_backed_by_numbers(tmp_path):
 
 def test_advisor_reads_a_measured_roofline_folder(tmp_path):
     """roofline.json's throughput section is what `gpuprobe advise --from DIR` reads."""
-    from gpuprobe.curves import load_curve
+    from gpuprobe.advise.curves import load_curve
 
     import shutil
 

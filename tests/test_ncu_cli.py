@@ -30,7 +30,7 @@ def test_report_json_contract(capsys, tmp_path):
     assert a["bound"] == "memory" and a["limiter"] == "memory" and a["n_kernels"] == 2 and a["layers_profiled"] == 2
     assert len(a["kernels"]) == 2 and d["limiter_rule"]["threshold_pct"] == 60
     assert (tmp_path / "roofline.json").exists() and (tmp_path / "roofline.csv").exists()
-    from gpuprobe.roofline import RooflineResult
+    from gpuprobe.roofline.schema import RooflineResult
 
     assert RooflineResult.from_json(tmp_path / "roofline.json").points[1].op == "attention"
 

@@ -40,7 +40,7 @@ def _no_module(monkeypatch):
 def test_worker_in_ncu_mode_end_to_end(tmp_path, tiny_model, monkeypatch):
     """measure_point(mode="ncu"): the real ncu command line, the real target run under it (it must exit
     0), the real H100 report read back and reduced to per-op step totals, then the timing phase."""
-    from gpuprobe.measure_point import measure_point
+    from gpuprobe.measure.point import measure_point
 
     log = _fake_ncu.use(monkeypatch, tmp_path / "bin", rep=NCU / B32_REP)
     rec = measure_point(model=str(tiny_model), batch=2, context=16, dtype="fp32", attention="torch", mode="ncu",
@@ -52,7 +52,7 @@ def test_worker_in_ncu_mode_end_to_end(tmp_path, tiny_model, monkeypatch):
     for flag, value in (("--clock-control", "none"), ("--cache-control", "all"), ("--replay-mode", "kernel"),
                         ("--target-processes", "all")):
         assert argv[argv.index(flag) + 1] == value
-    assert "--nvtx" in argv and call["target"][1:3] == ["-m", "gpuprobe.measure_target"]
+    assert "--nvtx" in argv and call["target"][1:3] == ["-m", "gpuprobe.measure.target"]
     assert call["target_rc"] == 0
     ncu = rec["ncu"]
     assert ncu["ncu"]["version"] == "2025.3.1.0" and ncu["ncu"]["reader"].startswith("ncu_report")
@@ -66,7 +66,7 @@ def test_worker_in_ncu_mode_end_to_end(tmp_path, tiny_model, monkeypatch):
 
 
 def test_worker_keeps_no_report_when_asked(tmp_path, tiny_model, monkeypatch):
-    from gpuprobe.measure_point import profile_point
+    from gpuprobe.measure.point import profile_point
 
     _fake_ncu.use(monkeypatch, tmp_path / "bin", rep=NCU / B32_REP)
     out = profile_point(str(tiny_model), 3, 2, 16, "fp32", "torch", "one", tmp_path, warmup=1, keep_report=False)
@@ -74,7 +74,7 @@ def test_worker_keeps_no_report_when_asked(tmp_path, tiny_model, monkeypatch):
 
 
 def test_worker_faults_name_the_cause(tmp_path, tiny_model, monkeypatch):
-    from gpuprobe.measure_point import profile_point
+    from gpuprobe.measure.point import profile_point
 
     _fake_ncu.use(monkeypatch, tmp_path / "bin", rep=NCU / B32_REP, mode="perm")
     with pytest.raises(CounterPermissionError, match="NVreg_RestrictProfilingToAdminUsers=0"):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from gpuprobe.selftest.registry import CheckContext, Skip, all_checks
+from gpuprobe.tools.selftest.registry import CheckContext, Skip, all_checks
 
 NAMES = ("ncu_counter_permission", "gemm_counter_flops", "csv_vs_rep_pair", "profile_torch_program")
 
@@ -25,7 +25,7 @@ def test_skip_without_gpu(name, tmp_path):
 
 
 def test_decode_target_is_valid_python():
-    from gpuprobe.selftest.checks import ncu
+    from gpuprobe.tools.selftest.checks import ncu
 
     compile(ncu.DECODE_PROGRAM, "decode_target.py", "exec")
     compile(ncu.GEMM_PROGRAM.format(shapes=ncu.GEMM_SHAPES), "gemm_target.py", "exec")
@@ -43,7 +43,7 @@ def test_profile_small_torch_program_end_to_end(tmp_path):
 
     from gpuprobe.ncu import load_report
     from gpuprobe.ncu.runner import find_ncu
-    from gpuprobe.selftest.checks import ncu
+    from gpuprobe.tools.selftest.checks import ncu
 
     if find_ncu() is None:
         pytest.skip("ncu is not installed")

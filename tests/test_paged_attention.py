@@ -22,7 +22,7 @@ pytest.importorskip("triton")
 from gpuprobe.kernels import choose_num_splits, paged_decode_attention  # noqa: E402
 from gpuprobe.kernels import paged_attention as pa  # noqa: E402
 from gpuprobe.kernels.reference import paged_attention_reference  # noqa: E402
-from gpuprobe.selftest.checks.kernels import (  # noqa: E402
+from gpuprobe.tools.selftest.checks.kernels import (  # noqa: E402
     CORRECTNESS_CASES, CORRECTNESS_SPLITS, correctness_lens)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -289,8 +289,8 @@ def test_attention_bench_cli_rejects_bad_input(capsys):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU path")
 def test_selftest_checks_skip_without_gpu(tmp_path):
-    from gpuprobe.selftest.checks import kernels as checks
-    from gpuprobe.selftest.registry import CheckContext, Skip, all_checks
+    from gpuprobe.tools.selftest.checks import kernels as checks
+    from gpuprobe.tools.selftest.registry import CheckContext, Skip, all_checks
 
     registered = all_checks()
     for name in ("paged_attention_correct", "paged_attention_bandwidth", "splitk_bandwidth", "decode_gemm"):
@@ -301,7 +301,7 @@ def test_selftest_checks_skip_without_gpu(tmp_path):
 
 
 def test_selftest_bandwidth_claims():
-    from gpuprobe.selftest.checks import kernels as checks
+    from gpuprobe.tools.selftest.checks import kernels as checks
 
     assert checks.evaluate_large_batch({"pct_copy_bw": 92.0, "ratio_vs_sdpa_dense": 1.0}) == []
     assert len(checks.evaluate_large_batch({"pct_copy_bw": 85.0, "ratio_vs_sdpa_dense": 1.2})) == 2

@@ -1,8 +1,8 @@
 """The Pareto frontier of throughput against joules per token (and latency)."""
 from __future__ import annotations
 
-from gpuprobe.pareto import ENERGY_LATENCY_OBJECTIVES, dominates, pareto_front, pareto_mask
-from gpuprobe.plots.pareto import plot_pareto
+from gpuprobe.advise.pareto import ENERGY_LATENCY_OBJECTIVES, dominates, pareto_front, pareto_mask
+from gpuprobe.render.plots.pareto import plot_pareto
 
 CONFIGS = [
     {"label": "1x512", "tokens_per_s": 100_000, "joules_per_token": 0.0060, "step_latency_s": 0.0050},

@@ -14,13 +14,13 @@ import pytest
 
 from gpuprobe.cli import main
 from gpuprobe.errors import GpuprobeError, NotAvailable
-from gpuprobe.replicate import MPSDaemon, _alive, memory_share, processes_with_env, run_replicas
-from gpuprobe.telemetry import Telemetry
+from gpuprobe.measure.replicas import MPSDaemon, _alive, memory_share, processes_with_env, run_replicas
+from gpuprobe.measure.telemetry import Telemetry
 
 WORKER = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
-    from gpuprobe.replicate import wait_for_go, write_result
+    from gpuprobe.measure.replicas import wait_for_go, write_result
 
     i = int(os.environ["GPUPROBE_REPLICA_INDEX"])
     mode = sys.argv[1]
@@ -300,7 +300,7 @@ def test_readline_of_a_child_that_never_answers_times_out_and_ends_it():
     initialisation must not hold the advisor or replicate forever."""
     import subprocess
 
-    from gpuprobe.replicate import _readline
+    from gpuprobe.measure.replicas import _readline
 
     hung = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], stdout=subprocess.PIPE,
                             text=True, start_new_session=True)

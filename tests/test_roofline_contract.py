@@ -4,11 +4,11 @@ import json
 import pytest
 
 from gpuprobe.errors import UserError
-from gpuprobe.roofline import (
+from gpuprobe.roofline.schema import (
     LIMITER_RULE, Roof, RooflineResult, classify_bound, classify_limiter, datasheet_roofs, make_point,
     select_ceilings,
 )
-from gpuprobe.roofline_analytic import analytic_roofline
+from gpuprobe.roofline.analytic import analytic_roofline
 from gpuprobe.specs import get_gpu, get_model
 
 H100 = get_gpu("h100-sxm")

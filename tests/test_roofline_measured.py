@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from gpuprobe.errors import NotAvailable, UserError
-from gpuprobe.roofline import RooflineResult
+from gpuprobe.roofline.schema import RooflineResult
 from gpuprobe.specs.gpus import get_gpu
 from gpuprobe.specs.models import get_model
-from gpuprobe.sweep import read_results
+from gpuprobe.measure.sweep import read_results
 
 MEASURED = Path(__file__).resolve().parent / "fixtures" / "measured"
 SPEC, GPU = get_model("qwen2-0.5b"), get_gpu("h100-sxm")
@@ -52,7 +52,7 @@ def replay_env(monkeypatch):
 
 
 def _sweep(out: Path, batches, *, resume=False, mode="timing"):
-    from gpuprobe.roofline_measured import make_points, measure_sweep, sweep_config
+    from gpuprobe.roofline.measured import make_points, measure_sweep, sweep_config
 
     config = sweep_config("qwen2-0.5b", context=1024, dtype="bf16", attention=None, mode=mode, layers="one",
                           batches=batches)
@@ -145,7 +145,7 @@ def test_ctrl_c_between_points_keeps_finished_points(tmp_path, replay_env):
 
 # ---- ncu records: assembly and cross-checks --------------------------------------------------------
 def _ncu_result():
-    from gpuprobe.roofline_measured import assemble_result
+    from gpuprobe.roofline.measured import assemble_result
 
     return assemble_result(read_results(MEASURED / "ncu" / "results.jsonl"), spec=SPEC, gpu=GPU, dtype="bf16",
                            copy_bw=COPY_BW, copy_source="test")
@@ -186,7 +186,7 @@ def test_ncu_crosschecks_match_the_ratios_seen_on_the_h100():
 
 
 def test_ncu_report_md_from_recorded_results(tmp_path):
-    from gpuprobe.roofline_measured import write_outputs
+    from gpuprobe.roofline.measured import write_outputs
 
     files = write_outputs(_ncu_result(), tmp_path)
     assert "throughput" not in files  # no step times were recorded with these reports
@@ -202,7 +202,7 @@ def test_ncu_report_md_from_recorded_results(tmp_path):
 
 def test_summarize_report_and_recorded_records_agree():
     """results.jsonl was made from the CSVs by today's summarize_report (guards against drift)."""
-    from gpuprobe.measure_point import summarize_report
+    from gpuprobe.measure.point import summarize_report
     from gpuprobe.ncu import load_report
 
     recs = {r["result"]["batch"]: r["result"]["ncu"] for r in read_results(MEASURED / "ncu" / "results.jsonl")}
@@ -217,7 +217,7 @@ def test_summarize_report_and_recorded_records_agree():
 
 # ---- planning ----------------------------------------------------------------------------------------
 def test_choose_measured_mode():
-    from gpuprobe.roofline_measured import choose_measured_mode
+    from gpuprobe.roofline.measured import choose_measured_mode
 
     assert choose_measured_mode("auto", (True, "ncu 2025.3.1 can read the counters"))[0] == "ncu"
     mode, why = choose_measured_mode("auto", (False, "Nsight Compute is not installed"))
@@ -230,7 +230,7 @@ def test_choose_measured_mode():
 def test_plan_batches_cuts_the_default_list_at_what_fits():
     from gpuprobe.analytic import max_batch_that_fits
     from gpuprobe.cli._common import DEFAULT_BATCHES
-    from gpuprobe.roofline_measured import plan_batches
+    from gpuprobe.roofline.measured import plan_batches
 
     kept, note = plan_batches(DEFAULT_BATCHES, SPEC, GPU, 1024, "bf16", explicit=False)
     assert kept == list(DEFAULT_BATCHES) and note is None
@@ -242,7 +242,7 @@ def test_plan_batches_cuts_the_default_list_at_what_fits():
 
 
 def test_resume_with_other_settings_is_refused(tmp_path):
-    from gpuprobe.roofline_measured import SWEEP_FILE, check_resume, sweep_config
+    from gpuprobe.roofline.measured import SWEEP_FILE, check_resume, sweep_config
 
     cfg = sweep_config("qwen2-0.5b", context=1024, dtype="bf16", attention=None, mode="ncu", layers="one",
                        batches=[1, 2])
@@ -255,7 +255,7 @@ def test_resume_with_other_settings_is_refused(tmp_path):
 
 
 def test_nvtx_filters_select_one_layer_and_lm_head():
-    from gpuprobe.measure_point import nvtx_includes, target_command
+    from gpuprobe.measure.point import nvtx_includes, target_command
     from gpuprobe.ncu.nvtx_filter import check_expression
 
     assert nvtx_includes("one", 24) == ["decode/layer12/", "decode/lm_head/"]
@@ -263,7 +263,7 @@ def test_nvtx_filters_select_one_layer_and_lm_head():
     for e in nvtx_includes("one", 24):
         assert check_expression(e) == e
     cmd = target_command("qwen2-0.5b", 64, 1024, "bf16", "triton", "one", 3)
-    assert cmd[1:3] == ["-m", "gpuprobe.measure_target"] and cmd[cmd.index("--attention") + 1] == "triton"
+    assert cmd[1:3] == ["-m", "gpuprobe.measure.target"] and cmd[cmd.index("--attention") + 1] == "triton"
 
 
 # ---- the real worker and target, on the CPU ------------------------------------------------------------
@@ -278,8 +278,8 @@ def test_target_annotates_only_the_profiled_layer(tiny_model):
     """The profiled step's ranges: decode/ + every op of the representative layer + the step ops; the ncu
     filters of the point match exactly those ranges, and the warm-up steps push none."""
     from gpuprobe.engine.nvtx import RecordingBackend, use_backend
-    from gpuprobe.measure_point import nvtx_includes
-    from gpuprobe.measure_target import main
+    from gpuprobe.measure.point import nvtx_includes
+    from gpuprobe.measure.target import main
     from gpuprobe.ncu.nvtx_filter import stack_matches
 
     with use_backend(RecordingBackend()) as rec:
@@ -298,7 +298,7 @@ def test_target_annotates_only_the_profiled_layer(tiny_model):
 
 def test_real_worker_in_timing_mode_on_the_cpu(tmp_path, tiny_model, capsys):
     """One point through the real worker in a child process, then assembly and every output."""
-    from gpuprobe.roofline_measured import make_points, measure_sweep, sweep_config
+    from gpuprobe.roofline.measured import make_points, measure_sweep, sweep_config
     from gpuprobe.specs.models import load_model_spec
 
     spec = load_model_spec(tiny_model)
@@ -357,15 +357,15 @@ def test_two_point_sweep_end_to_end_on_the_gpu(tmp_path):
 def test_selftest_limits_fit_the_budget():
     """roofline_two_points: ncu stops before the sweep's per-point limit (ncu runs in its own process
     group, which that limit does not reach), and one point never gets more than the budget leaves."""
-    from gpuprobe.selftest.checks.roofline import OVERHEAD_S, limits
-    from gpuprobe.selftest.registry import all_checks
+    from gpuprobe.tools.selftest.checks.roofline import OVERHEAD_S, limits
+    from gpuprobe.tools.selftest.registry import all_checks
 
     budget = all_checks()["roofline_two_points"].budget_s
     assert budget <= 180
     for b in (budget, 120.0, 60.0):
         point, ncu = limits(b)
         assert ncu <= point - 15 and point <= max(30.0, b - OVERHEAD_S)
-    points = __import__("gpuprobe.roofline_measured", fromlist=["make_points"]).make_points(
+    points = __import__("gpuprobe.roofline.measured", fromlist=["make_points"]).make_points(
         "qwen2-0.5b", [1], context=8, dtype="bf16", attention=None, mode="ncu", layers="one", out_dir=".",
         keep_reports=False, ncu_timeout_s=40, graph_iters=5)
     assert points[0]["ncu_timeout_s"] == 40.0 and points[0]["graph_iters"] == 5 and points[0]["keep_report"] is False
@@ -373,7 +373,7 @@ def test_selftest_limits_fit_the_budget():
 
 def test_selftest_skips_without_ncu(monkeypatch):
     from gpuprobe.ncu import runner
-    from gpuprobe.selftest.checks.roofline import ncu_usable
+    from gpuprobe.tools.selftest.checks.roofline import ncu_usable
 
     monkeypatch.setattr(runner, "find_ncu", lambda: None)
     assert ncu_usable() == (False, "ncu is not installed")

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from gpuprobe.cli import main
-from gpuprobe.selftest import registry
-from gpuprobe.selftest.bundle import EVIDENCE_CAP_BYTES, format_figures, write_evidence
-from gpuprobe.selftest.child import jsonable
-from gpuprobe.selftest.registry import Check, CheckContext, CheckFailed, Skip
-from gpuprobe.selftest.runner import RUN_ORDER, run_order, run_selftest
+from gpuprobe.tools.selftest import registry
+from gpuprobe.tools.selftest.bundle import EVIDENCE_CAP_BYTES, format_figures, write_evidence
+from gpuprobe.tools.selftest.child import jsonable
+from gpuprobe.tools.selftest.registry import Check, CheckContext, CheckFailed, Skip
+from gpuprobe.tools.selftest.runner import RUN_ORDER, run_order, run_selftest
 
 NO_CUDA_ENV = {"gpu": None, "items": [{"name": "cuda", "status": "missing", "detail": "torch is a CPU-only build"}]}
 
@@ -241,8 +241,8 @@ def test_ctrl_c_writes_the_summary_of_what_ran(tmp_path, sig):
         import sys
         sys.path.insert(0, {str(tmp_path)!r})
         import fake_checks
-        from gpuprobe.selftest.registry import Check
-        from gpuprobe.selftest.runner import run_selftest
+        from gpuprobe.tools.selftest.registry import Check
+        from gpuprobe.tools.selftest.runner import run_selftest
         from gpuprobe.cli.selftest import _interrupt_on_term
         _interrupt_on_term()
         checks = {{n: Check(n, "tests", getattr(fake_checks, n), False, 120.0, "") for n in ("quick", "slow")}}
@@ -299,7 +299,7 @@ def lean_pytest(monkeypatch):
 
 
 def test_gpu_tests_check_counts_passes_and_failures(tmp_path, lean_pytest):
-    from gpuprobe.selftest.checks.nodes import gpu_tests
+    from gpuprobe.tools.selftest.checks.nodes import gpu_tests
 
     tests = _tests_folder(tmp_path / "a", '''
         import pytest
@@ -332,7 +332,7 @@ def test_gpu_tests_check_counts_passes_and_failures(tmp_path, lean_pytest):
 
 
 def test_gpu_tests_check_fails_when_every_test_skips(tmp_path, lean_pytest):
-    from gpuprobe.selftest.checks.nodes import gpu_tests
+    from gpuprobe.tools.selftest.checks.nodes import gpu_tests
 
     tests = _tests_folder(tmp_path, "import pytest\n\n@pytest.mark.gpu\ndef test_needs_cuda():\n"
                                     "    pytest.skip('needs CUDA')\n")
@@ -342,7 +342,7 @@ def test_gpu_tests_check_fails_when_every_test_skips(tmp_path, lean_pytest):
 
 
 def test_gpu_tests_check_skips_with_the_reason(tmp_path, lean_pytest):
-    from gpuprobe.selftest.checks.nodes import gpu_tests
+    from gpuprobe.tools.selftest.checks.nodes import gpu_tests
 
     with pytest.raises(Skip, match="no tests folder"):
         gpu_tests(_ctx(tmp_path, tests_dir=str(tmp_path / "nowhere")))
@@ -352,14 +352,14 @@ def test_gpu_tests_check_skips_with_the_reason(tmp_path, lean_pytest):
 
 
 def test_pytest_summary_line_is_read():
-    from gpuprobe.selftest.checks.nodes import count_terminal
+    from gpuprobe.tools.selftest.checks.nodes import count_terminal
 
     assert count_terminal("....\n3 passed, 1 failed, 2 skipped, 5 deselected, 1 error in 4.10s\n") == \
         {"passed": 3, "failed": 1, "errors": 1, "skipped": 2}
 
 
 def test_doctor_check_figures_and_evidence(tmp_path):
-    from gpuprobe.selftest.checks.nodes import doctor
+    from gpuprobe.tools.selftest.checks.nodes import doctor
 
     figures = doctor(_ctx(tmp_path))
     assert figures["python"] == "ok" and figures["mode:analytic"] == "ok"
@@ -384,7 +384,7 @@ def test_run_order_covers_the_expected_checks_core_claims_first():
 def test_gpu_tests_collects_only_the_files_that_mark_gpu_tests():
     """The node runs pytest on the files with gpu-marked tests alone (faster, and no import of test
     modules whose optional packages a GPU node lacks)."""
-    from gpuprobe.selftest.checks.nodes import files_with_gpu_tests
+    from gpuprobe.tools.selftest.checks.nodes import files_with_gpu_tests
 
     tests = Path(__file__).parent
     names = {f.name for f in files_with_gpu_tests(tests)}

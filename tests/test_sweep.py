@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from gpuprobe.sweep import append_result, read_results, run_sweep
+from gpuprobe.measure.sweep import append_result, read_results, run_sweep
 
 WORKER = "sweep_workers:work"
 
@@ -78,7 +78,7 @@ def test_ctrl_c_leaves_finished_points_readable(tmp_path, worker_on_path):
     script = tmp_path / "drive.py"
     script.write_text(
         "import sys\n"
-        "from gpuprobe.sweep import run_sweep\n"
+        "from gpuprobe.measure.sweep import run_sweep\n"
         f"run_sweep([{{'batch': 1}}, {{'batch': 2, 'sleep': 60}}, {{'batch': 4}}], '{WORKER}', sys.argv[1],"
         " progress=False)\n")
     out = tmp_path / "out"

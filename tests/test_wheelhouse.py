@@ -12,7 +12,7 @@ import pytest
 
 from gpuprobe.cli import main
 from gpuprobe.errors import UserError
-from gpuprobe.wheelhouse import build_wheelhouse, expand_platforms, find_source, normalize_name, wheel_project
+from gpuprobe.tools.wheelhouse import build_wheelhouse, expand_platforms, find_source, normalize_name, wheel_project
 
 
 def test_manylinux_tag_expands_to_every_older_glibc():

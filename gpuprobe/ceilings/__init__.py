@@ -16,7 +16,7 @@ Modules, one job each:
 - :mod:`.expected`: what each kernel must have written (the result checks' arithmetic)
 - :mod:`.result`: :class:`CeilingsResult`, :class:`Measurement` and their JSON form
 - :mod:`.targets`: the device targets and datasheet comparisons
-- :mod:`.device`: whether there is a GPU and what it is (NVML through :mod:`gpuprobe.telemetry`, else torch)
+- :mod:`.device`: whether there is a GPU and what it is (NVML through :mod:`gpuprobe.measure.telemetry`, else torch)
 - :mod:`.clocks`: SM and memory clocks sampled while trials run
 - :mod:`.timing`: CUDA-event timing of a launch closure
 - :mod:`.runner`: each microbenchmark, torch's copy and cuBLAS, with their result checks

@@ -5,11 +5,11 @@ from gpuprobe.ceilings.result import CeilingsResult
 
 
 def measured_roofs(result: CeilingsResult, dtype: str) -> list:
-    """The measured roofs of ``result`` for ``dtype`` (names as :mod:`gpuprobe.roofline` uses):
+    """The measured roofs of ``result`` for ``dtype`` (names as :mod:`gpuprobe.roofline.schema` uses):
     ``dram`` (the copy bandwidth), ``l2``, ``smem``, ``fp32``, ``tensor_<dtype>`` (the best verified
     tensor rate, cuBLAS in practice), ``mma_sync_<dtype>`` (the hand-written kernel). Only verified
     figures become roofs."""
-    from gpuprobe.roofline import Roof
+    from gpuprobe.roofline.schema import Roof
     from gpuprobe.specs.gpus import normalize_dtype
 
     d = normalize_dtype(dtype)

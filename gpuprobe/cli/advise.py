@@ -61,8 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gpuprobe import advisor
-    from gpuprobe.curves import load_curve
+    from gpuprobe.advise import advisor
+    from gpuprobe.advise.curves import load_curve
     from gpuprobe.errors import UserError
 
     if not 0 <= args.epsilon < 1:
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         curve = measure_curve(args.model, args.batch, args.context or 1024, args.dtype, args.attention, out)
     if spec is None and curve.model:
         spec = _spec(curve.model, quiet=True)
-    from gpuprobe.curves import with_meta
+    from gpuprobe.advise.curves import with_meta
 
     curve = with_meta(curve, model=spec.name if spec is not None else None, context=args.context)
     if gpu_bytes is None and curve.gpu:
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         gpu_memory_bytes=gpu_bytes, gpu_name=gpu_name, fixed_cost_bytes=fixed, fixed_cost_source=fixed_src)
     doc = adv.to_json()
     (out / "advice.json").write_text(json.dumps(doc, indent=2, default=str))
-    from gpuprobe.plots.advisor import plot_advice
+    from gpuprobe.render.plots.advisor import plot_advice
 
     png = plot_advice(adv, out / "advise.png")
     _maybe_pareto(curve, out)
@@ -155,7 +155,7 @@ def _gpu_memory(name: str | None):
 def _measured_fixed_cost(detected):
     if detected is None:
         return None, "default"
-    from gpuprobe.replicate import measure_fixed_cost_bytes
+    from gpuprobe.measure.replicas import measure_fixed_cost_bytes
 
     got = measure_fixed_cost_bytes()
     return (got, "measured") if got is not None else (None, "default")
@@ -167,11 +167,11 @@ def measure_curve(model: str, batches: str, context: int, dtype: str, attention:
     import importlib.util
     import subprocess
 
-    from gpuprobe.curves import load_curve
+    from gpuprobe.advise.curves import load_curve
     from gpuprobe.errors import NotAvailable
 
-    if importlib.util.find_spec("gpuprobe.engine.throughput") is None:
-        raise NotAvailable("the engine's throughput sweep (gpuprobe.engine.throughput) is not installed; "
+    if importlib.util.find_spec("gpuprobe.measure.throughput") is None:
+        raise NotAvailable("the engine's throughput sweep (gpuprobe.measure.throughput) is not installed; "
                            "pass --from FILE with a measured curve.")
     folder = out / "throughput"
     cmd = [sys.executable, "-m", "gpuprobe", "throughput", "--model", model, "--batch", batches,
@@ -188,7 +188,7 @@ def _maybe_pareto(curve, out) -> None:
     """With joules per token in the curve, the Pareto figure of its batches too."""
     if not curve.has("joules_per_token"):
         return
-    from gpuprobe.plots.pareto import plot_pareto
+    from gpuprobe.render.plots.pareto import plot_pareto
 
     lat, _ = curve.latencies()
     configs = [{"label": f"B={p.batch}", "tokens_per_s": p.tokens_per_s, "joules_per_token": p.joules_per_token,

@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gpuprobe import doctor
+    from gpuprobe.tools import doctor
 
     report = doctor.collect(probe_counters=not args.quick)
     if args.json:

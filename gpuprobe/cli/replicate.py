@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     if detect_gpu() is None:
         raise NotAvailable("replicate runs engine processes on a CUDA GPU and this machine has none.")
     out = output_dir(args.out, "replicate")
-    from gpuprobe.replicate import measure_fixed_cost_bytes, replicate
+    from gpuprobe.measure.replicas import measure_fixed_cost_bytes, replicate
 
     def _term(signum, frame):  # a killed run still ends its children and stops MPS
         raise KeyboardInterrupt
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     (out / "replicate.json").write_text(json.dumps({"fixed_cost_bytes": fixed, "runs": docs}, indent=2, default=str))
     configs = [config_row(r) for r in runs]
     try:
-        from gpuprobe.plots.pareto import plot_pareto
+        from gpuprobe.render.plots.pareto import plot_pareto
 
         plot_pareto(configs, out / "pareto.png", title="replication: Pareto-optimal configurations (filled)")
     except ValueError:

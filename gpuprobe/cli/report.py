@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         plot_result(result, args.plot)
     if args.json:
-        from gpuprobe.roofline import _json_default
+        from gpuprobe.roofline.schema import _json_default
 
         json.dump(result.to_dict(), sys.stdout, indent=2, default=_json_default)
         sys.stdout.write("\n")
@@ -99,6 +99,6 @@ def run(args: argparse.Namespace) -> int:
 
 def plot_result(result, path) -> None:
     """The roofline figure; points whose counters are missing are named on it, not placed."""
-    from gpuprobe.plots.roofline import plot_roofline
+    from gpuprobe.render.plots.roofline import plot_roofline
 
     plot_roofline(result, path)

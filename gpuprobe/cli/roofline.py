@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--layers must be 'one' or 'all', got '{args.layers}'.")
     mode, why = choose_mode(args.mode, detected)
     if mode != "analytic":
-        from gpuprobe.roofline_measured import run_measured_roofline
+        from gpuprobe.roofline.measured import run_measured_roofline
 
         return run_measured_roofline(args, spec=spec, gpu=gpu, batches=batches, context=context,
                                      dtype=dtype, mode=mode)
@@ -100,9 +100,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_analytic(spec, gpu, batches, context, dtype, roofs, out) -> int:
-    from gpuprobe.plots.roofline import plot_roofline
-    from gpuprobe.report_tables import print_roofline_table
-    from gpuprobe.roofline_analytic import analytic_roofline
+    from gpuprobe.render.plots.roofline import plot_roofline
+    from gpuprobe.render.tables import print_roofline_table
+    from gpuprobe.roofline.analytic import analytic_roofline
     from gpuprobe.specs.gpus import DTYPE_BYTES
 
     result = analytic_roofline(spec, gpu, batches, context, dtype, extra_roofs=roofs)

@@ -86,7 +86,7 @@ def _interrupt_on_term() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gpuprobe.selftest import runner
+    from gpuprobe.tools.selftest import runner
 
     _interrupt_on_term()
     checks, errors = runner.discover_checks()

@@ -55,10 +55,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from gpuprobe.engine.attention import default_attention
-    from gpuprobe.engine.throughput import rows_from_records, write_results
+    from gpuprobe.measure.throughput import rows_from_records, write_results
     from gpuprobe.specs.gpus import normalize_dtype
     from gpuprobe.specs.models import load_model_spec
-    from gpuprobe.sweep import run_sweep
+    from gpuprobe.measure.sweep import run_sweep
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise NotAvailable("throughput needs a CUDA GPU and none is visible; `gpuprobe roofline` works "
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     points = [dict(model=str(args.model), batch=b, context=context, attention=attention, dtype=dtype,
                    steps=args.steps, warmup=args.warmup, graphs=graphs, seed=args.seed, device=args.device,
                    page_size=args.page_size, compile=args.compile) for b in batches]
-    records = run_sweep(points, "gpuprobe.engine.throughput:measure_point", out, resume=bool(args.resume),
+    records = run_sweep(points, "gpuprobe.measure.throughput:measure_point", out, resume=bool(args.resume),
                         timeout_s=args.timeout, label=lambda p: f"{spec.name} batch {p['batch']}",
                         isolate=not args.inline)
     def key(p: dict) -> tuple:
@@ -94,7 +94,7 @@ def _print_table(rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from gpuprobe.engine.throughput import series
+    from gpuprobe.measure.throughput import series
 
     t = Table(title="decode throughput")
     for col in ("batch", "mode", "tokens/s", "step p50", "step p90", "weights", "KV cache", "peak", "status"):

@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gpuprobe.wheelhouse import build_wheelhouse
+    from gpuprobe.tools.wheelhouse import build_wheelhouse
 
     house = build_wheelhouse(args.out, python=args.python, platforms=args.platform or (),
                              with_torch=args.with_torch, add=args.add, only=args.only, exclude=args.exclude,

@@ -59,7 +59,7 @@ def report_peaks(df: pd.DataFrame) -> dict[str, float]:
 
 
 def _limiter(dram_pct: float | None, sm_pct: float | None, tensor_pct: float | None) -> str | None:
-    from gpuprobe.roofline import classify_limiter
+    from gpuprobe.roofline.schema import classify_limiter
 
     def ok(x):
         return None if x is None or not math.isfinite(x) else float(x)
@@ -171,7 +171,7 @@ def report_to_roofline(df: pd.DataFrame, *, gpu: Any = None, dtype: str = "bf16"
     point per op) or ``kernel`` (one point per launch, named ``op#id``).
     """
     from gpuprobe.errors import UserError
-    from gpuprobe.roofline import LIMITER_RULE, Roof, RooflineResult, datasheet_roofs, make_point, provenance, \
+    from gpuprobe.roofline.schema import LIMITER_RULE, Roof, RooflineResult, datasheet_roofs, make_point, provenance, \
         select_ceilings
     from gpuprobe.specs.gpus import get_gpu, match_device_name
 

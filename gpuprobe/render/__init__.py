@@ -1,0 +1,1 @@
+"""What people read: figures (:mod:`.plots`), ``report.md`` (:mod:`.report_md`) and terminal tables (:mod:`.tables`)."""

@@ -1,1 +1,0 @@
-"""Selftest checks, one module per capability; each registers with ``gpuprobe.selftest.check``."""

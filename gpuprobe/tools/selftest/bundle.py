@@ -1,0 +1,173 @@
+"""What a selftest run leaves in its folder: ``summary.md``, ``summary.json`` and ``evidence.tar.gz``.
+
+``summary.json``: ``{"gpu", "started", "wall_s", "environment": {...}, "checks": [{"name", "status",
+"seconds", "reason", "figures": {...}}, ...]}`` plus the run's budget, counts and an ``evidence``
+entry. ``evidence.tar.gz`` holds every check's folder (``checks/<name>/``: logs, results, plots,
+small .ncu-rep files) and is kept at most :data:`EVIDENCE_CAP_BYTES`: the largest files are dropped
+first, and the dropped ones are listed in ``DROPPED.txt`` inside the archive and in the summaries.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import tarfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gpuprobe.tools.selftest.runner import SelftestRun
+
+EVIDENCE_CAP_BYTES = 16 * 2**20
+SUMMARY_JSON, SUMMARY_MD, EVIDENCE = "summary.json", "summary.md", "evidence.tar.gz"
+
+
+def format_value(v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v).lower() if isinstance(v, bool) else "null"
+    if isinstance(v, float):
+        return f"{v:.4g}" if math.isfinite(v) else str(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(format_value(x) for x in v[:6]) + (", ..." if len(v) > 6 else "") + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {format_value(x)}" for k, x in list(v.items())[:4]) \
+            + (", ..." if len(v) > 4 else "") + "}"
+    return str(v)
+
+
+def format_figures(figures: dict[str, Any], limit: int = 120) -> str:
+    """``k=v, k=v`` with numbers to 4 significant digits, cut to about ``limit`` characters."""
+    out = ""
+    for k, v in figures.items():
+        part = f"{k}={format_value(v)}"
+        sep = ", " if out else ""
+        if out and len(out) + len(sep) + len(part) > limit:
+            return out + ", ..."
+        out += sep + part
+    return out[: limit + 40]
+
+
+# --------------------------------------------------------------------------------------------------
+# evidence
+
+
+def _evidence_files(out_dir: Path) -> list[tuple[Path, int]]:
+    root = out_dir / "checks"
+    if not root.is_dir():
+        return []
+    files = [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
+    return sorted(((p, p.stat().st_size) for p in files), key=lambda t: str(t[0]))
+
+
+def _overhead(n_files: int) -> int:
+    """Bytes a tar.gz adds beyond the files' own (headers, padding, end blocks, gzip framing), generously."""
+    return 1536 * n_files + 16384
+
+
+def write_evidence(out_dir: Path, cap_bytes: int = EVIDENCE_CAP_BYTES) -> dict[str, Any]:
+    """Write ``evidence.tar.gz`` from ``out_dir/checks``; returns what went in and what was dropped."""
+    out_dir = Path(out_dir)
+    files = _evidence_files(out_dir)
+    kept = sorted(files, key=lambda t: t[1])  # smallest first: drop from the end
+    dropped: list[tuple[Path, int]] = []
+    note_room = 64 * 1024  # room for DROPPED.txt
+    while kept and sum(s for _, s in kept) + _overhead(len(kept) + 1) + note_room > cap_bytes:
+        dropped.append(kept.pop())
+    path = out_dir / EVIDENCE
+    while True:
+        _write_tar(path, out_dir, sorted(kept, key=lambda t: str(t[0])), dropped)
+        if path.stat().st_size <= cap_bytes or not kept:
+            break
+        dropped.append(kept.pop())  # the estimate was short (incompressible data): drop one more
+    return {
+        "path": EVIDENCE,
+        "bytes": path.stat().st_size,
+        "cap_bytes": cap_bytes,
+        "files": len(kept),
+        "dropped": [{"path": str(p.relative_to(out_dir)), "bytes": s} for p, s in dropped],
+    }
+
+
+def _write_tar(path: Path, out_dir: Path, kept: list[tuple[Path, int]], dropped: list[tuple[Path, int]]) -> None:
+    with tarfile.open(path, "w:gz", compresslevel=6) as tar:
+        for p, _ in kept:
+            try:
+                tar.add(p, arcname=str(p.relative_to(out_dir)), recursive=False)
+            except OSError:
+                continue
+        if dropped:
+            text = "Dropped to keep this archive under its size cap (largest first):\n" + "".join(
+                f"{s:>12} bytes  {p.relative_to(out_dir)}\n" for p, s in dropped)
+            data = text.encode()
+            info = tarfile.TarInfo("DROPPED.txt")
+            info.size, info.mtime = len(data), int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+
+
+# --------------------------------------------------------------------------------------------------
+# summaries
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ").strip()
+
+
+def render_markdown(summary: dict[str, Any]) -> str:
+    c = summary.get("counts", {})
+    lines = [
+        "# gpuprobe selftest",
+        "",
+        f"- GPU: {summary.get('gpu') or 'none'}",
+        f"- started: {summary.get('started')}; wall time {summary.get('wall_s', 0):.1f} s "
+        f"of a {summary.get('budget_s', 0):.0f} s budget",
+        f"- gpuprobe {summary.get('gpuprobe')}; command: `{summary.get('command')}`",
+        f"- result: {c.get('passed', 0)} passed, {c.get('failed', 0)} failed, {c.get('skipped', 0)} skipped"
+        + ("; INTERRUPTED (Ctrl-C): the checks after the last one run were not run" if summary.get("interrupted")
+           else ""),
+        "",
+        "| check | result | key figures | seconds |",
+        "|---|---|---|---|",
+    ]
+    for chk in summary.get("checks", []):
+        result = chk["status"] + (f": {chk['reason']}" if chk.get("reason") else "")
+        lines.append(f"| {_cell(chk['name'])} | {_cell(result)} | {_cell(format_figures(chk.get('figures') or {}))} "
+                     f"| {chk.get('seconds', 0):.1f} |")
+    env = summary.get("environment") or {}
+    lines += ["", "## Environment (gpuprobe doctor)", ""]
+    if env.get("items"):
+        lines += ["| item | status | found | what to do |", "|---|---|---|---|"]
+        for it in env["items"]:
+            fix = "" if it.get("status") == "ok" else it.get("fix", "")
+            lines.append(f"| {_cell(it.get('name'))} | {_cell(it.get('status'))} | {_cell(it.get('detail'))} "
+                         f"| {_cell(fix)} |")
+    else:
+        lines.append(f"not available: {env.get('error', 'the doctor did not run')}")
+    ev = summary.get("evidence")
+    if ev:
+        lines += ["", "## Evidence", "",
+                  f"`{ev['path']}`: {ev['files']} files, {ev['bytes'] / 2**20:.2f} MiB "
+                  f"(cap {ev['cap_bytes'] / 2**20:.0f} MiB); each check's files are under `checks/<name>/`."]
+        if ev.get("dropped"):
+            lines.append("Dropped to stay under the cap (largest first):")
+            lines += [f"- `{d['path']}` ({d['bytes'] / 2**20:.2f} MiB)" for d in ev["dropped"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(run: "SelftestRun", evidence: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write summary.json and summary.md for ``run`` (also mid-run, so a killed run leaves one)."""
+    summary = run.to_dict()
+    if evidence is not None:
+        summary["evidence"] = evidence
+    out_dir = Path(run.out_dir)
+    tmp = out_dir / (SUMMARY_JSON + ".tmp")
+    tmp.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    tmp.replace(out_dir / SUMMARY_JSON)
+    (out_dir / SUMMARY_MD).write_text(render_markdown(summary))
+    return summary
+
+
+def write_bundle(run: "SelftestRun", cap_bytes: int = EVIDENCE_CAP_BYTES) -> dict[str, Any]:
+    """The evidence archive, then both summaries (which list what the archive holds)."""
+    evidence = write_evidence(Path(run.out_dir), cap_bytes)
+    return write_summary(run, evidence)

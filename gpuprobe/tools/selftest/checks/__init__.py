@@ -1,0 +1,1 @@
+"""Selftest checks, one module per capability; each registers with ``gpuprobe.tools.selftest.check``."""

@@ -1,0 +1,29 @@
+"""Ceilings check: the csrc microbenchmarks run, verify their own results and reach their targets."""
+from __future__ import annotations
+
+from gpuprobe.tools.selftest.registry import CheckContext, CheckFailed, check, require_cuda
+
+
+@check("ceilings", owner="ceilings", gpu=True, budget_s=90)
+def ceilings(ctx: CheckContext) -> dict:
+    """Every microbenchmark verifies its result; copy >= 95% of torch's; FP32 within 10% of clock-scaled
+    datasheet; mma.sync >= 60% of cuBLAS."""
+    require_cuda()
+    from gpuprobe.ceilings import evaluate_targets, measure_ceilings, measured_roofs, save_cached
+    from gpuprobe.specs.gpus import match_device_name
+
+    result = measure_ceilings(log=ctx.log)
+    result.write(ctx.out_dir / "ceilings.json")
+    spec = match_device_name(result.device_name)
+    figures, failures = evaluate_targets(result, spec)
+    figures["seconds"] = result.seconds
+    for dtype in ("bf16", "fp16"):
+        for roof in measured_roofs(result, dtype):
+            figures[f"roof_{roof.name}_tera"] = round(roof.value / 1e12, 4)
+    if result.all_verified:
+        # as `gpuprobe ceilings --refresh` would: every figure checked out, whatever the targets say;
+        # the checks after this one divide by this run's copy bandwidth instead of re-measuring it
+        figures["cache_file"] = str(save_cached(result))
+    if failures:
+        raise CheckFailed("; ".join(failures), figures)
+    return figures
