@@ -110,7 +110,7 @@ def test_throughput_check_body_on_cpu(tiny_dir, tmp_path, monkeypatch):
     import json
 
     from engine_helpers import engine_checks_on_cpu
-    from gpuprobe.engine import throughput as tp
+    from gpuprobe.measure import throughput as tp
     from gpuprobe.tools.selftest.registry import CheckContext, CheckFailed
 
     checks = engine_checks_on_cpu(monkeypatch, tiny_dir, 1e15)  # floor ~0: the 2x claim fails

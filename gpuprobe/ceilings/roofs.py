@@ -37,7 +37,7 @@ def select_ceilings(gpu_spec, dtype: str, cached: CeilingsResult | None):
     ``source`` is ``measured``, ``datasheet`` or ``mixed``. The rule itself is
     :func:`gpuprobe.roofline.select_ceilings`, so every roofline picks roofs the same way.
     """
-    from gpuprobe import roofline
+    from gpuprobe.roofline import schema as roofline
 
     roofs = list(roofline.datasheet_roofs(gpu_spec, dtype))
     if cached is not None and _result_is_of(cached, gpu_spec):
