@@ -223,7 +223,11 @@ def test_gpuprobe_own_triton_kernels(module: str, expected: str):
     ("void vllm::moe::topkGatingSoftmax<(int)8, (int)128, (int)4, (int)16, (int)32, int, __nv_bfloat16>"
      "(const T7 *, const bool *, float *, int, T6 *, int *, int, int, int, bool)", "softmax"),
     ("void at::native::<unnamed>::upsample_bilinear2d_out_frame<float, float>(int, float, float, bool)", None),
+    ("_store_cache_kernel", "kv_write"),
+    ("restore_cache_kernel", None),
     ("[CUDA memcpy HtoD]", "memcpy"),
+    ("[CUDA Unified Memory memcpy HtoD]", "memcpy"),
+    ("Memcpy DtoD (Device -> Device)", "memcpy"),
     ("[CUDA memcpy Device-to-Device]", "memcpy"),
     ("[CUDA memset]", "memset"),
     ("Kernel2", "gemm"),
@@ -330,3 +334,14 @@ def test_quoted_pattern_with_comma_loads(tmp_path: Path):
     path = write(tmp_path, HEADER + "\"\\bfoo{1,3}bar\",reduce,\"void foobar<1, 2>(int)\",\"me, myself\"\n")
     (rule,) = load_rules(path)
     assert rule == KernelRule(r"\bfoo{1,3}bar", "reduce", "void foobar<1, 2>(int)", "me, myself")
+
+
+def test_rules_files_shown_in_the_docs_load(tmp_path: Path):
+    text = (REPO / "docs" / "kernel-rules.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```csv\n")[1:]]
+    assert len(blocks) == 2
+    for i, block in enumerate(blocks):
+        rules = load_rules(write(tmp_path, block))
+        assert len(rules) == 2, i
+    user = with_user_rules(write(tmp_path, blocks[1]))
+    assert user.classify(pick(H100, "MulFunctor")) == "act"
