@@ -103,6 +103,9 @@ def _check_row(source: str, row: int, pattern: str, op: str, example: str) -> No
     except re.error as e:
         raise _fail(source, row, f"pattern {pattern!r} is not a valid regex ({e}); fix it or quote it "
                     "(a pattern holding a comma must be in double quotes)") from None
+    if rx.search("") is not None:
+        raise _fail(source, row, f"pattern {pattern!r} matches every name (it matches empty text); "
+                    "make it require part of a kernel name")
     if op not in OP_CLASSES:
         raise _fail(source, row, f"op {op!r} is not an op class; use one of {', '.join(OP_CLASSES)}")
     if not example:
@@ -160,7 +163,7 @@ def load_rules(path: str | Path | None = None) -> tuple[KernelRule, ...]:
         return _packaged_rules()
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # a spreadsheet's UTF-8 CSV starts with a BOM
     except FileNotFoundError:
         raise _fail(str(p), None, f"no such rules file; pass a CSV with columns {','.join(COLUMNS)}") from None
     except IsADirectoryError:

@@ -305,6 +305,7 @@ HEADER = "pattern,op,example,engine\n"
     (HEADER + "flash_fwd,attention,,FA2\n", 2, ["empty example"]),
     (HEADER + ",attention,flash_fwd_kernel,FA2\n", 2, ["empty pattern"]),
     (HEADER + "foo{1,3},gemm,foo,x\n", 2, ["cells for 4 columns", "double quotes"]),
+    (HEADER + "nvjet_\\w+,gemm,nvjet_tst_1,\n(?i)a?,gemm,anything,\n", 3, ["matches every name"]),
 ])
 def test_bad_rules_file_gives_one_line_naming_the_row(tmp_path: Path, text: str, row: int, words: list[str]):
     path = write(tmp_path, text)
@@ -328,6 +329,12 @@ def test_unreadable_rules_file_gives_one_line(tmp_path: Path, make, words: str):
     with pytest.raises(UserError) as err:
         load_rules(path)
     assert "\n" not in str(err.value) and str(path) in str(err.value) and words in str(err.value)
+
+
+def test_spreadsheet_csv_with_bom_loads(tmp_path: Path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("\ufeffpattern,op,example,engine\r\n\\bmy_gemm\\b,gemm,my_gemm,me\r\n".encode("utf-8"))
+    assert load_rules(path) == (KernelRule(r"\bmy_gemm\b", "gemm", "my_gemm", "me"),)
 
 
 def test_quoted_pattern_with_comma_loads(tmp_path: Path):
