@@ -230,6 +230,12 @@ def test_gpuprobe_own_triton_kernels(module: str, expected: str):
     ("Memcpy DtoD (Device -> Device)", "memcpy"),
     ("[CUDA memcpy Device-to-Device]", "memcpy"),
     ("[CUDA memset]", "memset"),
+    ("cutlass3x_sm100_s128x256_bgrada", "gemm"),
+    ("nvjet_sm100_hsh_64x8_64x16_1x1_h_bz_splitK_NNT", "gemm"),
+    ("void cutlass::device_kernel<flash::FlashAttentionForwardSm100<>>(T1::Params)", "attention"),
+    ("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_7_64x128x128_4x1x1_kernel0_0", "attention"),
+    ("void flashinfer::BatchQKApplyRotaryPosIdsCosSinCacheHeadParallelismKernel<(bool)0, (unsigned int)128>"
+     "(__half *)", "rope"),
     ("Kernel2", "gemm"),
     ("splitKreduce_kernel", "gemm"),
     ("gemv2T_kernel_val", "gemm"),
