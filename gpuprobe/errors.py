@@ -16,3 +16,21 @@ class NotAvailable(GpuprobeError):
     """A capability this machine lacks (no GPU, no ncu, no counter permission...)."""
 
     exit_code = 2
+
+
+#: Optional modules and the extra that installs each (``pip install 'gpuprobe[EXTRA]'``).
+OPTIONAL_EXTRAS: dict[str, str] = {
+    "torch": "engine", "triton": "engine", "safetensors": "engine",
+    "ncu_report": "ncu", "nvtx": "ncu", "pynvml": "telemetry", "cupy": "cuda",
+    "transformers": "test", "nbclient": "notebook",
+}
+
+
+def missing_dependency(error: ModuleNotFoundError) -> NotAvailable | None:
+    """The one-line error for an optional module that is not installed, or None for any other module."""
+    root = (error.name or "").split(".")[0]
+    extra = OPTIONAL_EXTRAS.get(root)
+    if extra is None:
+        return None
+    return NotAvailable(f"this needs the Python module '{root}', which is not installed; "
+                        f"install it with: pip install 'gpuprobe[{extra}]'")

@@ -14,7 +14,7 @@ import sys
 from types import ModuleType
 
 from gpuprobe import __version__
-from gpuprobe.errors import GpuprobeError
+from gpuprobe.errors import GpuprobeError, missing_dependency
 
 
 def _subcommand_modules() -> list[ModuleType]:
@@ -61,6 +61,18 @@ def main(argv: list[str] | None = None) -> int:
     except GpuprobeError as e:
         print(f"gpuprobe {args.command}: error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", 2)
+    except ModuleNotFoundError as e:
+        err = missing_dependency(e)
+        if err is None:
+            raise
+        print(f"gpuprobe {args.command}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except RuntimeError as e:
+        if "active drivers" not in str(e):  # Triton found no GPU driver to compile for
+            raise
+        print(f"gpuprobe {args.command}: error: Triton found no GPU driver ({e}); run on a CUDA GPU, "
+              "or set TRITON_INTERPRET=1 to run the Triton kernels in its (slow) CPU interpreter", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"gpuprobe {args.command}: interrupted", file=sys.stderr)
         return 130
