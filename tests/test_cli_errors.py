@@ -51,3 +51,14 @@ def test_other_missing_modules_still_raise():
     assert missing_dependency(ModuleNotFoundError("x", name="numpyy")) is None
     err = missing_dependency(ModuleNotFoundError("x", name="ncu_report.sub"))
     assert err is not None and "gpuprobe[ncu]" in str(err)
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["roofline", "--model", "qwen2-0.5b", "--batch", "1" + "0" * 400], "401-digit"),
+    (["roofline", "--model", "qwen2-0.5b", "--batch", "70000"], "65,536"),
+    (["roofline", "--model", "qwen2-0.5b", "--context", "1" + "0" * 30], "limit"),
+    (["roofline", "--model", "qwen2-0.5b", "--batch", "0"], "positive"),
+])
+def test_integer_options_have_limits(argv, needle):
+    proc = subprocess.run([sys.executable, "-m", "gpuprobe", *argv], capture_output=True, text=True, timeout=120)
+    assert needle in _assert_one_line(proc)

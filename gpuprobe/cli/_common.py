@@ -10,6 +10,14 @@ from gpuprobe.errors import UserError
 
 ATTENTION_BACKENDS = ("triton", "sdpa-dense", "torch")
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+#: Upper limits of integer options: far above any real decode batch or context, low enough that the
+#: arithmetic downstream stays exact and fast.
+LIMITS = {"batch": 1 << 16, "context": 1 << 22}
+
+
+def _show_int(v: int) -> str:
+    text = str(v)
+    return text if len(text) <= 20 else f"a {len(text)}-digit number"
 
 
 def parse_int_list(text: str, what: str = "batch") -> list[int]:
@@ -38,6 +46,9 @@ def parse_int_list(text: str, what: str = "batch") -> list[int]:
         ) from None
     if not out or min(out) <= 0:
         raise UserError(f"{what} values must be positive integers, got '{text}'.")
+    limit = LIMITS.get(what)
+    if limit is not None and max(out) > limit:
+        raise UserError(f"{what} {_show_int(max(out))} is above the limit of {limit:,}; give smaller values.")
     return sorted(out)
 
 
@@ -95,6 +106,8 @@ def add_context_argument(p: argparse.ArgumentParser, default: int = 1024) -> Non
 def check_context(context: int) -> int:
     if context is None or context <= 0:
         raise UserError(f"--context must be a positive number of tokens, got {context}.")
+    if context > LIMITS["context"]:
+        raise UserError(f"--context {_show_int(context)} is above the limit of {LIMITS['context']:,} tokens; give a smaller one.")
     return context
 
 
