@@ -167,6 +167,29 @@ def test_three_irregular_points_keep_a_steep_last_point():
     assert ch.b_opt == 64 and not any(v.outlier for v in ch.verdicts)
 
 
+def test_three_points_are_never_judged_outliers():
+    # too few points to tell noise from a real peak: the peak is the bar and batch 8 is B_opt
+    ch = choose_default(curve([100, 800, 400], batches=[1, 8, 64]), 0.05)
+    assert not any(v.outlier for v in ch.verdicts)
+    assert ch.b_opt == 8 and ch.bar_tokens_per_s == 800
+
+
+def test_outliers_need_five_points_and_a_deviation_beyond_the_noise():
+    assert advisor.outlier_points([0, 0, 0, 9, 0, 0], 10) == [False] * 6  # within the noise
+    assert advisor.outlier_points([0, 0, 0, 50, 0, 0], 10) == [False, False, False, True, False, False]
+    assert advisor.outlier_points([0, 0, 50, 0], 10) == [False] * 4  # four points: no noise model
+
+
+def test_memory_freed_is_capped_by_the_gpu():
+    # batch 512 at a 32k context cannot be held on an 80 GB GPU: "freed" cannot exceed what exists
+    spec = get_model("qwen2-0.5b")
+    gpu = 80 * 10**9
+    m = plan_memory(curve(saturating()), 64, spec=spec, context=32768, dtype="bf16", gpu_memory_bytes=gpu)
+    assert m.kv_bytes_at_largest > gpu
+    assert 0 <= m.memory_freed_bytes <= gpu - m.replica_bytes
+    assert any("capped" in n for n in m.notes)
+
+
 def test_epsilon_outside_zero_one_is_a_user_error():
     with pytest.raises(UserError, match="fraction"):
         choose_default(curve(saturating()), 5.0)

@@ -7,9 +7,11 @@ Two rules choose ``B_opt`` (``docs/advisor.md`` explains both):
 - ``default`` (relative): the smallest batch whose measured tokens/s is within ``epsilon`` (a fraction)
   of the best throughput the curve sustains, among batches that meet the latency SLO. "Sustains":
   each point is compared with a running median of three (Tukey's; the ends stay as measured); a point
-  that strays from it by more than ``outlier_fraction`` of the curve's best, and further than its
-  neighbours do, is an outlier, which can neither set the bar nor be chosen. A single slow point so only excludes itself, a single lucky
-  point cannot raise the bar, and a tail that falls after a peak leaves the peak as the bar.
+  that strays from it by more than the measurement noise allows (``outlier_fraction`` of the curve's
+  best) and further than its neighbours do, is an outlier, which can neither set the bar nor be chosen. A single slow point so only
+  excludes itself, a single lucky point cannot raise the bar, and a tail that falls after a peak leaves the
+  peak as the bar. Curves of fewer than :data:`MIN_POINTS_FOR_OUTLIERS` points have too little to judge
+  noise by: no point of them is an outlier.
 - ``paper``: the rule of the published advisor script of *Mind the Memory Gap*, exactly:
   E(B) = T(B) / (B * T(B_1)) > ``min_efficiency``, latency <= ``latency_factor`` x the latency at the
   batch nearest ``reference_batch``, B_opt = the largest batch passing both. ``marginal`` is an alias.
@@ -32,6 +34,8 @@ RULE_ALIASES = {"marginal": "paper"}
 DEFAULT_EPSILON = 0.05
 #: A point further than this fraction of the curve's best from its running median is an outlier.
 OUTLIER_FRACTION = 0.10
+#: Fewer points than this give no noise estimate: every point of such a curve counts as measured.
+MIN_POINTS_FOR_OUTLIERS = 5
 PAPER_MIN_EFFICIENCY = 0.2
 PAPER_LATENCY_FACTOR = 5.0
 PAPER_REFERENCE_BATCH = 32
@@ -100,6 +104,17 @@ def running_median3(values: list[float]) -> list[float]:
     return [values[0]] + [sorted(values[i - 1:i + 2])[1] for i in range(1, n - 1)] + [values[-1]]
 
 
+def outlier_points(deviations: list[float], tolerance: float) -> list[bool]:
+    """Which points stray from their running median beyond the noise: by more than ``tolerance`` and
+    further than their neighbours (whose medians they pull). None on curves shorter than
+    :data:`MIN_POINTS_FOR_OUTLIERS`: three or four points cannot tell a noisy point from a real peak."""
+    n = len(deviations)
+    if n < MIN_POINTS_FOR_OUTLIERS:
+        return [False] * n
+    return [deviations[i] > tolerance and all(deviations[i] >= deviations[j] for j in (i - 1, i + 1) if 0 <= j < n)
+            for i in range(n)]
+
+
 def choose_default(curve: Curve, epsilon: float = DEFAULT_EPSILON, latency_slo_s: float | None = None,
                    outlier_fraction: float = OUTLIER_FRACTION) -> Choice:
     """Smallest batch within ``epsilon`` (relative) of the best sustained throughput, under the SLO."""
@@ -110,9 +125,7 @@ def choose_default(curve: Curve, epsilon: float = DEFAULT_EPSILON, latency_slo_s
     smooth = running_median3(tps)
     scale = max(smooth)
     dev = [abs(t - s) for t, s in zip(tps, smooth)]
-    # an outlier strays beyond the tolerance and further than its neighbours (whose medians it pulls)
-    outlier = [dev[i] > outlier_fraction * scale and all(dev[i] >= dev[j] for j in (i - 1, i + 1) if 0 <= j < len(dev))
-               for i in range(len(dev))]
+    outlier = outlier_points(dev, outlier_fraction * scale)
     ok_slo = [latency_slo_s is None or l <= latency_slo_s for l in lat]
     eligible = [i for i in range(len(tps)) if ok_slo[i] and not outlier[i]]
     best_i = max(range(len(tps)), key=lambda i: tps[i])
@@ -306,6 +319,14 @@ def plan_memory(curve: Curve, b_opt: int | None, *, spec=None, context: int | No
         missing.append("GPU memory (run on the GPU, or give --gpu)")
     fit = fit_big = None
     serving = None
+    if freed is not None and gpu_memory_bytes and replica_big is not None and replica_big > gpu_memory_bytes:
+        # the largest batch cannot be held at all: what B_opt frees is at most what the GPU has beyond it
+        cap = max(0, int(gpu_memory_bytes - (replica or 0)))
+        if freed > cap:
+            notes.append(f"batch {largest} needs {replica_big / GiB:.1f} GiB, more than the GPU's "
+                         f"{gpu_memory_bytes / GiB:.1f} GiB; memory freed is capped at what the GPU holds "
+                         f"beyond one replica at batch {b_opt}")
+            freed = cap
     if replica is not None and gpu_memory_bytes:
         fit = int(gpu_memory_bytes // replica)
         fit_big = int(gpu_memory_bytes // replica_big) if replica_big else None
