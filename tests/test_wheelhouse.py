@@ -90,3 +90,35 @@ def test_wheelhouse_installs_offline_into_a_fresh_venv(tmp_path, capsys):
     assert doc.returncode == 0, doc.stderr
     items = {i["name"]: i["status"] for i in json.loads(doc.stdout)["items"]}
     assert items["gpuprobe"] == "ok" and items["ncu_report"] == "ok" and items["torch"] == "missing"
+
+
+def test_own_wheel_falls_back_to_an_isolated_build_without_build_tools(tmp_path, monkeypatch):
+    """A fresh venv has no `wheel`/new setuptools: the build must go through pip's isolated build env."""
+    from gpuprobe.tools import wheelhouse as wh
+
+    calls: list[list[str]] = []
+
+    def fake_run(cmd, what, env=None):
+        calls.append(cmd)
+        out = Path(cmd[cmd.index("--wheel-dir") + 1])
+        (out / "gpuprobe-0.1.0-py3-none-any.whl").write_bytes(b"PK")
+        return ""
+
+    monkeypatch.setattr(wh, "_run", fake_run)
+    monkeypatch.setattr(wh, "_has_build_tools", lambda pip: False)
+    wh.build_own_wheel(tmp_path / "a", tmp_path, ["python", "-m", "pip"])
+    monkeypatch.setattr(wh, "_has_build_tools", lambda pip: True)
+    wh.build_own_wheel(tmp_path / "b", tmp_path, ["python", "-m", "pip"])
+    assert "--no-build-isolation" not in calls[0] and "--use-pep517" in calls[0]
+    assert "--no-build-isolation" in calls[1]
+
+
+def test_a_failed_build_names_its_cause(monkeypatch):
+    import subprocess as sp
+
+    from gpuprobe.tools import wheelhouse as wh
+
+    out = "running bdist_wheel\nerror: invalid command 'bdist_wheel'\n" + "note: generic hint\n" * 6
+    monkeypatch.setattr(wh.subprocess, "run", lambda *a, **k: sp.CompletedProcess(a, 1, "", out))
+    with pytest.raises(UserError, match="invalid command 'bdist_wheel'"):
+        wh._run(["pip", "wheel"], "building gpuprobe's wheel")

@@ -110,17 +110,33 @@ def _run(cmd: list[str], what: str, env: dict[str, str] | None = None) -> str:
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode != 0:
         noise = ("is ignored: it is neither a file nor a directory",)
-        lines = [ln for ln in (p.stderr + p.stdout).splitlines() if ln.strip() and not any(n in ln for n in noise)]
-        tail = " | ".join(lines[-4:]) or f"exit code {p.returncode}"
+        lines = [ln.strip() for ln in (p.stderr + p.stdout).splitlines()
+                 if ln.strip() and not any(n in ln for n in noise)]
+        # the cause is the first line that names an error (pip ends with generic hints after it)
+        causes = [ln for ln in lines if "error" in ln.lower() and not ln.lower().startswith(("note:", "hint:"))]
+        tail = " | ".join((causes[:2] or lines[-4:])) or f"exit code {p.returncode}"
         raise UserError(f"{what} failed: {tail}")
     return p.stdout
 
 
+def _has_build_tools(pip: Sequence[str]) -> bool:
+    """True when the Python that runs ``pip`` can build a wheel by itself (setuptools with bdist_wheel)."""
+    probe = ("import setuptools\ntry:\n    from setuptools.command import bdist_wheel\n"
+             "except ImportError:\n    from wheel import bdist_wheel")
+    try:
+        return subprocess.run([pip[0], "-c", probe], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 def build_own_wheel(dest: Path, source: Path, pip: Sequence[str]) -> Path:
-    """gpuprobe's wheel from ``source``, built with the build tools already installed (no network)."""
+    """gpuprobe's wheel from ``source``: with the build tools already installed when they can build a wheel
+    (no network), else in pip's isolated build environment (fetches setuptools from the package index)."""
+    isolation = [] if _has_build_tools(pip) else ["--use-pep517"]
+    no_isolation = ["--no-build-isolation"] if not isolation else []
     with tempfile.TemporaryDirectory(prefix="gpuprobe-wheel-") as tmp:
-        _run([*pip, "wheel", "--no-build-isolation", "--no-deps", "--quiet", "--wheel-dir", tmp, str(source)],
-             "building gpuprobe's wheel (needs setuptools and wheel installed)")
+        _run([*pip, "wheel", *no_isolation, *isolation, "--no-deps", "--quiet", "--wheel-dir", tmp, str(source)],
+             "building gpuprobe's wheel")
         built = sorted(Path(tmp).glob("gpuprobe-*.whl"))
         if not built:
             raise UserError(f"building gpuprobe's wheel from {source} produced no wheel")
