@@ -101,3 +101,23 @@ def test_advisor_reads_a_measured_roofline_folder(tmp_path):
     assert all(r["tokens_per_s"] > 0 and r["mode"] in ("graph", "eager") for r in section)
     curve = load_curve(tmp_path)
     assert {p.batch: p.tokens_per_s for p in curve.points} == {r["batch"]: r["tokens_per_s"] for r in section}
+
+
+def test_plots_never_change_the_session_backend(tmp_path):
+    """A notebook's inline backend must survive importing and calling gpuprobe's figures."""
+    import subprocess
+    import sys
+
+    code = (
+        "import matplotlib; matplotlib.use('svg'); "
+        "import gpuprobe.render.plots.roofline, gpuprobe.render.plots.bandwidth, gpuprobe.render.plots.breakdown, "
+        "gpuprobe.render.plots.advisor, gpuprobe.render.plots.pareto; "
+        "from gpuprobe.render.plots.style import new_figure; "
+        "fig = new_figure(figsize=(2, 2)); fig.subplots().plot([1, 2]); "
+        f"fig.savefig({str(tmp_path / 'x.png')!r}); "
+        "import matplotlib.pyplot as plt; print(matplotlib.get_backend(), len(plt.get_fignums()))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["svg", "0"]
+    assert (tmp_path / "x.png").stat().st_size > 1000

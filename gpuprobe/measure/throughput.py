@@ -200,12 +200,10 @@ def write_results(rows: list[dict[str, Any]], out_dir: str | Path, meta: dict[st
 
 def plot_throughput(rows: list[dict[str, Any]], path: str | Path) -> Path:
     """Tokens/s against batch (log-log), one line per :func:`series`; out-of-memory batches marked on the axis."""
-    import matplotlib
+    from gpuprobe.render.plots.style import new_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig = new_figure(figsize=(6.4, 4.2))
+    ax = fig.subplots()
     for line in sorted({series(r) for r in rows if r["mode"]}):
         ok = [r for r in rows if series(r) == line and r["status"] == "ok"]
         if ok:
@@ -227,5 +225,4 @@ def plot_throughput(rows: list[dict[str, Any]], path: str | Path) -> Path:
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return Path(path)

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 
-import gpuprobe.render.plots.style  # noqa: F401  (headless backend)
+from gpuprobe.render.plots.style import new_figure
 from gpuprobe.advise.advisor import Advice
 
 GiB = 1024**3
@@ -16,7 +15,8 @@ def plot_advice(advice: Advice, path: str | Path, title: str | None = None) -> P
     B_opt as a vertical line, the threshold of the default rule as a dashed line; returns ``path``."""
     curve, choice, mem = advice.curve, advice.choice, advice.memory
     b = curve.batches
-    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=120)
+    fig = new_figure(figsize=(9, 5.5), dpi=120)
+    ax = fig.subplots()
     ax.plot(b, curve.tokens_per_s, "o-", color="#1f77b4", label="tokens/s")
     outliers = [v for v in choice.verdicts if v.outlier]
     if outliers:
@@ -60,7 +60,6 @@ def plot_advice(advice: Advice, path: str | Path, title: str | None = None) -> P
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 

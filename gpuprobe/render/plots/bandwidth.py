@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 
-from gpuprobe.render.plots.style import is_major, op_color, op_marker
+from gpuprobe.render.plots.style import is_major, new_figure, op_color, op_marker
 from gpuprobe.roofline.schema import LIMITER_RULE, RooflineResult
 
 
@@ -46,7 +45,8 @@ def plot_bandwidth_vs_batch(result: RooflineResult, path: str | Path, *, minor_o
         right_field, right_label = "tensor_pct", "useful FLOP/s, % of the tensor roof (analytic FLOPs / time)"
     right = _series(result, right_field)
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.5), dpi=120, sharex=True)
+    fig = new_figure(figsize=(13, 5.5), dpi=120)
+    (ax1, ax2) = fig.subplots(1, 2, sharex=True)
     _draw(ax1, dram, minor_ops)
     _draw(ax2, right, minor_ops)
     thr = LIMITER_RULE["threshold_pct"]
@@ -80,5 +80,4 @@ def plot_bandwidth_vs_batch(result: RooflineResult, path: str | Path, *, minor_o
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out)
-    plt.close(fig)
     return out

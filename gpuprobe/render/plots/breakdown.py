@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 from matplotlib.colors import to_rgb
 
 from gpuprobe.ops import OPS
-from gpuprobe.render.plots.style import op_color
+from gpuprobe.render.plots.style import new_figure, op_color
 from gpuprobe.roofline.schema import RooflineResult
 
 
@@ -43,7 +42,8 @@ def plot_time_breakdown(result: RooflineResult, path: str | Path) -> Path:
     times, source = op_times_by_batch(result)
     batches = sorted(times)
     ops = sorted({op for t in times.values() for op in t}, key=_order)
-    fig, ax = plt.subplots(figsize=(11, 5.5), dpi=120)
+    fig = new_figure(figsize=(11, 5.5), dpi=120)
+    ax = fig.subplots()
     xs = list(range(len(batches)))
     bottom = [0.0] * len(batches)
     for op in ops:
@@ -70,5 +70,4 @@ def plot_time_breakdown(result: RooflineResult, path: str | Path) -> Path:
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out)
-    plt.close(fig)
     return out

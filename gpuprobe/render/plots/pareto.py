@@ -4,9 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import matplotlib.pyplot as plt
 
-import gpuprobe.render.plots.style  # noqa: F401  (headless backend)
+from gpuprobe.render.plots.style import new_figure
 from gpuprobe.advise.pareto import ENERGY_OBJECTIVES, pareto_mask
 
 
@@ -19,7 +18,8 @@ def plot_pareto(configs: Sequence[Mapping[str, Any]], path: str | Path, label_ke
         raise ValueError("no configuration has both tokens_per_s and joules_per_token")
     with_latency = [c for c in usable if c.get("step_latency_s") is not None]
     panels = 2 if with_latency else 1
-    fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 5), dpi=120, squeeze=False)
+    fig = new_figure(figsize=(6.5 * panels, 5), dpi=120)
+    axes = fig.subplots(1, panels, squeeze=False)
     _panel(axes[0][0], usable, "joules_per_token", "joules per token", ENERGY_OBJECTIVES, label_key)
     if with_latency:
         _panel(axes[0][1], with_latency, "step_latency_s", "step latency (s)",
@@ -28,7 +28,6 @@ def plot_pareto(configs: Sequence[Mapping[str, Any]], path: str | Path, label_ke
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 

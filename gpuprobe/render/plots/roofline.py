@@ -4,9 +4,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 
-from gpuprobe.render.plots.style import is_major, op_color, op_marker
+from gpuprobe.render.plots.style import is_major, new_figure, op_color, op_marker
 from gpuprobe.roofline.schema import RooflineResult
 
 _MEMORY_STYLE = {"measured": "-", "datasheet": "--", "ncu_peak": ":"}
@@ -29,7 +28,8 @@ def plot_roofline(result: RooflineResult, path: str | Path, title: str | None = 
     x_lo = 10 ** math.floor(math.log10(max(min(intens + [c.ridge]) / 3, 1e-3)))
     x_hi = 10 ** math.ceil(math.log10(max(intens + [c.ridge]) * 3))
 
-    fig, ax = plt.subplots(figsize=(10, 6.5), dpi=120)
+    fig = new_figure(figsize=(10, 6.5), dpi=120)
+    ax = fig.subplots()
     mem_roofs = [r for r in result.roofs if r.kind == "memory"]
     # Compute roofs of other dtypes (a report's tf32/fp16 peaks on a bf16 run) would only clutter.
     comp_roofs = [r for r in result.roofs if r.kind == "compute" and r.name in (c.compute_roof, "fp32")]
@@ -97,5 +97,4 @@ def plot_roofline(result: RooflineResult, path: str | Path, title: str | None = 
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out)
-    plt.close(fig)
     return out

@@ -1,11 +1,13 @@
-"""Shared look of gpuprobe figures: one colour and marker per op, a headless backend."""
+"""Shared look of gpuprobe figures: one colour and marker per op, and figures that never touch pyplot.
+
+Figures are :class:`matplotlib.figure.Figure` objects saved to files: no window opens, and importing or
+calling gpuprobe's plots never changes the backend of the session (a notebook keeps its inline figures).
+"""
 from __future__ import annotations
 
-import matplotlib
+from typing import Any
 
-matplotlib.use("Agg")  # figures are files; never open a window
-
-from gpuprobe.ops import GEMM_OPS, OPS  # noqa: E402
+from gpuprobe.ops import GEMM_OPS, OPS
 
 _PALETTE = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -21,6 +23,13 @@ OP_COLORS = {
 }
 _MARKERS = {"attention": "*", "qkv_proj": "s", "o_proj": "D", "gate_up_proj": "^", "down_proj": "v",
             "lm_head": "P", "mlp": "^", "attn_block": "*"}
+
+
+def new_figure(**kwargs: Any):
+    """A figure outside pyplot's state (``figsize``, ``dpi``...): save it with ``fig.savefig``; nothing to close."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
 
 
 def op_color(op: str) -> str:
