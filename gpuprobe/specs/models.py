@@ -392,7 +392,8 @@ def _rope_fields(f: _Fields, cfg: dict[str, Any]) -> tuple[float, dict[str, Any]
         raise f.fail(f"'rope_theta' must be a positive number, got {theta}")
     if scaling is not None and not isinstance(scaling, dict):
         raise f.fail(f"'rope_scaling' must be an object or null, got {json.dumps(scaling)}")
-    partial = cfg.get("partial_rotary_factor", 1.0)
+    params = cfg.get("rope_parameters") if isinstance(cfg.get("rope_parameters"), dict) else {}
+    partial = params.get("partial_rotary_factor", cfg.get("partial_rotary_factor", 1.0))
     if partial not in (None, 1, 1.0):
         raise f.fail(f"'partial_rotary_factor' is {partial}; the engine rotates whole heads only (1.0)")
     return (theta if theta is not None else 10000.0), scaling
