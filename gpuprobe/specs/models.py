@@ -166,6 +166,11 @@ def _structure_problem(s: ModelSpec) -> str | None:
     return None
 
 
+def _count(n: int) -> str:
+    """An integer for a message: with thousands separators, or its number of digits when absurdly long."""
+    return f"{n:,}" if abs(n) < 10**15 else f"a {len(str(abs(n)))}-digit number"
+
+
 def check_context(spec: ModelSpec, context: int) -> str | None:
     """Why ``context`` tokens cannot be asked of ``spec`` (one line for the CLI), or None when it fits.
 
@@ -175,7 +180,7 @@ def check_context(spec: ModelSpec, context: int) -> str | None:
     if isinstance(context, bool) or not isinstance(context, int) or context <= 0:
         return f"context must be a positive whole number of tokens, got {context!r}."
     if context > spec.max_context:
-        return (f"context {context:,} exceeds the {spec.max_context:,} tokens {spec.name} was built for "
+        return (f"context {_count(context)} exceeds the {spec.max_context:,} tokens {spec.name} was built for "
                 f"(max_position_embeddings); ask for at most {spec.max_context:,}.")
     return None
 
@@ -330,7 +335,7 @@ class _Fields:
         if v <= 0:
             raise self.fail(f"'{key}' must be a positive integer, got {v}")
         if v > limit:
-            raise self.fail(f"'{key}' is {v:,}, above any real model (at most {limit:,})")
+            raise self.fail(f"'{key}' is {_count(v)}, above any real model (at most {limit:,})")
         return v
 
     def positive_number(self, key: str, *, default: float, below: float | None = None) -> float:
