@@ -348,3 +348,15 @@ def test_gpus_command_prints_missing_peaks_as_dashes(monkeypatch, capsys):
     assert main(["gpus", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert next(g for g in data["gpus"] if g["name"] == "t4")["bf16_flops_per_s"] is None
+
+
+def test_roofline_in_bf16_on_a_gpu_without_bf16_is_one_line(tmp_path, capsys):
+    from gpuprobe.cli import main
+
+    assert main(["roofline", "--model", "smollm2-135m", "--gpu", "Tesla T4", "--dtype", "bf16",
+                 "--out", str(tmp_path / "bf16")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no bf16 tensor cores" in err and "Traceback" not in err
+    assert main(["roofline", "--model", "llama-2-7b", "--gpu", "NVIDIA GH200 480GB", "--out", str(tmp_path / "gh")]) == 0
+    data = json.loads((tmp_path / "gh" / "roofline.json").read_text())
+    assert data["gpu"] == "gh200" and data["ceilings"]["dram_bytes_per_s"] == pytest.approx(4.0e12)
