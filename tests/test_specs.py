@@ -148,9 +148,11 @@ def test_every_row_names_its_source():
 
 def test_new_models_config_values():
     l2 = get_model("llama-2-7b")
-    assert (l2.num_kv_heads, l2.rope_theta, l2.rope_scaling, l2.max_context, l2.vocab_size) == (32, 1e4, None, 4096, 32000)
+    assert (l2.num_kv_heads, l2.rope_theta, l2.rope_scaling, l2.max_context, l2.vocab_size) == \
+        (32, 1e4, None, 4096, 32000)
     mistral = get_model("mistral-7b-v0.1")
-    assert (mistral.family, mistral.model_type, mistral.num_kv_heads, mistral.sliding_window) == ("llama", "mistral", 8, 4096)
+    assert (mistral.family, mistral.model_type, mistral.num_kv_heads, mistral.sliding_window) == \
+        ("llama", "mistral", 8, 4096)
     phi3 = get_model("phi-3-mini-4k")
     assert (phi3.family, phi3.head_dim, phi3.vocab_size, phi3.tie_word_embeddings) == ("llama", 96, 32064, False)
     assert all(get_model(n).tie_word_embeddings for n in SMOLLM2)
@@ -202,7 +204,8 @@ BAD_CONFIGS = [
     (_with(GOOD_LLAMA, vocab_size=None), "lacks the field 'vocab_size'"),
     (_with(GOOD_LLAMA, hidden_size=-64), "'hidden_size' must be a positive integer, got -64"),
     (_with(GOOD_LLAMA, num_hidden_layers=1.5), "'num_hidden_layers' must be a positive integer, got 1.5"),
-    (_with(GOOD_LLAMA, hidden_size=100, num_attention_heads=3, num_key_value_heads=3), "not divisible by num_attention_heads 3"),
+    (_with(GOOD_LLAMA, hidden_size=100, num_attention_heads=3, num_key_value_heads=3),
+     "not divisible by num_attention_heads 3"),
     (_with(GOOD_LLAMA, num_key_value_heads=3), "num_key_value_heads 3 does not divide num_attention_heads 4"),
     (_with(GOOD_LLAMA, intermediate_size="<drop>"), "lacks the field 'intermediate_size'"),
     (_with(GOOD_LLAMA, model_type="<drop>"), "model_type '?' is not supported"),
@@ -357,6 +360,7 @@ def test_roofline_in_bf16_on_a_gpu_without_bf16_is_one_line(tmp_path, capsys):
                  "--out", str(tmp_path / "bf16")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no bf16 tensor cores" in err and "Traceback" not in err
-    assert main(["roofline", "--model", "llama-2-7b", "--gpu", "NVIDIA GH200 480GB", "--out", str(tmp_path / "gh")]) == 0
+    assert main(["roofline", "--model", "llama-2-7b", "--gpu", "NVIDIA GH200 480GB",
+                 "--out", str(tmp_path / "gh")]) == 0
     data = json.loads((tmp_path / "gh" / "roofline.json").read_text())
     assert data["gpu"] == "gh200" and data["ceilings"]["dram_bytes_per_s"] == pytest.approx(4.0e12)
