@@ -218,6 +218,8 @@ BAD_CONFIGS = [
     (_with(GOOD_LLAMA, head_dim=0), "'head_dim' must be a positive integer, got 0"),
     (_with(GOOD_LLAMA, max_position_embeddings=0), "'max_position_embeddings' must be a positive integer"),
     (_with(GOOD_LLAMA, rope_scaling="linear"), "'rope_scaling' must be an object or null"),
+    (_with(GOOD_LLAMA, rope_scaling={"rope_type": "llama3", "factor": 8.0}), "needs a positive number 'low_freq_factor'"),
+    (_with(GOOD_LLAMA, rope_scaling={"type": "linear", "factor": "2"}), "'linear' needs a positive number 'factor'"),
     (_with(GOOD_LLAMA, model_type="phi3", partial_rotary_factor=0.75), "'partial_rotary_factor' is 0.75"),
     (_with(GOOD_LLAMA, sliding_window=-1), "'sliding_window' must be a positive integer"),
     (_with(GOOD_OPT, ffn_dim=0), "'ffn_dim' must be a positive integer, got 0"),

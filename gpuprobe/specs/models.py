@@ -388,6 +388,12 @@ def _heads(f: _Fields, hidden: int) -> tuple[int, int, int]:
     return heads, kv, head_dim
 
 
+_ROPE_SCALING_KEYS = {
+    "linear": ("factor",),
+    "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+}
+
+
 def _rope_fields(f: _Fields, cfg: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:
     try:
         theta, scaling = rope_from_config(cfg)
@@ -397,6 +403,11 @@ def _rope_fields(f: _Fields, cfg: dict[str, Any]) -> tuple[float, dict[str, Any]
         raise f.fail(f"'rope_theta' must be a positive number, got {theta}")
     if scaling is not None and not isinstance(scaling, dict):
         raise f.fail(f"'rope_scaling' must be an object or null, got {json.dumps(scaling)}")
+    kind = (scaling or {}).get("rope_type", (scaling or {}).get("type"))
+    for key in _ROPE_SCALING_KEYS.get(kind, ()):  # the numbers the engine's RoPE needs for that kind
+        v = scaling.get(key)  # type: ignore[union-attr]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise f.fail(f"rope scaling '{kind}' needs a positive number '{key}', got {json.dumps(v)}")
     params = cfg.get("rope_parameters") if isinstance(cfg.get("rope_parameters"), dict) else {}
     partial = params.get("partial_rotary_factor", cfg.get("partial_rotary_factor", 1.0))
     if partial not in (None, 1, 1.0):
