@@ -166,7 +166,7 @@ def predict_step(spec: ModelSpec, gpu: GPUSpec, batch: int, context: int, dtype:
                  dram_bytes_per_s: float | None = None, tensor_flops_per_s: float | None = None) -> StepPrediction:
     """Roofline-predicted time and tokens/s of one decode step (datasheet peaks unless given)."""
     bw = dram_bytes_per_s or gpu.dram_bytes_per_s
-    tensor = tensor_flops_per_s or gpu.tensor_flops_per_s(dtype)
+    tensor = tensor_flops_per_s or gpu.require_tensor_flops(dtype)
     costs = decode_costs(spec, batch, context, dtype)
     times = {c.op: c.time_s(bw, tensor, gpu.fp32_flops_per_s) for c in costs}
     step = sum(times.values())

@@ -106,7 +106,7 @@ def test_memory_footprint_and_max_batch():
     assert fp.kv_cache_bytes == 256 * 1024 * 24 * 2 * 128 * 2
     fits = max_batch_that_fits(QWEN, gpu, 1024)
     per_seq = 1024 * 24 * 2 * 128 * 2
-    assert fits == int((80e9 * 0.9 - 494_032_768 * 2) // per_seq)
+    assert fits == int((85_017_493_504 * 0.9 - 494_032_768 * 2) // per_seq)  # H100 80GB HBM3 as the device reports it
     assert max_batch_that_fits(get_model("llama-3.1-8b"), get_gpu("l4"), 131072) == 0
 
 

@@ -32,10 +32,10 @@ def run(args: argparse.Namespace) -> int:
                 "SMs", "L2 MB", "ridge bf16"):
         t.add_column(col, justify="left" if col in ("gpu", "name") else "right")
     for g in list_gpus():
-        t.add_row(g.name, g.display_name, f"{g.dram_bytes_per_s / 1e12:.3g}", f"{g.bf16_flops_per_s / 1e12:.4g}",
-                  f"{g.fp16_flops_per_s / 1e12:.4g}", f"{g.fp32_flops_per_s / 1e12:.3g}",
+        t.add_row(g.name, g.display_name, f"{g.dram_bytes_per_s / 1e12:.3g}", _tflops(g.bf16_flops_per_s),
+                  _tflops(g.fp16_flops_per_s), f"{g.fp32_flops_per_s / 1e12:.3g}",
                   f"{g.memory_bytes / 1e9:.0f}", str(g.sm_count), f"{g.l2_bytes / 2**20:.0f}",
-                  f"{g.ridge_bf16:.0f}")
+                  "-" if g.ridge_bf16 is None else f"{g.ridge_bf16:.0f}")
     con = Console()
     con.print(t)
     if det is None:
@@ -44,3 +44,8 @@ def run(args: argparse.Namespace) -> int:
         reg = det.spec.name if det.spec else "not in the registry: pass --gpu NAME to the roofline"
         con.print(f"detected: {det.device_name} ({(det.memory_bytes or 0) / 2**30:.0f} GiB) via {det.via} -> {reg}")
     return 0
+
+
+def _tflops(flops_per_s: float | None) -> str:
+    """TFLOP/s for a table cell; "-" where the GPU has no such peak."""
+    return "-" if flops_per_s is None else f"{flops_per_s / 1e12:.4g}"

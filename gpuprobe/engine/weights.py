@@ -8,7 +8,9 @@ finite in bf16 over any number of steps (pre-norm layers see a normalised input 
 
 Loading: ``config.json`` plus ``*.safetensors`` in one folder, with HF tensor names (``model.layers.0.
 self_attn.q_proj.weight``, OPT's ``model.decoder.layers.0.fc1.weight``...), sharded checkpoints through
-``model.safetensors.index.json``. q/k/v and gate/up are concatenated into the fused weights.
+``model.safetensors.index.json``. q/k/v and gate/up are concatenated into the fused weights; a checkpoint
+that already stores them fused (Phi-3's ``self_attn.qkv_proj`` ``[q; k; v]`` and ``mlp.gate_up_proj``
+``[gate; up]``, the engine's own row order) is copied as it is (:func:`hf_fused_sources`).
 """
 from __future__ import annotations
 
@@ -96,6 +98,22 @@ def hf_sources(model: Transformer) -> dict[str, list[str]]:
     return {k: v for k, v in out.items() if k in params}
 
 
+def hf_fused_sources(model: Transformer) -> dict[str, list[str]]:
+    """The engine's fused parameters -> the one HF name a fused checkpoint stores them under (Phi-3:
+    ``self_attn.qkv_proj`` rows ``[q; k; v]``, ``mlp.gate_up_proj`` rows ``[gate; up]``, as the engine keeps
+    them); used where the split q/k/v or gate/up names are absent. OPT checkpoints are never fused."""
+    if model.spec.family == "opt":
+        return {}
+    out: dict[str, list[str]] = {}
+    for i in range(model.spec.num_layers):
+        p = f"layers.{i}."
+        for suffix in ("weight", "bias"):
+            out[f"{p}qkv_proj.{suffix}"] = [f"{p}self_attn.qkv_proj.{suffix}"]
+            out[f"{p}gate_up_proj.{suffix}"] = [f"{p}mlp.gate_up_proj.{suffix}"]
+    params = dict(model.named_parameters())
+    return {k: v for k, v in out.items() if k in params}
+
+
 _PREFIXES = ("model.decoder.", "decoder.", "model.", "")
 
 
@@ -141,10 +159,15 @@ def load_hf(model: Transformer, folder: str | Path) -> None:
         return None
 
     params = dict(model.named_parameters())
+    fused = hf_fused_sources(model)
     missing: list[str] = []
     with torch.no_grad():
         for ours, sources in hf_sources(model).items():
             keys = [find(s) for s in sources]
+            if any(k is None for k in keys) and ours in fused:  # a fused checkpoint (Phi-3)?
+                fused_keys = [find(s) for s in fused[ours]]
+                if all(k is not None for k in fused_keys):
+                    keys = fused_keys
             if any(k is None for k in keys):
                 missing += [s for s, k in zip(sources, keys) if k is None]
                 continue

@@ -17,6 +17,7 @@ def analytic_roofline(spec: ModelSpec, gpu: GPUSpec, batches: Sequence[int], con
     decide ``bound`` prefer measured roofs (CONTRACTS.md section 2).
     """
     dtype = normalize_dtype(dtype)
+    gpu.require_tensor_flops(dtype)  # one line when the GPU has no such peak (bf16 on V100, T4)
     roofs = datasheet_roofs(gpu, dtype) + list(extra_roofs)
     ceilings = select_ceilings(roofs, dtype)
     fp32 = select_ceilings(roofs, "fp32").flops_per_s

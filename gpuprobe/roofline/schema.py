@@ -76,8 +76,9 @@ def datasheet_roofs(gpu, dtype: str) -> list[Roof]:
     roofs = [Roof("dram", "memory", gpu.dram_bytes_per_s, "datasheet"),
              Roof("fp32", "compute", gpu.fp32_flops_per_s, "datasheet")]
     name = compute_roof_name(dtype)
-    if name != "fp32":
-        roofs.append(Roof(name, "compute", gpu.tensor_flops_per_s(dtype), "datasheet"))
+    peak = gpu.tensor_flops_per_s(dtype)
+    if name != "fp32" and peak is not None:  # None: the GPU has no tensor path for this dtype (bf16 on V100, T4)
+        roofs.append(Roof(name, "compute", peak, "datasheet"))
     return roofs
 
 
