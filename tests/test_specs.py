@@ -328,7 +328,7 @@ def test_memory_as_the_device_reports_it():
 
 def test_no_bf16_roof_where_the_gpu_has_none():
     from gpuprobe.analytic import predict_step
-    from gpuprobe.roofline import datasheet_roofs
+    from gpuprobe.roofline.schema import datasheet_roofs
 
     for key in ("v100-sxm2-32gb", "v100-pcie-16gb", "t4"):
         g = get_gpu(key)
