@@ -62,3 +62,14 @@ def test_other_missing_modules_still_raise():
 def test_integer_options_have_limits(argv, needle):
     proc = subprocess.run([sys.executable, "-m", "gpuprobe", *argv], capture_output=True, text=True, timeout=120)
     assert needle in _assert_one_line(proc)
+
+
+def test_context_beyond_the_model_maximum_needs_the_override(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "gpuprobe", "roofline", "--model", "llama-2-7b", "--context", "8192",
+                           "--batch", "1", "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    line = _assert_one_line(proc)
+    assert "4,096" in line and "--beyond-max-context" in line
+    ok = subprocess.run([sys.executable, "-m", "gpuprobe", "roofline", "--model", "llama-2-7b", "--context", "8192",
+                         "--batch", "1", "--beyond-max-context", "--out", str(tmp_path)],
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr

@@ -100,14 +100,25 @@ def add_batch_argument(p: argparse.ArgumentParser, default: str | None = None) -
 
 def add_context_argument(p: argparse.ArgumentParser, default: int = 1024) -> None:
     p.add_argument("--context", type=int, default=default,
-                   help="context length in tokens (default %(default)s)")
+                   help="context length in tokens (default %(default)s); at most the model's "
+                        "max_position_embeddings unless --beyond-max-context")
+    p.add_argument("--beyond-max-context", action="store_true",
+                   help="allow a --context longer than the model was built for (an explicit what-if)")
 
 
-def check_context(context: int) -> int:
+def check_context(context: int, spec=None, beyond_max: bool = False) -> int:
+    """``context`` checked: positive, below :data:`LIMITS`, and within ``spec``'s maximum unless ``beyond_max``."""
     if context is None or context <= 0:
         raise UserError(f"--context must be a positive number of tokens, got {context}.")
     if context > LIMITS["context"]:
-        raise UserError(f"--context {_show_int(context)} is above the limit of {LIMITS['context']:,} tokens; give a smaller one.")
+        raise UserError(f"--context {_show_int(context)} is above the limit of {LIMITS['context']:,} tokens; "
+                        "give a smaller one.")
+    if spec is not None and not beyond_max:
+        from gpuprobe.specs.models import check_context as model_context_error
+
+        why = model_context_error(spec, context)
+        if why:
+            raise UserError(f"--{why} (--beyond-max-context allows it as a what-if)")
     return context
 
 

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
     spec = load_model_spec(args.model)
     batches = parse_int_list(args.batch, "batch")
-    context = check_context(args.context)
+    context = check_context(args.context, spec, args.beyond_max_context)
     dtype = normalize_dtype(args.dtype)
     gpu, detected = _resolve_gpu(args.gpu)
     if args.layers not in ("one", "all"):
