@@ -150,7 +150,7 @@ cd "$work" || { reason="cannot enter the scratch folder $work"; exit 1; }
 where=$(python3 -c "import gpuprobe, gpuprobe.kernels, gpuprobe.csrc, os; print(os.path.dirname(gpuprobe.__file__))" \
         2>>"$log")
 case "$where" in
-  "$site"/*) say "gpuprobe imports from $where" ;;
+  "$site"/*) say "gpuprobe imports from $where (PYTHONPATH=$PYTHONPATH; working folder $work)" ;;
   *) reason="gpuprobe (with its kernels and csrc) does not import from $site (got '${where:-nothing}'; python3 is $(command -v python3))"
      say "$reason"; exit 1 ;;
 esac
