@@ -381,3 +381,15 @@ def test_timing_mode_roofline_verified_without_crosschecks():
     flat = {**good, "points": [att(1, 40.0, "memory"), att(64, 38.0, "memory")]}
     assert any("did not rise" in p for p in verify(flat, "timing"))
     assert any("not ncu" in p for p in verify(good, "ncu"))
+
+
+def test_nsys_checks_skip_where_nsys_is_missing(monkeypatch, tmp_path):
+    from gpuprobe.tools.selftest import registry
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(Skip, match="nsys .* is not on the PATH"):
+        registry.require_nsys()
+    fake = tmp_path / "nsys"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    assert registry.require_nsys() == str(fake)

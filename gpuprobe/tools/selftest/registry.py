@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -163,6 +164,15 @@ def require_cuda():
     if not torch.cuda.is_available():
         raise Skip("no CUDA GPU")
     return torch
+
+
+def require_nsys() -> str:
+    """The ``nsys`` executable on PATH; otherwise :class:`Skip` with the reason (the sandboxed H200
+    node has none on its PATH: an nsys check is skipped there, never failed)."""
+    path = shutil.which("nsys")
+    if path is None:
+        raise Skip("nsys (Nsight Systems) is not on the PATH here")
+    return path
 
 
 def check(name: str, *, owner: str, gpu: bool = True, budget_s: float = 60.0, estimate_s: Estimate | None = None):
