@@ -12,7 +12,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from gpuprobe.tools.selftest.registry import CheckContext, CheckFailed, Skip, check, require_cuda
 
