@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from gpuprobe.errors import UserError
+from gpuprobe.tools.selftest.runner import DEFAULT_BUDGET_S
 
 NAME = "selftest"
 HELP = "run the registered checks (CPU ones; with --gpu every GPU-side claim) and write summary + evidence"
@@ -30,9 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu", action="store_true", help="run the GPU checks too (needs CUDA)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output folder (default ./gpuprobe-out/selftest-<timestamp>)")
-    p.add_argument("--budget-s", default="420", metavar="S",
+    p.add_argument("--budget-s", default=f"{DEFAULT_BUDGET_S:g}", metavar="S",
                    help="total seconds for the run; a check starts only when its estimate fits in what is left "
-                        "(default 420)")
+                        f"(default {DEFAULT_BUDGET_S:g})")
     p.add_argument("--check", nargs="+", action="extend", default=None, metavar="NAME",
                    help="run only these checks, the extra ones too (see --list or --plan)")
     p.add_argument("--list", action="store_true", help="list the checks and exit")
