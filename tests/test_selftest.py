@@ -18,7 +18,7 @@ from gpuprobe.tools.selftest import registry
 from gpuprobe.tools.selftest.bundle import EVIDENCE_CAP_BYTES, format_figures, write_evidence
 from gpuprobe.tools.selftest.child import jsonable
 from gpuprobe.tools.selftest.registry import Check, CheckContext, CheckFailed, Skip
-from gpuprobe.tools.selftest.runner import RUN_ORDER, run_order, run_selftest
+from gpuprobe.tools.selftest.runner import RUN_ORDER, run_order, run_selftest, select
 
 NO_CUDA_ENV = {"gpu": None, "items": [{"name": "cuda", "status": "missing", "detail": "torch is a CPU-only build"}]}
 
@@ -56,8 +56,8 @@ def overruns(ctx: CheckContext) -> dict:
     return {}
 
 
-def _chk(name: str, func, *, gpu: bool = False, budget_s: float = 30.0) -> Check:
-    return Check(name, "tests", func, gpu, budget_s, f"test check {name}")
+def _chk(name: str, func, *, gpu: bool = False, budget_s: float = 30.0, estimate_s: float | None = 1.0) -> Check:
+    return Check(name, "tests", func, gpu, budget_s, f"test check {name}", estimate_s)
 
 
 def _read_summary(out: Path) -> dict:
@@ -96,7 +96,7 @@ def test_every_outcome_recorded_and_the_run_goes_on(tmp_path):
     assert got["claim_fails"].status == "failed" and got["claim_fails"].figures == {"pct": 40.0}
     assert got["skips"].status == "skipped" and got["skips"].reason == "needs two GPUs"
     assert got["crashes"].status == "failed" and "crashed (killed by SIGABRT)" in got["crashes"].reason
-    assert got["overruns"].status == "failed" and got["overruns"].reason.startswith("over budget")
+    assert got["overruns"].status == "failed" and got["overruns"].reason.startswith("over its own budget")
     assert 2.5 <= got["overruns"].seconds < 10
     assert got["after"].status == "passed"
     assert got["unbuilt"].status == "skipped" and got["unbuilt"].reason == "not built"
@@ -107,7 +107,7 @@ def test_every_outcome_recorded_and_the_run_goes_on(tmp_path):
     summary = _read_summary(tmp_path)
     assert [c["status"] for c in summary["checks"]] == [c.status for c in run.checks]
     md = (tmp_path / "summary.md").read_text()
-    assert "| overruns | failed: over budget" in md and "| passes | passed | x=1.235, n=3" in md
+    assert "| overruns | failed: over its own budget" in md and "| passes | passed | x=1.235, n=3" in md
     with tarfile.open(tmp_path / "evidence.tar.gz") as tar:
         names = tar.getnames()
     assert "checks/passes/result.json" in names and "checks/passes/log.txt" in names
@@ -125,17 +125,22 @@ def test_gpu_checks_skipped_without_gpu_flag_or_cuda(tmp_path):
     assert run.result("on_gpu").reason == "no CUDA GPU here (torch is a CPU-only build)"
 
 
-def test_total_budget_stops_the_run(tmp_path):
-    checks = {"long": _chk("long", overruns, budget_s=60), "next": _chk("next", passes)}
+def test_total_budget_never_records_a_failure(tmp_path):
+    """A check whose estimate does not fit is not started; one stopped when the run's budget runs
+    out is skipped with that reason, never failed."""
+    checks = {"long": _chk("long", overruns, budget_s=60, estimate_s=1.0), "next": _chk("next", passes),
+              "big": _chk("big", passes, estimate_s=500.0)}
     run = run_selftest(tmp_path, checks=checks, environment=NO_CUDA_ENV, progress=None, budget_s=1.5)
-    assert run.result("long").status == "failed" and "total budget ran out" in run.result("long").reason
-    assert run.result("next").status == "skipped" and "total budget" in run.result("next").reason
+    assert run.result("long").status == "skipped" and "the run's budget ran out" in run.result("long").reason
+    assert run.result("next").status == "skipped" and "not enough budget left" in run.result("next").reason
+    assert run.result("big").status == "skipped" and "needs ~500 s" in run.result("big").reason
+    assert run.counts()["failed"] == 0
     assert run.wall_s < 15
 
 
 def test_budget_given_to_the_check_is_capped_by_the_total(tmp_path):
-    run = run_selftest(tmp_path, checks={"p": _chk("p", passes, budget_s=300)}, environment=NO_CUDA_ENV,
-                       progress=None, budget_s=100)
+    run = run_selftest(tmp_path, checks={"p": _chk("p", passes, budget_s=300, estimate_s=5)},
+                       environment=NO_CUDA_ENV, progress=None, budget_s=100)
     assert run.result("p").figures["budget_s"] <= 100
 
 
@@ -143,7 +148,8 @@ def test_cpu_selftest_of_the_registry(tmp_path):
     """The real registry on this machine: CPU checks pass, each GPU check is skipped with its reason."""
     run = run_selftest(tmp_path, progress=None)
     known = registry.all_checks()
-    assert [c.name for c in run.checks] == run_order(list(known))
+    assert [c.name for c in run.checks] == select(known, None)
+    assert not set(registry.EXTRA) & {c.name for c in run.checks}
     for c in run.checks:
         chk = known[c.name]
         if chk is None:
@@ -371,14 +377,20 @@ def test_doctor_check_figures_and_evidence(tmp_path):
 
 
 def test_run_order_covers_the_expected_checks_core_claims_first():
-    """Every expected check has a place in the run order, once; the doctor (the environment) and the
-    ceilings (the copy bandwidth the kernels' checks divide by) come before the checks that need them."""
-    assert sorted(RUN_ORDER) == sorted(registry.EXPECTED) and len(set(RUN_ORDER)) == len(RUN_ORDER)
-    order = run_order(list(registry.EXPECTED) + ["extra_b", "extra_a"])
-    assert order[0] == "doctor" and order[-2:] == ["extra_b", "extra_a"]
-    for later in ("paged_attention_bandwidth", "splitk_bandwidth", "decode_gemm", "roofline_two_points"):
+    """Every expected check is in the run order or the extra list, once; the doctor (the environment
+    and the counter probe) first, the ceilings (the copy and read bandwidth the kernels' checks divide
+    by) before the checks that need them, the core claims of the mission in the first six; checks
+    registered but not listed come after the listed ones, the extra ones last."""
+    assert set(RUN_ORDER) | set(registry.EXTRA) >= set(registry.EXPECTED)
+    assert not set(RUN_ORDER) & set(registry.EXTRA) and len(set(RUN_ORDER)) == len(RUN_ORDER)
+    assert RUN_ORDER[0] == "doctor"
+    core = {"paged_attention_correct", "paged_attention_bandwidth", "ncu_counter_permission", "roofline_two_points",
+            "ceilings"}
+    assert core <= set(RUN_ORDER[:6])
+    order = run_order(["gpu_tests", *RUN_ORDER, "new_b", "new_a"])
+    assert order[-3:] == ["new_b", "new_a", "gpu_tests"]
+    for later in ("paged_attention_bandwidth", "roofline_two_points"):
         assert order.index("ceilings") < order.index(later)
-    assert order.index("gpu_tests") == len(registry.EXPECTED) - 1
 
 
 def test_gpu_tests_collects_only_the_files_that_mark_gpu_tests():

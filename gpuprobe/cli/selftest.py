@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -9,14 +10,17 @@ import time
 from pathlib import Path
 
 from gpuprobe.errors import UserError
+from gpuprobe.tools.selftest.runner import DEFAULT_BUDGET_S
 
 NAME = "selftest"
 HELP = "run the registered checks (CPU ones; with --gpu every GPU-side claim) and write summary + evidence"
 DESCRIPTION = """\
 Each check runs in its own process with its own time budget; a check that fails, crashes or runs
-over budget is recorded and the run goes on. Without --gpu (or without CUDA) the GPU checks are
-listed as skipped with the reason. The output folder gets summary.md, summary.json and
-evidence.tar.gz (at most 16 MiB); Ctrl-C or SIGTERM still writes the summary of what ran.
+over its own budget is recorded and the run goes on. A check starts only when its estimate fits in
+what is left of the total budget (else it is skipped, "not enough budget left"). Without --gpu (or
+without CUDA) the GPU checks are listed as skipped with the reason. The output folder gets
+summary.md, summary.json and evidence.tar.gz (at most 16 MiB); Ctrl-C or SIGTERM still writes the
+summary of what ran. --plan prints the order, each check's estimate and the total, and runs nothing.
 
 Exit code: 0 when no check failed, 1 when one did, 130 after Ctrl-C, 2 on bad arguments.
 """
@@ -27,11 +31,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu", action="store_true", help="run the GPU checks too (needs CUDA)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output folder (default ./gpuprobe-out/selftest-<timestamp>)")
-    p.add_argument("--budget-s", default="540", metavar="S",
-                   help="total seconds for the run; no check starts after it is spent (default 540)")
+    p.add_argument("--budget-s", default=f"{DEFAULT_BUDGET_S:g}", metavar="S",
+                   help="total seconds for the run; a check starts only when its estimate fits in what is left "
+                        f"(default {DEFAULT_BUDGET_S:g})")
     p.add_argument("--check", nargs="+", action="extend", default=None, metavar="NAME",
-                   help="run only these checks (see --list)")
+                   help="run only these checks, the extra ones too (see --list or --plan)")
     p.add_argument("--list", action="store_true", help="list the checks and exit")
+    p.add_argument("--plan", action="store_true",
+                   help="print the run order, each check's estimate and the total; run nothing")
+    p.add_argument("--gpu-name", default=None, metavar="GPU",
+                   help="with --plan: the GPU to plan for (a registry name, e.g. h200; default: the GPU here)")
+    p.add_argument("--json", action="store_true", help="with --plan: print the plan as JSON")
 
 
 def _budget(text: str) -> float:
@@ -58,15 +68,37 @@ def _out_dir(out: str | None) -> Path:
 
 
 def _list(checks: dict, errors: dict[str, str]) -> None:
+    from gpuprobe.tools.selftest.registry import EXTRA
+
     width = max(len(n) for n in checks)
+    print(f"{'check':<{width}}  kind  estimate  budget  description")
     for name, chk in checks.items():
+        extra = " (extra: run with --check)" if name in EXTRA else ""
         if chk is None:
-            print(f"{name:<{width}}  {'':<3}  {'':>5}  not built")
+            print(f"{name:<{width}}  {'':<4}  {'':>8}  {'':>6}  not built{extra}")
         else:
             kind = "gpu" if chk.gpu else "cpu"
-            print(f"{name:<{width}}  {kind}  {chk.budget_s:>4.0f}s  {chk.description}")
+            print(f"{name:<{width}}  {kind:<4}  {chk.estimate():>7.0f}s  {chk.budget_s:>5.0f}s  "
+                  f"{chk.description}{extra}")
     for module, error in errors.items():
         print(f"(checks module {module} does not import: {error})")
+
+
+def _plan_gpu(name: str | None) -> str | None:
+    """The registry name to plan for: ``--gpu-name``, else the GPU here (None: the default class)."""
+    from gpuprobe.specs.gpus import detect_gpu, get_gpu
+
+    if name:
+        return get_gpu(name).name  # unknown: one line listing how to see the known ones
+    det = detect_gpu()
+    return det.spec.name if det is not None and det.spec is not None else None
+
+
+def _print_plan(args: argparse.Namespace, checks: dict, budget: float) -> None:
+    from gpuprobe.tools.selftest.plan import make_plan, render_plan
+
+    plan = make_plan(checks, _plan_gpu(args.gpu_name), budget, args.check)
+    print(json.dumps(plan.to_dict(), indent=2) if args.json else render_plan(plan))
 
 
 def _interrupt_on_term() -> None:
@@ -95,6 +127,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     budget = _budget(args.budget_s)
     runner.select(checks, args.check)  # unknown names fail before anything is written
+    if args.plan:
+        _print_plan(args, checks, budget)
+        return 0
+    if args.gpu_name or args.json:
+        raise UserError("--gpu-name and --json go with --plan; a run finds its GPU itself.")
     out = _out_dir(args.out)
     command = " ".join(["gpuprobe selftest", *(["--gpu"] if args.gpu else []), "--out", str(out),
                         "--budget-s", f"{budget:g}", *(["--check", *args.check] if args.check else [])])

@@ -495,14 +495,20 @@ def _probe_counters(ncu: str, cuda: bool, probe_counters: bool, timeout_s: float
 
 
 def _counter_item(result: Any) -> Item:
-    """Read ``check_counter_permission``'s answer: (``ok``|``missing``|``failing``, message with the fix)."""
+    """Read ``check_counter_permission``'s answer: (``ok``|``missing``|``failing``, message with the fix).
+    The answer itself stays in the item's ``data`` (``probe_status``, ``probe_message``), so that the
+    selftest reuses this one probe instead of profiling a second program."""
     status, message = (str(result[0]), str(result[1])) if isinstance(result, tuple) else \
         (OK if result else FAILING, "")
+    probe = {"probe_status": status, "probe_message": message}
     if status == OK:
-        return Item("ncu", "counter_permission", OK, message or "ncu read a hardware counter of a tiny kernel")
+        return Item("ncu", "counter_permission", OK, message or "ncu read a hardware counter of a tiny kernel",
+                    data=probe)
     if status not in STATUSES:
         status = FAILING
-    return _counter_item_from_error(RuntimeError(message or "ncu could not read the counters"), status)
+    item = _counter_item_from_error(RuntimeError(message or "ncu could not read the counters"), status)
+    item.data.update(probe)
+    return item
 
 
 def _counter_item_from_error(e: Exception, status: str = FAILING) -> Item:

@@ -36,10 +36,17 @@ def format_value(v: Any) -> str:
     return str(v)
 
 
+#: The figures key holding a check's targets (figure beside target, see gpuprobe.tools.selftest.targets):
+#: shown in their own table, not among the key figures.
+TARGETS_KEY = "targets"
+
+
 def format_figures(figures: dict[str, Any], limit: int = 120) -> str:
     """``k=v, k=v`` with numbers to 4 significant digits, cut to about ``limit`` characters."""
     out = ""
     for k, v in figures.items():
+        if k == TARGETS_KEY:
+            continue
         part = f"{k}={format_value(v)}"
         sep = ", " if out else ""
         if out and len(out) + len(sep) + len(part) > limit:
@@ -120,19 +127,21 @@ def render_markdown(summary: dict[str, Any]) -> str:
         "",
         f"- GPU: {summary.get('gpu') or 'none'}",
         f"- started: {summary.get('started')}; wall time {summary.get('wall_s', 0):.1f} s "
-        f"of a {summary.get('budget_s', 0):.0f} s budget",
+        f"of a {summary.get('budget_s', 0):.0f} s budget; estimates for {summary.get('gpu_class') or 'the default class'}",
         f"- gpuprobe {summary.get('gpuprobe')}; command: `{summary.get('command')}`",
         f"- result: {c.get('passed', 0)} passed, {c.get('failed', 0)} failed, {c.get('skipped', 0)} skipped"
         + ("; INTERRUPTED (Ctrl-C): the checks after the last one run were not run" if summary.get("interrupted")
            else ""),
         "",
-        "| check | result | key figures | seconds |",
-        "|---|---|---|---|",
+        "| check | result | key figures | seconds | estimate |",
+        "|---|---|---|---|---|",
     ]
     for chk in summary.get("checks", []):
         result = chk["status"] + (f": {chk['reason']}" if chk.get("reason") else "")
+        est = chk.get("estimate_s")
         lines.append(f"| {_cell(chk['name'])} | {_cell(result)} | {_cell(format_figures(chk.get('figures') or {}))} "
-                     f"| {chk.get('seconds', 0):.1f} |")
+                     f"| {chk.get('seconds', 0):.1f} | {'-' if est is None else f'{est:.0f}'} |")
+    lines += _targets_table(summary.get("checks", []))
     env = summary.get("environment") or {}
     lines += ["", "## Environment (gpuprobe doctor)", ""]
     if env.get("items"):
@@ -152,6 +161,24 @@ def render_markdown(summary: dict[str, Any]) -> str:
             lines.append("Dropped to stay under the cap (largest first):")
             lines += [f"- `{d['path']}` ({d['bytes'] / 2**20:.2f} MiB)" for d in ev["dropped"]]
     return "\n".join(lines) + "\n"
+
+
+def _targets_table(checks: list[dict[str, Any]]) -> list[str]:
+    """Figures beside their GPU-aware targets (from the GPU registry), one row per target."""
+    rows = []
+    for chk in checks:
+        for t in (chk.get("figures") or {}).get(TARGETS_KEY) or []:
+            if not isinstance(t, dict):
+                continue
+            value = t.get("value")
+            shown = "-" if value is None else f"{format_value(value)} {t.get('unit') or ''}".strip()
+            verdict = {True: "met", False: "MISSED", None: "not measured"}.get(t.get("met"), "?")
+            rows.append(f"| {_cell(chk['name'])} | {_cell(t.get('figure'))} | {_cell(shown)} | {_cell(t.get('target'))} "
+                        f"| {verdict} |")
+    if not rows:
+        return []
+    return ["", "## Figures against targets", "", "| check | figure | measured | target | verdict |",
+            "|---|---|---|---|---|", *rows]
 
 
 def write_summary(run: "SelftestRun", evidence: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -65,8 +65,9 @@ def run_request(request: dict[str, Any]) -> dict[str, Any]:
 
     out_dir = Path(request["out_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = request.get("run_dir")
     ctx = CheckContext(out_dir=out_dir, gpu=bool(request["gpu"]), budget_s=float(request["budget_s"]),
-                       options=dict(request.get("options") or {}))
+                       options=dict(request.get("options") or {}), run_dir=Path(run_dir) if run_dir else None)
     t0 = time.perf_counter()
     figures: Any = {}
     reason = None

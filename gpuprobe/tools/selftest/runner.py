@@ -2,12 +2,17 @@
 
 A check's process is started with ``python -m gpuprobe.tools.selftest.child`` in a new process session, its
 output kept in ``checks/<name>/output.txt``. A check that raises, crashes (segfault, abort) or is
-killed is recorded as failed and the run goes on; one still running at its budget (plus a few
-seconds for the interpreter to start) is stopped and recorded as failed, "over budget". A total
-budget caps the run: when it is spent no further check starts and the rest are skipped. Without
-``gpu=True``, or on a machine without CUDA, every GPU check is skipped with the reason; an expected
-check nobody has written yet is skipped, "not built". Ctrl-C stops the check in flight, and the
-summary of what ran is still written (see :mod:`gpuprobe.tools.selftest.bundle`).
+killed is recorded as failed and the run goes on; one still running at its own budget (plus a few
+seconds for the interpreter to start) is stopped and recorded as failed, "over its own budget".
+
+Scheduling never lies: a check starts only when its estimate (:meth:`Check.estimate`, for the GPU
+at hand) fits in what is left of the run's total budget; otherwise it is skipped, "not enough budget
+left (needs ~N s, M s left)". A check that was started and is still running when the run's budget
+runs out is stopped and recorded as skipped with that reason, never as failed: the run's budget is
+not the check's claim. Without ``gpu=True``, or on a machine without CUDA, every GPU check is
+skipped with the reason; an expected check nobody has written yet is skipped, "not built". Ctrl-C
+stops the check in flight, and the summary of what ran is still written
+(see :mod:`gpuprobe.tools.selftest.bundle`).
 """
 from __future__ import annotations
 
@@ -30,7 +35,8 @@ from gpuprobe.tools.selftest.bundle import format_figures, write_bundle, write_s
 from gpuprobe.tools.selftest.registry import Check
 
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
-DEFAULT_BUDGET_S = 540.0
+#: The run's total: one 7-minute run on a GPU node's short slot.
+DEFAULT_BUDGET_S = 420.0
 #: Seconds a check's process gets on top of its budget to start Python and import its module.
 STARTUP_GRACE_S = 10.0
 
@@ -48,10 +54,12 @@ class CheckResult:
     owner: str | None = None
     gpu: bool | None = None
     description: str = ""
+    estimate_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "status": self.status, "seconds": round(self.seconds, 2), "reason": self.reason,
-                "figures": self.figures, "owner": self.owner, "gpu": self.gpu, "description": self.description}
+                "figures": self.figures, "owner": self.owner, "gpu": self.gpu, "description": self.description,
+                "estimate_s": self.estimate_s}
 
 
 @dataclass
@@ -65,6 +73,7 @@ class SelftestRun:
     environment: dict[str, Any] = field(default_factory=dict)
     checks: list[CheckResult] = field(default_factory=list)
     interrupted: bool = False
+    gpu_class: str | None = None  # the registry name the estimates were read for
 
     @property
     def gpu(self) -> str | None:
@@ -80,7 +89,8 @@ class SelftestRun:
         from gpuprobe import __version__
 
         return {"gpu": self.gpu, "started": self.started, "wall_s": round(self.wall_s, 2),
-                "budget_s": self.budget_s, "gpu_requested": self.gpu_requested, "interrupted": self.interrupted,
+                "budget_s": self.budget_s, "gpu_class": self.gpu_class, "gpu_requested": self.gpu_requested,
+                "interrupted": self.interrupted,
                 "gpuprobe": __version__, "command": self.command, "counts": self.counts(),
                 "environment": self.environment, "checks": [c.to_dict() for c in self.checks]}
 
@@ -102,21 +112,23 @@ def discover_checks() -> tuple[dict[str, Check | None], dict[str, str]]:
     return registry.registered_checks(), errors
 
 
-#: The order a run takes: the registry's (see :data:`gpuprobe.tools.selftest.registry.EXPECTED`).
-RUN_ORDER: tuple[str, ...] = tuple(registry.EXPECTED)
-
-
 def run_order(names: list[str]) -> list[str]:
-    """``names`` in :data:`RUN_ORDER`, the others after them in their given order."""
-    rank = {n: i for i, n in enumerate(RUN_ORDER)}
-    return sorted(names, key=lambda n: (rank.get(n, len(rank)), names.index(n)))
+    """``names`` in the registry's :data:`~gpuprobe.tools.selftest.registry.RUN_ORDER`; the names it does
+    not list after them in their given order, the :data:`~gpuprobe.tools.selftest.registry.EXTRA` ones last."""
+    rank = {n: i for i, n in enumerate(registry.RUN_ORDER)}
+    extra = {n: len(rank) + 1 + i for i, n in enumerate(registry.EXTRA)}
+    return sorted(names, key=lambda n: (rank.get(n, extra.get(n, len(rank))), names.index(n)))
+
+
+#: The order of a full run (the extra checks left out).
+RUN_ORDER: tuple[str, ...] = registry.RUN_ORDER
 
 
 def select(known: dict[str, Check | None], names: list[str] | None) -> list[str]:
-    """The checks to run, in run order (:func:`run_order`); an unknown name is a UserError listing the
-    known ones."""
+    """The checks to run, in run order (:func:`run_order`): every known one but the extra ones when
+    ``names`` is empty; an unknown name is a UserError listing the known ones."""
     if not names:
-        return run_order(list(known))
+        return run_order([n for n in known if n not in registry.EXTRA])
     unknown = [n for n in names if n not in known]
     if unknown:
         close = difflib.get_close_matches(unknown[0], list(known), n=1)
@@ -160,6 +172,13 @@ def _environment(out_dir: Path) -> dict[str, Any]:
 
 def _cuda_in(environment: dict[str, Any]) -> bool:
     return any(i.get("name") == "cuda" and i.get("status") == "ok" for i in environment.get("items", []))
+
+
+def gpu_class_of(environment: dict[str, Any]) -> str | None:
+    """The registry name of the doctor's GPU (``h200``), the key of the checks' estimates; None when
+    there is no GPU or the registry does not know it."""
+    item = next((i for i in environment.get("items", []) if i.get("name") == "gpu"), None)
+    return (item or {}).get("data", {}).get("registry") if item and item.get("status") == "ok" else None
 
 
 def _cuda_reason(environment: dict[str, Any]) -> str:
@@ -235,10 +254,12 @@ def _exit_reason(code: int) -> str:
 
 
 def run_check(chk: Check, out_dir: Path, *, gpu: bool, deadline_s: float, options: dict[str, Any],
-              total_budget_binds: bool = False) -> CheckResult:
+              total_budget_binds: bool = False, estimate_s: float | None = None) -> CheckResult:
     """Run ``chk`` in its own process with evidence in ``out_dir/checks/<name>``; stop it at ``deadline_s``.
 
-    The check's ``ctx.budget_s`` is its own budget, or less when the run's total leaves less."""
+    The check's ``ctx.budget_s`` is its own budget, or less when the run's total leaves less. Stopped
+    at its own budget it has failed; stopped because the run's total ran out (``total_budget_binds``)
+    it is skipped: no verdict either way."""
     check_dir = out_dir / "checks" / chk.name
     check_dir.mkdir(parents=True, exist_ok=True)
     work = out_dir / ".runner"
@@ -248,10 +269,11 @@ def run_check(chk: Check, out_dir: Path, *, gpu: bool, deadline_s: float, option
     func = chk.func
     request = {"name": chk.name, "module": func.__module__, "function": func.__qualname__,
                "file": getattr(sys.modules.get(func.__module__), "__file__", None),
-               "out_dir": str(check_dir.resolve()), "gpu": gpu, "budget_s": min(chk.budget_s, deadline_s),
-               "options": options, "result": str(result_path.resolve())}
+               "out_dir": str(check_dir.resolve()), "run_dir": str(out_dir.resolve()), "gpu": gpu,
+               "budget_s": min(chk.budget_s, deadline_s), "options": options, "result": str(result_path.resolve())}
     request_path.write_text(json.dumps(request, default=str))
-    base = CheckResult(chk.name, FAILED, owner=chk.owner, gpu=chk.gpu, description=chk.description)
+    base = CheckResult(chk.name, FAILED, owner=chk.owner, gpu=chk.gpu, description=chk.description,
+                       estimate_s=estimate_s)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     t0 = time.monotonic()
     with open(check_dir / "output.txt", "ab") as log:
@@ -263,9 +285,12 @@ def run_check(chk: Check, out_dir: Path, *, gpu: bool, deadline_s: float, option
         except subprocess.TimeoutExpired:
             _kill_tree(proc)
             base.seconds = time.monotonic() - t0
-            base.reason = (f"stopped after {base.seconds:.0f} s: the run's total budget ran out"
-                           if total_budget_binds else
-                           f"over budget: stopped after {base.seconds:.0f} s (budget {chk.budget_s:g} s)")
+            if total_budget_binds:
+                base.status = SKIPPED
+                base.reason = (f"not finished: the run's budget ran out after {base.seconds:.0f} s "
+                               f"(estimated ~{estimate_s or chk.budget_s:.0f} s; its own budget {chk.budget_s:g} s)")
+            else:
+                base.reason = f"over its own budget: stopped after {base.seconds:.0f} s (budget {chk.budget_s:g} s)"
             return base
         except KeyboardInterrupt:
             _kill_tree(proc)
@@ -301,11 +326,13 @@ def run_selftest(out_dir: str | Path, *, names: list[str] | None = None, gpu: bo
                  budget_s: float = DEFAULT_BUDGET_S, options: dict[str, Any] | None = None,
                  progress: Callable[[str], None] | None = print, checks: dict[str, Check | None] | None = None,
                  environment: dict[str, Any] | None = None, startup_grace_s: float = STARTUP_GRACE_S,
-                 command: str = "") -> SelftestRun:
-    """Run the checks ``names`` (all when None) and write the summaries and evidence into ``out_dir``.
+                 command: str = "", gpu_name: str | None = None) -> SelftestRun:
+    """Run the checks ``names`` (all but the extra ones when None) and write the summaries and
+    evidence into ``out_dir``.
 
     ``checks`` replaces the registry (tests pass their own); ``environment`` replaces the doctor's
-    (a dict as ``gpuprobe doctor --json`` prints). Returns the run; ``run.interrupted`` after Ctrl-C.
+    (a dict as ``gpuprobe doctor --json`` prints); ``gpu_name`` (a registry name) picks the estimates,
+    else the doctor's GPU does. Returns the run; ``run.interrupted`` after Ctrl-C.
     """
     if not budget_s > 0:
         raise UserError(f"the total budget must be a positive number of seconds, got {budget_s}.")
@@ -341,15 +368,22 @@ def run_selftest(out_dir: str | Path, *, names: list[str] | None = None, gpu: bo
             chk = checks[name]
             if gpu and not env_known and chk is not None and chk.gpu:  # is there CUDA to run them on?
                 run.environment, env_known = _environment(out_dir), True
+            if not env_known and _doctor_json(out_dir) is not None:  # the doctor check ran: its GPU
+                run.environment, env_known = _environment(out_dir), True
+            run.gpu_class = gpu_name or gpu_class_of(run.environment)
             remaining = budget_s - (time.monotonic() - t0)
+            estimate = chk.estimate(run.gpu_class) if chk is not None else None
             result = _pre_skip(name, chk, gpu=gpu, cuda=_cuda_in(run.environment), remaining=remaining,
-                               budget_s=budget_s, environment=run.environment, import_errors=import_errors)
+                               estimate=estimate, environment=run.environment, import_errors=import_errors)
             if result is None:
                 if progress and sys.stdout.isatty():
-                    say(f"[{index:>{len(str(total))}}/{total}] {name} ... (budget {chk.budget_s:g} s)")
+                    say(f"[{index:>{len(str(total))}}/{total}] {name} ... (estimate ~{estimate:.0f} s, "
+                        f"budget {chk.budget_s:g} s)")
                 own = chk.budget_s + startup_grace_s
                 result = run_check(chk, out_dir, gpu=gpu, deadline_s=min(own, remaining),
-                                   options=dict(options or {}), total_budget_binds=remaining < own)
+                                   options=dict(options or {}), total_budget_binds=remaining < own,
+                                   estimate_s=estimate)
+            result.estimate_s = estimate
             run.checks.append(result)
             say(_progress_line(index, total, result))
             run.wall_s = time.monotonic() - t0
@@ -379,7 +413,12 @@ def _skipped(name: str, chk: Check | None, reason: str) -> CheckResult:
     return CheckResult(name, SKIPPED, reason=reason, owner=chk.owner, gpu=chk.gpu, description=chk.description)
 
 
-def _pre_skip(name: str, chk: Check | None, *, gpu: bool, cuda: bool, remaining: float, budget_s: float,
+def budget_reason(estimate_s: float, remaining_s: float) -> str:
+    """Why a check was not started: its estimate does not fit in what is left."""
+    return f"not enough budget left (needs ~{estimate_s:.0f} s, {max(0.0, remaining_s):.0f} s left)"
+
+
+def _pre_skip(name: str, chk: Check | None, *, gpu: bool, cuda: bool, remaining: float, estimate: float | None,
               environment: dict[str, Any], import_errors: dict[str, str]) -> CheckResult | None:
     """The result of a check that is not started, or None to start it."""
     if chk is None:
@@ -393,8 +432,8 @@ def _pre_skip(name: str, chk: Check | None, *, gpu: bool, cuda: bool, remaining:
         return _skipped(name, chk, "a GPU check: run `gpuprobe selftest --gpu` on a CUDA machine")
     if chk.gpu and not cuda:
         return _skipped(name, chk, _cuda_reason(environment))
-    if remaining <= 0:
-        return _skipped(name, chk, f"not run: the total budget ({budget_s:.0f} s) was spent")
+    if estimate is not None and estimate > remaining:
+        return _skipped(name, chk, budget_reason(estimate, remaining))
     return None
 
 

@@ -1,5 +1,6 @@
-"""GPU checks of the decode engine: graph replay gives eager's tokens; graph-mode throughput at B=1 and 256;
-the batch-1 step fused by ``torch.compile`` against the weight-read floor."""
+"""GPU checks of the decode engine: graph replay gives eager's tokens; graph-mode throughput at B=1 and 256
+with the unfused batch-1 step's ratio to the weight-read floor as a figure; the batch-1 step fused by
+``torch.compile`` against the weight-read floor (an extra check: its compile takes a minute)."""
 from __future__ import annotations
 
 import gc
@@ -12,8 +13,15 @@ from gpuprobe.tools.selftest.registry import CheckContext, CheckFailed, check, r
 
 MODEL = "qwen2-0.5b"
 CONTEXT = 1024
-#: Target of CONTRACTS.md section 10: the graph-mode step at batch 1 within this factor of the weight-read floor.
+#: Target of docs/contracts.md (targets): the graph-mode step at batch 1 within this factor of the weight-read
+#: floor. It needs fused kernels, so only the fused steps are judged against it; the unfused step's ratio
+#: is a figure.
 FLOOR_FACTOR_TARGET = 2.0
+#: A step faster than this share of the weight-read floor did not read its weights: the floor (copy
+#: bandwidth, weight bytes) or the step time is wrong.
+FLOOR_FACTOR_MIN = 0.9
+#: Decode batches nearly for free at small batch: tokens/s at batch 256 is at least this multiple of batch 1's.
+B256_OVER_B1_MIN = 8.0
 #: The fused step's logits may differ from eager ones by bf16 rounding (inductor keeps fp32 between fused
 #: ops); a difference beyond this share of the largest logit means a broken step (e.g. a lost KV write).
 FUSED_REL_DIFF_LIMIT = 0.05
@@ -43,7 +51,7 @@ def compare_tokens(eager: list[list[int]], graph: list[list[int]]) -> dict[str, 
     return {"tokens": total, "equal": same, "first_mismatch": first, "match": same == total and len(eager) == len(graph)}
 
 
-@check("graph_vs_eager_tokens", owner="engine", gpu=True, budget_s=60)
+@check("graph_vs_eager_tokens", owner="engine", gpu=True, budget_s=60, estimate_s=20)
 def graph_vs_eager_tokens(ctx: CheckContext) -> dict:
     """CUDA-graph replay and eager steps give the same greedy tokens (qwen2-0.5b, bf16, ragged batch)."""
     torch = require_cuda()
@@ -68,13 +76,29 @@ def graph_vs_eager_tokens(ctx: CheckContext) -> dict:
     return figures
 
 
-@check("throughput_b1_b256", owner="engine", gpu=True, budget_s=90)
-def throughput_b1_b256(ctx: CheckContext) -> dict:
-    """Graph-mode step of qwen2-0.5b at context 1024 (B=1, 256) and the B=1 step against the weight-read floor.
+def judge_b1_b256(b1_step_s: float, floor_s: float, b1_tokens_per_s: float, b256_tokens_per_s: float
+                  ) -> list[str]:
+    """What is physically wrong with the graph-mode figures (empty when they hold). The batch-1 step's
+    ratio to the floor is a figure, not judged against 2x: the unfused step cannot reach it."""
+    problems = []
+    if b1_step_s < FLOOR_FACTOR_MIN * floor_s:
+        problems.append(f"batch-1 step {b1_step_s * 1e3:.4f} ms is under {FLOOR_FACTOR_MIN:g}x the weight-read floor "
+                        f"({floor_s * 1e3:.4f} ms): the step cannot have read its weights; the floor or the timing "
+                        "is wrong")
+    if not b256_tokens_per_s >= B256_OVER_B1_MIN * b1_tokens_per_s:
+        problems.append(f"tokens/s at batch 256 ({b256_tokens_per_s:,.0f}) is under {B256_OVER_B1_MIN:g}x batch 1's "
+                        f"({b1_tokens_per_s:,.0f}): decode should batch nearly for free")
+    return problems
 
-    The unfused step; ``throughput_b1_compiled`` measures the ``torch.compile``-fused one and judges
-    the target on the better of the two.
-    """
+
+@check("throughput_b1_b256", owner="engine", gpu=True, budget_s=60, estimate_s=20)
+def throughput_b1_b256(ctx: CheckContext) -> dict:
+    """Graph-mode step of qwen2-0.5b at context 1024 (B=1, 256); the unfused B=1 step's ratio to the
+    weight-read floor is a figure (the 2x target needs fused kernels: ``throughput_b1_compiled`` and
+    the fused engine's check judge it).
+
+    Two graph captures and 30 replays each, one profiled eager step (kernels per step) and one
+    NVTX-timed eager step (each op's share): about 15 s after the start."""
     torch = require_cuda()
     from gpuprobe.engine import Engine
     from gpuprobe.measure.throughput import copy_bandwidth, kernels_per_step, measure_point
@@ -82,10 +106,8 @@ def throughput_b1_b256(ctx: CheckContext) -> dict:
     bw, bw_source = copy_bandwidth()
     rows = {}
     for b in (1, 256):
-        rows[b] = measure_point(MODEL, b, CONTEXT, attention=None, dtype="bf16", steps=50, warmup=5, graphs=True)
+        rows[b] = measure_point(MODEL, b, CONTEXT, attention=None, dtype="bf16", steps=30, warmup=5, graphs=True)
         _free(torch)
-    eager1 = measure_point(MODEL, 1, CONTEXT, attention=None, dtype="bf16", steps=20, warmup=3, graphs=False)
-    _free(torch)
     eng = Engine.from_pretrained(MODEL, dtype="bf16", device="cuda")
     batch = eng.prepare(1, CONTEXT)
     extra: dict[str, Any] = {}
@@ -108,23 +130,20 @@ def throughput_b1_b256(ctx: CheckContext) -> dict:
         "attention": rows[1]["attention"],
         "b1_step_ms": round(rows[1]["step_latency_s"] * 1e3, 4),
         "b1_tokens_per_s": round(rows[1]["tokens_per_s"], 1),
-        "b1_eager_step_ms": round(eager1["step_latency_s"] * 1e3, 4),
         "b256_step_ms": round(rows[256]["step_latency_s"] * 1e3, 4),
         "b256_tokens_per_s": round(rows[256]["tokens_per_s"], 1),
         "weights_bytes": rows[1]["weights_bytes"],
         "copy_bandwidth_bytes_per_s": bw,
         "copy_bandwidth_source": bw_source,
         "weight_read_floor_ms": round(floor * 1e3, 4),
-        "b1_step_over_floor": round(ratio, 3),
-        "target_over_floor": FLOOR_FACTOR_TARGET,
+        "b1_unfused_step_over_floor": round(ratio, 3),
         **extra,
     }
     (ctx.out_dir / "throughput_b1_b256.json").write_text(
-        json.dumps({"figures": figures, "rows": rows, "eager_b1": eager1}, indent=2, default=str))
-    if ratio > FLOOR_FACTOR_TARGET:
-        raise CheckFailed(f"batch-1 graph step {figures['b1_step_ms']} ms is {ratio:.2f}x the weight-read floor "
-                          f"({figures['weight_read_floor_ms']} ms, {extra.get('kernels_per_step')} kernels per "
-                          f"step); target {FLOOR_FACTOR_TARGET}x", figures)
+        json.dumps({"figures": figures, "rows": rows}, indent=2, default=str))
+    problems = judge_b1_b256(rows[1]["step_latency_s"], floor, rows[1]["tokens_per_s"], rows[256]["tokens_per_s"])
+    if problems:
+        raise CheckFailed("; ".join(problems), figures)
     return figures
 
 
@@ -140,7 +159,7 @@ def _b1_figures(prefix: str, row: dict[str, Any], floor_s: float) -> dict[str, A
     }
 
 
-@check("throughput_b1_compiled", owner="engine", gpu=True, budget_s=240)
+@check("throughput_b1_compiled", owner="engine", gpu=True, budget_s=240, estimate_s=120)
 def throughput_b1_compiled(ctx: CheckContext) -> dict:
     """Batch-1 graph step of qwen2-0.5b fused by torch.compile and not; the better within 2x the weight-read floor.
 

@@ -24,7 +24,7 @@ def fixture_read_ratios() -> dict[str, float]:
     return {op: float(reads[op]) / analytic[op].dram_read_bytes for op in ("attention", "qkv_proj")}
 
 
-@check("analytic_vs_fixture", owner="foundation", gpu=False, budget_s=60)
+@check("analytic_vs_fixture", owner="foundation", gpu=False, budget_s=60, estimate_s=5)
 def analytic_vs_fixture(ctx: CheckContext) -> dict:
     """Analytic DRAM reads of attention and qkv_proj match real H100 counters within 10%."""
     ratios = fixture_read_ratios()

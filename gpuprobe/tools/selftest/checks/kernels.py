@@ -12,6 +12,13 @@ from typing import Any
 from gpuprobe.tools.selftest.registry import CheckContext, CheckFailed, Skip, check, require_cuda
 
 REL_ERR_LIMIT = 1e-2
+#: Paged attention at B=256, C=2048 reads its KV cache at least this share of the DRAM read ceiling
+#: (the kernels' 90%-of-copy target, restated against a read-only stream, which runs a few percent
+#: above a copy's read+write rate).
+TARGET_READ_FRACTION = 0.85
+#: Above this share of the read ceiling, the bytes counted or the ceiling are wrong (an L2-resident
+#: working set, or bytes the kernel does not read): a failure, never a fast kernel.
+MAX_READ_FRACTION = 1.05
 
 #: (label, (Hq, Hkv, D), batch, max context, page size): bf16 correctness cases at real sizes.
 CORRECTNESS_CASES = (
@@ -102,7 +109,8 @@ def evaluate_gemm(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-@check("paged_attention_correct", owner="kernels", gpu=True, budget_s=60)
+@check("paged_attention_correct", owner="kernels", gpu=True, budget_s=90,
+       estimate_s={"default": 35, "a100": 45})
 def paged_attention_correct(ctx: CheckContext) -> dict:
     """Paged attention, bf16 at real sizes, v1 and split-K, and a CUDA-graph replay: rel err < 1e-2 vs float64."""
     _require_gpu()
@@ -151,24 +159,60 @@ def paged_attention_correct(ctx: CheckContext) -> dict:
     return figures
 
 
-@check("paged_attention_bandwidth", owner="kernels", gpu=True, budget_s=45)
-def paged_attention_bandwidth(ctx: CheckContext) -> dict:
-    """B=256, C=2048, Qwen2-0.5B heads (14/2/64), page 16, bf16: >= 90% of copy bandwidth, <= 1.05x dense SDPA."""
-    _require_gpu()
+def judge_attention_bandwidth(read_bytes: float, time_s: float, read_ceiling: float, copy_bw: float | None,
+                              ratio_vs_sdpa: float | None = None) -> tuple[dict[str, Any], list[str]]:
+    """Figures and misses of the B=256 bandwidth claim: the bytes the kernel reads over its time, as a
+    fraction of the DRAM read ceiling (at least :data:`TARGET_READ_FRACTION`, at most
+    :data:`MAX_READ_FRACTION`), with the copy figure beside it; and at most 1.05x dense SDPA."""
     from gpuprobe.kernels import bench
 
-    row = bench.bench_attention(model="qwen2-0.5b", batch=256, context=2048, page_size=16, dtype="bf16",
-                                knobs={"num_splits": None}, reference=True)
+    read_bw = read_bytes / time_s
+    fraction = read_bw / read_ceiling
+    figures = {"attention_read_tbps": round(read_bw / 1e12, 4), "read_ceiling_tbps": round(read_ceiling / 1e12, 4),
+               "fraction_of_read_ceiling": round(fraction, 4),
+               "copy_tbps": None if copy_bw is None else round(copy_bw / 1e12, 4),
+               "read_over_copy": None if copy_bw is None else round(read_bw / copy_bw, 4),
+               "ratio_vs_sdpa_dense": ratio_vs_sdpa}
+    problems = []
+    if fraction > MAX_READ_FRACTION:
+        problems.append(f"attention reads {read_bw / 1e12:.3f} TB/s, above the read ceiling "
+                        f"{read_ceiling / 1e12:.3f} TB/s ({fraction:.0%}): bytes counted that the kernel does "
+                        "not read from DRAM, or a wrong ceiling")
+    elif fraction < TARGET_READ_FRACTION:
+        problems.append(f"attention reads at {fraction:.0%} of the read ceiling < {TARGET_READ_FRACTION:.0%}")
+    if ratio_vs_sdpa is not None and ratio_vs_sdpa > bench.TARGET_LARGE_BATCH_SDPA_RATIO:
+        problems.append(f"{ratio_vs_sdpa:.2f}x dense SDPA > {bench.TARGET_LARGE_BATCH_SDPA_RATIO}x")
+    return figures, problems
+
+
+@check("paged_attention_bandwidth", owner="kernels", gpu=True, budget_s=60, estimate_s=15)
+def paged_attention_bandwidth(ctx: CheckContext) -> dict:
+    """B=256, C=2048, Qwen2-0.5B heads (14/2/64), page 16, bf16: KV reads >= 85% of the DRAM read ceiling
+    (CUDA events), copy figure beside, <= 1.05x dense SDPA."""
+    _require_gpu()
+    from gpuprobe.kernels import bench
+    from gpuprobe.tools.selftest.read_ceiling import read_ceiling
+    from gpuprobe.tools.selftest.targets import missed, read_ceiling_target, spec_here, targets_figure
+
+    batch, context, shape = 256, 2048, bench.HeadShape.of_model("qwen2-0.5b")
+    row = bench.bench_attention(model="qwen2-0.5b", batch=batch, context=context, page_size=16, dtype="bf16",
+                                knobs={"num_splits": None}, reference=False)
     _save(ctx, [row])
-    figures = {k: row.get(k) for k in ("time_us", "pct_copy_bw", "copy_bw_gbps", "sdpa_dense_us",
-                                       "ratio_vs_sdpa_dense", "ratio_vs_reference", "num_splits", "rel_err")}
-    misses = evaluate_large_batch(row)
-    if misses:
-        raise CheckFailed("; ".join(misses), figures)
+    ceiling, source = read_ceiling()
+    out_bytes = batch * shape.num_q_heads * shape.head_dim * 2  # the one write: the output
+    figures, problems = judge_attention_bandwidth(row["bytes"] - out_bytes, row["time_us"] * 1e-6, ceiling,
+                                                  row["copy_bw_gbps"] * 1e9, row.get("ratio_vs_sdpa_dense"))
+    targets = [read_ceiling_target(ceiling, spec_here())]
+    figures.update(time_us=row["time_us"], pct_copy_bw=row["pct_copy_bw"], num_splits=row["num_splits"],
+                   rel_err=row.get("rel_err"), read_ceiling_source=source, copy_source=row.get("copy_bw_source"),
+                   targets=targets_figure(targets))
+    problems += missed(targets)
+    if problems:
+        raise CheckFailed("; ".join(problems), figures)
     return figures
 
 
-@check("splitk_bandwidth", owner="kernels", gpu=True, budget_s=45)
+@check("splitk_bandwidth", owner="kernels", gpu=True, budget_s=45, estimate_s=15)
 def splitk_bandwidth(ctx: CheckContext) -> dict:
     """B=8, C=32768, Qwen2-0.5B heads, page 16, bf16: split-K >= 70% of copy bandwidth, beside v1."""
     _require_gpu()
@@ -187,7 +231,7 @@ def splitk_bandwidth(ctx: CheckContext) -> dict:
     return figures
 
 
-@check("decode_gemm", owner="kernels", gpu=True, budget_s=45)
+@check("decode_gemm", owner="kernels", gpu=True, budget_s=60, estimate_s=20)
 def decode_gemm_check(ctx: CheckContext) -> dict:
     """Decode GEMM on Qwen2-0.5B projections, M = 1, 16, 64, bf16: correct and within 1.2x of cuBLAS."""
     _require_gpu()

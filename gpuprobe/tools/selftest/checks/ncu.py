@@ -1,11 +1,16 @@
 """Nsight Compute checks of ``gpuprobe selftest --gpu``: counters readable, counter FLOPs exact on a
-GEMM, the CSV and .ncu-rep readers agree on one report, and a torch program profiles end to end."""
+GEMM, the CSV and .ncu-rep readers agree on one report, and a torch program profiles end to end.
+
+Counter permission is probed once per run (:mod:`gpuprobe.tools.selftest.counters`); where the node
+refuses counters (``ERR_NVGPUCTRPERM``, ``LibraryNotLoaded``) or has no ncu, every check here is
+skipped with that reason."""
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
 
+from gpuprobe.tools.selftest.counters import FAILING, counter_probe
 from gpuprobe.tools.selftest.registry import CheckContext, CheckFailed, Skip, check, require_cuda
 
 #: Plain bf16 GEMMs, tile-aligned (multiples of 128), each inside its own NVTX range ``gemm_MxNxK``.
@@ -64,13 +69,17 @@ print("done")
 '''
 
 
-def _need_gpu_and_ncu():
+def _need_gpu_and_ncu(ctx: CheckContext):
+    """The ncu install, once CUDA is here and this run's counter probe said counters are readable."""
     from gpuprobe.ncu.runner import find_ncu
 
     require_cuda()
     inst = find_ncu()
     if inst is None:
         raise Skip("ncu is not installed")
+    probe = counter_probe(ctx, timeout_s=max(10.0, min(60.0, ctx.budget_s / 3)))
+    if not probe.usable:
+        raise Skip(probe.skip_reason())
     return inst
 
 
@@ -80,29 +89,28 @@ def _write(ctx: CheckContext, name: str, text: str) -> Path:
     return p
 
 
-@check("ncu_counter_permission", owner="ncu", gpu=True, budget_s=45)
+@check("ncu_counter_permission", owner="ncu", gpu=True, budget_s=60, estimate_s=5)
 def ncu_counter_permission(ctx: CheckContext) -> dict:
-    """ncu is found and this user can read the GPU performance counters."""
-    from gpuprobe.ncu.runner import check_counter_permission, find_ncu
-
-    inst = find_ncu()
-    status, msg = check_counter_permission(inst, timeout_s=max(10.0, ctx.budget_s - 5))
-    ctx.log(f"{status}: {msg}")
-    figures = {"status": status, "ncu": str(inst.path) if inst else None, "ncu_version": inst.version if inst else None}
-    if status == "missing":
-        raise Skip(msg)
-    if status != "ok":
-        raise CheckFailed(msg, figures)
+    """ncu is found and this user can read the GPU performance counters (the doctor's probe of this run)."""
+    require_cuda()
+    probe = counter_probe(ctx, timeout_s=max(10.0, ctx.budget_s - 5))
+    ctx.log(f"{probe.status} ({probe.source}): {probe.message}")
+    figures = {"status": probe.status, "source": probe.source, "probe_s": probe.seconds}
+    if probe.status == FAILING:
+        raise CheckFailed(probe.message.strip().splitlines()[0] if probe.message.strip() else "probe failed",
+                          figures)
+    if not probe.usable:
+        raise Skip(probe.skip_reason())
     return figures
 
 
-@check("gemm_counter_flops", owner="ncu", gpu=True, budget_s=60)
+@check("gemm_counter_flops", owner="ncu", gpu=True, budget_s=60, estimate_s=25)
 def gemm_counter_flops(ctx: CheckContext) -> dict:
     """Counter FLOPs (sm__ops_path_tensor_src_*) of plain bf16 GEMMs equal 2MNK within 2% (tile-aligned shapes)."""
     from gpuprobe.ncu import load_report
     from gpuprobe.ncu.runner import profile
 
-    inst = _need_gpu_and_ncu()
+    inst = _need_gpu_and_ncu(ctx)
     script = _write(ctx, "gemm_target.py", GEMM_PROGRAM.format(shapes=GEMM_SHAPES))
     include = [f"gemm_{m}x{n}x{k}/" for m, n, k in GEMM_SHAPES]
     res = profile([sys.executable, str(script)], ctx.out_dir / "gemm.ncu-rep", nvtx_include=include,
@@ -125,7 +133,7 @@ def gemm_counter_flops(ctx: CheckContext) -> dict:
     return figures
 
 
-@check("csv_vs_rep_pair", owner="ncu", gpu=True, budget_s=60)
+@check("csv_vs_rep_pair", owner="ncu", gpu=True, budget_s=75, estimate_s=30)
 def csv_vs_rep_pair(ctx: CheckContext) -> dict:
     """One report read as .ncu-rep and as `ncu --import --csv` (base and display units) gives the same table."""
     from gpuprobe.ncu.compare import compare_tables
@@ -135,7 +143,7 @@ def csv_vs_rep_pair(ctx: CheckContext) -> dict:
     from gpuprobe.errors import GpuprobeError
     from gpuprobe.ncu.ncu_report_loader import origin
 
-    inst = _need_gpu_and_ncu()
+    inst = _need_gpu_and_ncu(ctx)
     module = origin()  # the PyPI package, or extras/python/ncu_report.py of the Nsight Compute install
     ctx.log(f"ncu_report: {module or 'none loads'}")
     if module is None:
@@ -176,13 +184,13 @@ def csv_vs_rep_pair(ctx: CheckContext) -> dict:
     return figures
 
 
-@check("profile_torch_program", owner="ncu", gpu=True, budget_s=75)
+@check("profile_torch_program", owner="ncu", gpu=True, budget_s=90, estimate_s=35)
 def profile_torch_program(ctx: CheckContext) -> dict:
     """`gpuprobe profile` on a 2-layer Qwen2-0.5B-shaped torch decode step: ops attributed, qkv FLOPs = 2MNK,
     attention DRAM reads within 3% of the KV bytes."""
     from gpuprobe.ncu.counter_roofline import kernel_table, op_table
 
-    _need_gpu_and_ncu()
+    _need_gpu_and_ncu(ctx)
     script = _write(ctx, "decode_target.py", DECODE_PROGRAM)
     b, c = 64, 1024
     try:
