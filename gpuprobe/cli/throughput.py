@@ -64,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
         raise NotAvailable("throughput needs a CUDA GPU and none is visible; `gpuprobe roofline` works "
                            "analytically without one (and --device cpu runs tiny models on the CPU, eager).")
     spec = load_model_spec(args.model)  # an unknown model is a one-line error here, not one per batch
-    context = check_context(args.context, spec, args.beyond_max_context)
     batches = parse_int_list(args.batch, "batch")
+    context = check_context(args.context, spec, args.beyond_max_context)
     dtype = normalize_dtype(args.dtype)
     attention = args.attention or default_attention(torch.device(args.device))
     out = output_dir(args.resume or args.out, "throughput")
