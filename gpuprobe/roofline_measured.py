@@ -260,7 +260,8 @@ def _timing_points(res: dict[str, Any], batch: int, analytic: dict[str, Any], ce
             dram_pct_of_measured=pct_measured, tensor_pct=tensor,
             limiter=classify_limiter(pct_measured, None, tensor),
             layers_profiled=None if op in STEP_OPS else num_layers, scaled=False,
-            extra={"time_source": "CUDA events, eager step", "kv_read_bytes": a.kv_read_bytes,
+            extra={"time_source": res["timing"].get("time_source", "CUDA events, eager step"),
+                   "kv_read_bytes": a.kv_read_bytes,
                    "pct_basis": "analytic minimum bytes and useful FLOPs over the measured time",
                    "context": res.get("context")}))
     return points

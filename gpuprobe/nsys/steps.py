@@ -62,7 +62,7 @@ def label_steps_by_nvtx(kernels: pd.DataFrame, nvtx: pd.DataFrame, regex: str = 
     pat = _compile(regex, "--step-regex")
     r = nvtx[[bool(pat.search(n or "")) for n in nvtx["name"]]].copy() if len(nvtx) else nvtx
     if r.empty:
-        names = sorted(set(nvtx["name"]))[:8] if len(nvtx) else []
+        names = [n if len(n) <= 40 else n[:39] + "…" for n in sorted(set(nvtx["name"]))[:6]] if len(nvtx) else []
         raise UserError(f"no NVTX range matches the step regex '{regex}'"
                         + (f" (ranges seen: {', '.join(names)})" if names else " (the trace has no NVTX ranges)")
                         + "; pass --step-regex, or --step-kernel NAME to cut steps at a marker kernel")
