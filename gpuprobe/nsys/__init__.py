@@ -35,7 +35,7 @@ def is_nsys_input(path: str | Path) -> bool:
     """True for an nsys report or export (by name or SQLite signature) or an ``nsys stats`` CSV."""
     p = Path(path)
     name = p.name.lower()
-    if name.endswith((".nsys-rep", ".qdrep", ".sqlite", ".sqlite.xz", ".db")):
+    if name.endswith((".nsys-rep", ".qdrep", ".sqlite", ".sqlite.xz")):
         return True
     from gpuprobe.nsys.sqlite_reader import is_sqlite
 

@@ -28,6 +28,7 @@ def rules_available() -> bool:
     return _classifier() is not None
 
 
+@lru_cache(maxsize=65536)
 def kernel_class(name: str) -> str | None:
     """The op class of a kernel name by the rule table, or None (no rule matches, or no table)."""
     classify = _classifier()
