@@ -2,8 +2,8 @@
 
 ``gpuprobe profile --nsys -- CMD`` runs::
 
-    nsys profile --trace=cuda,nvtx --cuda-graph-trace=node [--capture-range=cudaProfilerApi|nvtx ...]
-                 --force-overwrite=true -o DIR/NAME CMD
+    nsys profile --trace=cuda,nvtx --cuda-graph-trace=node --trace-fork-before-exec=true
+                 [--capture-range=cudaProfilerApi|nvtx ...] --force-overwrite=true -o DIR/NAME CMD
 
 (``--cuda-graph-trace=node``: each kernel a CUDA graph replays is traced as its own record, with its
 ``graphNodeId``, instead of one record per graph launch), then ``nsys export --type sqlite``.
@@ -92,8 +92,9 @@ def profile_command(nsys: str | Path, command: Sequence[str], out_stem: str | Pa
     """The ``nsys profile`` command line that traces CUDA and NVTX, CUDA graphs node by node."""
     if capture_range not in CAPTURE_RANGES:
         raise UserError(f"--capture-range must be one of {', '.join(CAPTURE_RANGES)}, got '{capture_range}'")
-    cmd = [str(nsys), "profile", "--trace=cuda,nvtx", "--cuda-graph-trace=node", "--force-overwrite=true",
-           "-o", str(out_stem)]
+    # --trace-fork-before-exec: serving engines start their GPU workers as child processes
+    cmd = [str(nsys), "profile", "--trace=cuda,nvtx", "--cuda-graph-trace=node", "--trace-fork-before-exec=true",
+           "--force-overwrite=true", "-o", str(out_stem)]
     if capture_range != "none":
         cmd += [f"--capture-range={capture_range}", "--capture-range-end=stop"]
         if capture_range == "nvtx":
