@@ -292,3 +292,16 @@ def test_report_needs_model_for_json(tmp_path):
     r = subprocess.run([sys.executable, "-m", "gpuprobe", "report", str(path), "--json"], capture_output=True,
                        text=True)
     assert r.returncode == 2 and "--model" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_without_a_measured_copy_bandwidth_the_limiter_is_not_guessed(tmp_path):
+    from gpuprobe.nsys.trace_roofline import trace_roofline
+    from gpuprobe.specs.gpus import get_gpu
+    from gpuprobe.specs.models import get_model
+
+    tr = load_trace(h100_trace(tmp_path / "h100.sqlite", steps=1))
+    res = trace_roofline(tr.steps(), spec=get_model("qwen2-0.5b"), gpu=get_gpu("h100-sxm"))
+    assert all(p.dram_pct_of_measured is None for p in res.points)
+    assert all(p.limiter in (None, "compute") for p in res.points)
+    assert "--measured-dram-tbps" in res.provenance["limiter_note"]
+    assert all(p.bound == "memory" for p in res.points if p.op == "attention")

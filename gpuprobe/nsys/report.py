@@ -125,6 +125,8 @@ def _roofline(trace, stats, args) -> int:
     print_roofline_table(result)
     for line in verdict_lines(result):
         print(line)
+    if result.provenance.get("limiter_note"):
+        print("note: " + result.provenance["limiter_note"])
     out = output_dir(args.out, "report")
     files = write_outputs(result, out)
     if args.plot:

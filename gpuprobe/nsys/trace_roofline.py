@@ -20,6 +20,8 @@ import pandas as pd
 from gpuprobe.errors import UserError
 from gpuprobe.nsys.steps import StepStats
 
+NO_COPY_BANDWIDTH = ("no measured copy bandwidth of the traced GPU: DRAM % of measured and the memory/latency "
+                     "limiter are left out; pass --measured-dram-tbps (`gpuprobe ceilings` measures it on that GPU)")
 TIME_SOURCE = "nsys: kernel durations (CUPTI), summed per op and step, median over steps"
 
 
@@ -83,6 +85,13 @@ def trace_roofline(stats: StepStats, *, spec, gpu, dtype: str = "bf16", batch: i
     result = assemble_result(records, spec=spec, gpu=gpu, dtype=dtype, copy_bw=copy_bw, copy_source=copy_source,
                              extra_roofs=extra_roofs, sweep={"mode": "nsys", "source": source},
                              trace=source, time_source=TIME_SOURCE)
+    if not any(r.name == "dram" and r.source == "measured" for r in result.roofs):
+        # no measured copy bandwidth of the traced GPU: DRAM % is unknown, so a point under the compute
+        # threshold is not known to be latency-bound either
+        for p in result.points:
+            if p.dram_pct_of_measured is None and p.limiter == "latency":
+                p.limiter = None
+        result.provenance["limiter_note"] = NO_COPY_BANDWIDTH
     unattributed = {op: t for op, t in stats.op_median_s.items() if op not in KNOWN_RANGES}
     result.extra["nsys"] = {"source": source, "summary": stats.summary,
                             "unattributed_s": dict(sorted(unattributed.items(), key=lambda kv: -kv[1])),
