@@ -305,3 +305,29 @@ def test_without_a_measured_copy_bandwidth_the_limiter_is_not_guessed(tmp_path):
     assert all(p.limiter in (None, "compute") for p in res.points)
     assert "--measured-dram-tbps" in res.provenance["limiter_note"]
     assert all(p.bound == "memory" for p in res.points if p.op == "attention")
+
+
+def engine_trace(path: Path, batch: int, context: int, graph_steps: int = 4) -> Path:
+    """What gpuprobe.nsys.engine_target leaves in a trace: unannotated warm-up steps, eager steps with op
+    ranges (decode > layer{i} > op), then graph replays inside 'graph_decode b=B c=C' ranges, whose
+    kernels carry graph node ids and the graph launch's correlation id (built from the schema)."""
+    tb = TraceBuilder()
+    t = 0
+    for _ in range(2):  # warm-up: no ranges
+        for _, k, dur in LAYER:
+            tb.launch(k, t, t + 20 * US, dur * US)
+            t += 30 * US
+    for _ in range(2):
+        eager_step(tb, t)
+        t += 2000 * US
+    for _ in range(graph_steps):
+        gpu = t + 10 * US
+        kernels = []
+        for _layer in range(2):
+            for _, k, dur in LAYER:
+                kernels.append((k, gpu, dur * US))
+                gpu += dur * US
+        tb.range(f"graph_decode b={batch} c={context}", t, t + 5 * US)
+        tb.graph_launch(t + 1 * US, kernels)
+        t = gpu + 50 * US
+    return tb.write(path)
