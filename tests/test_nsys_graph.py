@@ -182,6 +182,8 @@ def test_steps_from_a_marker_kernel_with_idle_time(tmp_path):
     assert list(st.steps["kernel_time_s"]) == pytest.approx([33e-6] * 3)
     assert list(st.steps["idle_s"]) == pytest.approx([7e-6] * 3)
     assert list(st.steps["span_s"]) == pytest.approx([40e-6] * 3)
+    # the marker is searched in the full name too (torch's argmax is a reduce_kernel<..ArgMaxOps..>)
+    assert df.steps(step_kernel=r"argmax_kernel<128>").summary["n_steps"] == 3
 
 
 def test_steps_from_nvtx_ranges_and_shapes_in_names(tmp_path):

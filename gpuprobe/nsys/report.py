@@ -29,7 +29,11 @@ def add_trace_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _fmt_us(x: float | None) -> str:
-    return "-" if x is None or x != x else f"{x * 1e6:.4g}"
+    """Seconds as microseconds: ``12.3``, ``28,350``; ``-`` when missing."""
+    if x is None or x != x:
+        return "-"
+    us = x * 1e6
+    return f"{us:,.0f}" if us >= 1000 else f"{us:.3g}"
 
 
 def _steps_or_none(trace, args) -> Any:

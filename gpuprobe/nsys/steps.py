@@ -87,10 +87,13 @@ def label_steps_by_nvtx(kernels: pd.DataFrame, nvtx: pd.DataFrame, regex: str = 
 
 
 def label_steps_by_marker(kernels: pd.DataFrame, marker: str) -> pd.DataFrame:
-    """``kernels`` with ``step``: step i ends with the i-th kernel whose short name matches ``marker``."""
+    """``kernels`` with ``step``: step i ends with the i-th kernel whose short or full name matches ``marker``
+    (``re.search``, case-sensitive: ``ArgMax`` finds torch's ``reduce_kernel<..., ArgMaxOps<float>, ...>``)."""
     pat = _compile(marker, "--step-kernel")
     out = kernels.sort_values("start_s", kind="stable").copy()
-    hits = np.array([bool(pat.search(s or "")) for s in out["kernel_short"]])
+    # the full name too: torch's argmax is a reduce_kernel whose template arguments name ArgMaxOps
+    hits = np.array([bool(pat.search(s or "") or pat.search(n or "")) for s, n in zip(out["kernel_short"],
+                                                                                      out["kernel_name"])])
     if not hits.any():
         raise UserError(f"no kernel matches the step kernel '{marker}'; pick one that runs once per step "
                         "(e.g. the sampling kernel: argmax, or a top-k/softmax of the logits)")
