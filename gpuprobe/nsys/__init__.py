@@ -14,7 +14,9 @@ Modules, along the data flow: :mod:`~gpuprobe.nsys.sqlite_reader` (the export's 
 launch time, op and layer, CUDA graph alignment), :mod:`~gpuprobe.nsys.kernel_classes` (the kernel rule
 table adapter), :mod:`~gpuprobe.nsys.table` (the per-kernel frame), :mod:`~gpuprobe.nsys.steps`
 (decode steps), :mod:`~gpuprobe.nsys.trace_roofline` (per-op roofline records), :mod:`~gpuprobe.nsys.runner`
-(nsys itself).
+(nsys itself); for the command line :mod:`~gpuprobe.nsys.report` (``report`` on a trace),
+:mod:`~gpuprobe.nsys.profile` (``profile --nsys``), :mod:`~gpuprobe.nsys.engine_roofline` and
+:mod:`~gpuprobe.nsys.engine_target` (``roofline --mode nsys``). docs/nsys.md tells the whole story.
 """
 from __future__ import annotations
 

@@ -49,6 +49,11 @@ def process_of(global_tid: int) -> int:
     return int(global_tid) >> PID_SHIFT
 
 
+def _present(v) -> bool:
+    """Not None and not NaN (SQL NULLs come back as either, depending on the column's other values)."""
+    return v is not None and v == v
+
+
 def _text(raw: bytes) -> str:
     return raw.decode("utf-8", errors="replace")
 
@@ -111,7 +116,7 @@ def strings(conn: sqlite3.Connection) -> dict[int, str]:
 def _resolve(ids: pd.Series, names: dict[int, str]) -> list[str | None]:
     out: list[str | None] = []
     for v in ids:
-        if v is None or (isinstance(v, float) and v != v):
+        if not _present(v):
             out.append(None)
         elif isinstance(v, str):
             out.append(v)
@@ -141,7 +146,7 @@ def read_kernels(conn: sqlite3.Connection, source: str | Path) -> pd.DataFrame:
     df["short_name"] = _resolve(df.pop("short_id"), names)
     df["mangled_name"] = _resolve(df.pop("mangled_id"), names)
     df["kernel_name"] = [d or s or m or "" for d, s, m in zip(df["kernel_name"], df["short_name"], df["mangled_name"])]
-    df["process"] = [process_of(g) if g is not None and g == g else None for g in df.pop("global_pid")]
+    df["process"] = [process_of(g) if _present(g) else None for g in df.pop("global_pid")]
     return df.sort_values(["start", "end"], kind="stable").reset_index(drop=True)
 
 
@@ -178,18 +183,22 @@ def read_nvtx(conn: sqlite3.Connection) -> pd.DataFrame:
                                     "int64Value": "i64", "uint64Value": "u64", "int32Value": "i32",
                                     "uint32Value": "u32", "doubleValue": "f64", "floatValue": "f32"})
     names = strings(conn)
-    df["process"] = [process_of(g) if g is not None and g == g else -1 for g in df["global_tid"]]
+    df["process"] = [process_of(g) if _present(g) else -1 for g in df["global_tid"]]
+    def text_of(text, text_id) -> str | None:  # rows hold the text itself or its StringIds id
+        if isinstance(text, str):
+            return text
+        return names.get(int(text_id)) if _present(text_id) else None
+
     domains: dict[tuple[int, int], str] = {}
     for row in df[df["event_type"] == NVTX_DOMAIN_CREATE].itertuples():
-        text = row.text if isinstance(row.text, str) else names.get(int(row.text_id)) if row.text_id == row.text_id and row.text_id is not None else None
-        if text and row.domain_id == row.domain_id and row.domain_id is not None:
-            domains[(row.process, int(row.domain_id))] = text
+        name = text_of(row.text, row.text_id)
+        if name and _present(row.domain_id):
+            domains[(row.process, int(row.domain_id))] = name
     rng = df[df["event_type"].isin([NVTX_PUSH_POP, NVTX_START_END])].copy()
-    rng["name"] = [t if isinstance(t, str) else (names.get(int(i)) if i is not None and i == i else None)
-                   for t, i in zip(rng["text"], rng["text_id"])]
+    rng["name"] = [text_of(t, i) for t, i in zip(rng["text"], rng["text_id"])]
     rng["name"] = rng["name"].fillna("")
     rng["kind"] = ["push_pop" if t == NVTX_PUSH_POP else "start_end" for t in rng["event_type"]]
-    rng["domain"] = [domains.get((p, int(d))) if d is not None and d == d and int(d) != 0 else None
+    rng["domain"] = [domains.get((p, int(d))) if _present(d) and int(d) != 0 else None
                      for p, d in zip(rng["process"], rng["domain_id"])]
     payload = None
     for c in ("i64", "u64", "i32", "u32", "f64", "f32"):

@@ -53,7 +53,10 @@ def kernel_frame(raw: pd.DataFrame, extra: pd.DataFrame | None = None) -> pd.Dat
     """Raw kernel rows (ns timestamps, ``kernel_name``, ``short_name``...) -> the per-kernel table; ``extra``
     (same index: ``nvtx_stack``, ``nvtx_ranges``, ``thread_id``, ``launch_s``...) is merged in."""
     n = len(raw)
-    get = lambda c: raw[c] if c in raw.columns else pd.Series([None] * n, index=raw.index, dtype=object)  # noqa: E731
+
+    def get(col: str) -> pd.Series:
+        return raw[col] if col in raw.columns else pd.Series([None] * n, index=raw.index, dtype=object)
+
     start, end = pd.to_numeric(get("start"), errors="coerce"), pd.to_numeric(get("end"), errors="coerce")
     names = [str(v) if v is not None else "" for v in get("kernel_name")]
     df = pd.DataFrame({
