@@ -333,3 +333,42 @@ def engine_trace(path: Path, batch: int, context: int, graph_steps: int = 4) -> 
         tb.graph_launch(t + 1 * US, kernels)
         t = gpu + 50 * US
     return tb.write(path)
+
+
+def test_rule_table_classes_become_points_without_nvtx(tmp_path):
+    """A trace without op ranges (a serving engine's CUDA graphs): kernels named by class (here by a
+    stand-in rule; the project's rule table does the same) give points for gemm (the five GEMMs' analytic
+    figures summed) and attention; an elementwise class is time without a point."""
+    from gpuprobe.analytic import decode_costs
+    from gpuprobe.ncu.attribution import Attribution
+    from gpuprobe.nsys.trace_roofline import trace_roofline
+    from gpuprobe.specs.gpus import get_gpu
+    from gpuprobe.specs.models import get_model
+
+    classes = {"nvjet": "gemm", "flash": "attention", "rms": "norm", "rotary": "rope", "silu": "elementwise"}
+
+    def by_class(stack, short):
+        return Attribution(next((c for k, c in classes.items() if short.startswith(k)), f"other:{short}"), None)
+
+    tb = TraceBuilder()
+    t = 0
+    for _ in range(3):
+        gpu = t + 10 * US
+        kernels = []
+        for _, k, dur in LAYER * 24:
+            kernels.append((k, gpu, dur * US))
+            gpu += dur * US
+        tb.range("decode b=16 c=2048", t, t + 5 * US)
+        tb.graph_launch(t + 1 * US, kernels)
+        t = gpu + 50 * US
+    tr = load_trace(tb.write(tmp_path / "g.sqlite"), rule=by_class)
+    spec = get_model("qwen2-0.5b")
+    res = trace_roofline(tr.steps(), spec=spec, gpu=get_gpu("h100-sxm"), copy_bw=3.01e12)
+    by = {p.op: p for p in res.points}
+    assert set(by) == {"gemm", "attention", "norm", "rope"}
+    costs = {c.op: c for c in decode_costs(spec, 16, 2048, "bf16")}
+    gemm_bytes = sum(costs[o].dram_bytes for o in ("qkv_proj", "o_proj", "gate_up_proj", "down_proj", "lm_head"))
+    assert by["gemm"].dram_bytes == pytest.approx(gemm_bytes)
+    assert by["gemm"].time_s == pytest.approx(24 * (16 + 6 + 15 + 18) * 1e-6)
+    assert by["attention"].time_s == pytest.approx(24 * 19e-6)
+    assert res.extra["nsys"]["unattributed_s"] == pytest.approx({"elementwise": 24 * 3e-6})

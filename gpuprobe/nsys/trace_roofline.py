@@ -6,8 +6,10 @@ through the same assembly as timing mode (:func:`gpuprobe.roofline_measured.asse
 ``roofline.json``, its CSV, the figures and ``report.md`` come out as for any measured roofline, and
 ``advise --from`` and ``diff`` read them. Per op, ``time_s`` is the median over the group's steps of
 the op's summed kernel time in a step (all layers), the DRAM % is the cost model's minimum bytes over
-that time. Ops the analytic model does not know (``other:...``, rule-table classes such as ``gemm``)
-are not points; their time is listed in ``extra['nsys']['unattributed_s']``. The context of a group is
+that time. Rule-table classes that hold several ops are points of their summed analytic figures
+(``gemm``: the five GEMMs, ``norm``: the three norms; ``attention``, ``rope``, ``kv_write``, ``act``,
+``sample`` are op names already); what the analytic model does not know (``other:...``,
+``elementwise``, ``reduce``, ``memcpy``...) is not a point: its time is in ``extra['nsys']['unattributed_s']``. The context of a group is
 the median of its steps' contexts (a decode's context grows by one per step).
 """
 from __future__ import annotations
@@ -78,8 +80,8 @@ def trace_roofline(stats: StepStats, *, spec, gpu, dtype: str = "bf16", batch: i
                    context: int | None = None, device_name: str | None = None, source: str | None = None,
                    copy_bw: float | None = None, copy_source: str | None = None, extra_roofs=()):
     """:class:`~gpuprobe.roofline.RooflineResult` (mode ``nsys``) of a trace's steps."""
-    from gpuprobe.ops import KNOWN_RANGES
-    from gpuprobe.roofline_measured import assemble_result
+    from gpuprobe.ops import OPS
+    from gpuprobe.roofline_measured import GROUP_MEMBERS, assemble_result
 
     records = trace_records(stats, batch=batch, context=context, device_name=device_name, source=source)
     result = assemble_result(records, spec=spec, gpu=gpu, dtype=dtype, copy_bw=copy_bw, copy_source=copy_source,
@@ -92,7 +94,8 @@ def trace_roofline(stats: StepStats, *, spec, gpu, dtype: str = "bf16", batch: i
             if p.dram_pct_of_measured is None and p.limiter == "latency":
                 p.limiter = None
         result.provenance["limiter_note"] = NO_COPY_BANDWIDTH
-    unattributed = {op: t for op, t in stats.op_median_s.items() if op not in KNOWN_RANGES}
+    modelled = set(OPS) | set(GROUP_MEMBERS)
+    unattributed = {op: t for op, t in stats.op_median_s.items() if op not in modelled}
     result.extra["nsys"] = {"source": source, "summary": stats.summary,
                             "unattributed_s": dict(sorted(unattributed.items(), key=lambda kv: -kv[1])),
                             "records": [r["result"]["nsys"] for r in records]}
