@@ -76,3 +76,13 @@ def test_nsys_mode_sweep_writes_roofline_json(fake_nsys, tmp_path):
     assert att["time_s"] == pytest.approx(2 * 19e-6)
     assert [r["batch"] for r in d["throughput"]] == [8, 32] and d["throughput"][0]["mode"] == "graph"
     assert (out / "results.jsonl").is_file() and (out / "report.md").is_file()
+
+
+def test_roofline_mode_nsys_without_a_gpu_is_one_line(tmp_path):
+    import subprocess
+
+    r = subprocess.run([sys.executable, "-m", "gpuprobe", "roofline", "--mode", "nsys", "--model", "qwen2-0.5b",
+                        "--out", str(tmp_path / "o")], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin",
+                                                                                           "CUDA_VISIBLE_DEVICES": ""})
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "--mode nsys needs a CUDA GPU" in r.stderr
