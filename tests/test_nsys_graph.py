@@ -281,6 +281,7 @@ def test_report_cli_writes_roofline_json_mode_nsys(tmp_path):
     d = json.loads((out / "roofline.json").read_text())
     assert d["mode"] == "nsys" and d["schema_version"] == 1 and d["model"] == "qwen2-0.5b"
     assert d["batch"] == [64, 256] and d["context"] == 1024 and d["gpu"] == "h100-sxm"
+    assert d["provenance"]["nsys_version"] == "2025.5.1.121" and d["provenance"]["trace"] == str(path)
     att = next(p for p in d["points"] if p["op"] == "attention" and p["batch"] == 256)
     assert att["time_s"] == pytest.approx(24 * 51e-6) and att["flops_executed"] is None
     assert (out / "report.md").is_file()

@@ -237,3 +237,31 @@ def test_time_values_are_finite_and_missing_stays_missing():
     assert df.attrs["nsys_version"] is None  # 2020 export: no version table, still loads
     assert all(math.isfinite(x) for x in df["time_s"]) and df["graph_node_id"].isna().all()
     assert isinstance(df["layer"].dtype, pd.Int64Dtype)
+
+
+def test_rule_table_adapter_names_kernels(monkeypatch):
+    """The adapter to gpuprobe.kernel_rules (load_rules() and classify(name)), with a stand-in module of
+    that API: classes fill ``op`` where no NVTX range names the kernel, ``op_source`` says 'rules'."""
+    import re
+    import types
+
+    from gpuprobe.nsys import kernel_classes
+
+    fake = types.ModuleType("gpuprobe.kernel_rules")
+    table = [(re.compile(r"gemv|gemm|nvjet"), "gemm"), (re.compile(r"flash_fwd"), "attention")]
+    fake.load_rules = lambda path=None: table
+    fake.classify = lambda name: next((c for rx, c in table if rx.search(name)), None)
+    monkeypatch.setitem(sys.modules, "gpuprobe.kernel_rules", fake)
+    kernel_classes._classifier.cache_clear()
+    kernel_classes.kernel_class.cache_clear()
+    try:
+        df = load_trace(DSOCR_DECODE).kernels
+    finally:
+        kernel_classes._classifier.cache_clear()
+        kernel_classes.kernel_class.cache_clear()
+    assert set(df[df["kernel_short"] == "gemvx::kernel"]["op"]) == {"gemm"}
+    assert set(df[df["kernel_short"].str.startswith("flash_fwd_splitkv")]["op"]) == {"attention"}
+    assert set(df[df["op"] == "gemm"]["op_source"]) == {"rules"}
+    assert df[df["op"] == "attention"]["time_s"].sum() == pytest.approx((4254167 + 2467978) * 1e-9)
+    rest = df[~df["op"].isin(["gemm", "attention"])]
+    assert all(op == f"other:{s}" for op, s in zip(rest["op"], rest["kernel_short"]))

@@ -115,7 +115,8 @@ def _roofline(trace, stats, args) -> int:
     result = trace_roofline(stats, spec=spec, gpu=gpu, dtype=args.dtype, batch=args.batch, context=args.context,
                             device_name=device, source=str(args.file), copy_bw=measured,
                             copy_source="--measured-dram-tbps" if measured else None,
-                            extra_roofs=cached_roofs(gpu, args.dtype))
+                            extra_roofs=cached_roofs(gpu, args.dtype),
+                            nsys_version=trace.kernels.attrs.get("nsys_version"))
     if args.json:
         json.dump(result.to_dict(), sys.stdout, indent=2, default=_json_default)
         sys.stdout.write("\n")

@@ -78,7 +78,8 @@ def trace_records(stats: StepStats, *, batch: int | None = None, context: int | 
 
 def trace_roofline(stats: StepStats, *, spec, gpu, dtype: str = "bf16", batch: int | None = None,
                    context: int | None = None, device_name: str | None = None, source: str | None = None,
-                   copy_bw: float | None = None, copy_source: str | None = None, extra_roofs=()):
+                   copy_bw: float | None = None, copy_source: str | None = None, extra_roofs=(),
+                   nsys_version: str | None = None):
     """:class:`~gpuprobe.roofline.RooflineResult` (mode ``nsys``) of a trace's steps."""
     from gpuprobe.ops import OPS
     from gpuprobe.roofline_measured import GROUP_MEMBERS, assemble_result
@@ -86,7 +87,7 @@ def trace_roofline(stats: StepStats, *, spec, gpu, dtype: str = "bf16", batch: i
     records = trace_records(stats, batch=batch, context=context, device_name=device_name, source=source)
     result = assemble_result(records, spec=spec, gpu=gpu, dtype=dtype, copy_bw=copy_bw, copy_source=copy_source,
                              extra_roofs=extra_roofs, sweep={"mode": "nsys", "source": source},
-                             trace=source, time_source=TIME_SOURCE)
+                             trace=source, time_source=TIME_SOURCE, nsys_version=nsys_version)
     if not any(r.name == "dram" and r.source == "measured" for r in result.roofs):
         # no measured copy bandwidth of the traced GPU: DRAM % is unknown, so a point under the compute
         # threshold is not known to be latency-bound either
