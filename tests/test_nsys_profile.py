@@ -66,6 +66,9 @@ def test_profile_nsys_runs_exports_and_reports(fake_nsys, tmp_path):
     assert "--cuda-graph-trace=node" in calls[0] and calls[0][-2:] == ["python", "decode.py"]
     assert calls[1][calls[1].index("--type") + 1] == "sqlite" and calls[1][-1] == str(out / "run.nsys-rep")
     assert (out / "run.sqlite").is_file()
+    meta = json.loads((out / "run.gpuprobe.json").read_text())
+    assert meta["tool"] == "nsys" and meta["command"][0].endswith("nsys")
+    assert meta["command"][1:] == calls[0]
     assert "50 kernels on Tesla T4" in " ".join(r.stdout.split())
 
 

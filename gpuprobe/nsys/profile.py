@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from gpuprobe.errors import UserError
 
@@ -24,7 +25,8 @@ def add_nsys_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_nsys_profile(args: argparse.Namespace, cmd: list[str]) -> int:
-    """Trace ``cmd`` into ``DIR/NAME.nsys-rep`` and ``DIR/NAME.sqlite``, then print the report of the trace."""
+    """Trace ``cmd`` into ``DIR/NAME.nsys-rep`` and ``DIR/NAME.sqlite`` (``DIR/NAME.gpuprobe.json``: the nsys
+    command line), then print the report of the trace."""
     from gpuprobe.cli._common import output_dir
     from gpuprobe.nsys.report import run_trace_report
     from gpuprobe.nsys.runner import profile, require_nsys
@@ -35,6 +37,10 @@ def run_nsys_profile(args: argparse.Namespace, cmd: list[str]) -> int:
     out = output_dir(args.out, "profile")
     res = profile(cmd, out / args.name, capture_range=args.capture_range, nvtx_capture=args.nvtx_capture,
                   timeout_s=args.timeout, nsys=exe)
+    meta = out / f"{args.name}.gpuprobe.json"  # how the trace was made, beside it (as for ncu reports)
+    meta.write_text(json.dumps({"tool": "nsys", "command": res.command, "seconds": round(res.seconds, 3),
+                                "capture_range": args.capture_range, "nvtx_capture": args.nvtx_capture,
+                                "report": str(res.report), "sqlite": str(res.sqlite)}, indent=2) + "\n")
     print(f"traced in {res.seconds:.1f} s: {res.report}, {res.sqlite}")
     ns = argparse.Namespace(file=str(res.sqlite), by="op", json=False, plot=None,
                             out=str(out / "report") if args.model else None, gpu=None, dtype="bf16",
