@@ -39,17 +39,17 @@ class TraceBuilder:
     def range(self, name: str, start: int, end: int, tid: int = GTID, event_type: int = 59) -> None:
         self.nvtx.append((start, end, event_type, name, tid))
 
-    def _call(self, name: str, t: int) -> int:
+    def _call(self, name: str, t: int, tid: int = GTID) -> int:
         self.corr += 1
-        self.runtime.append((t, t + 2 * US, GTID, self.corr, self.sid(name)))
+        self.runtime.append((t, t + 2 * US, tid, self.corr, self.sid(name)))
         return self.corr
 
     def _kernel(self, name: str, gpu_start: int, dur: int, corr: int, node=None, graph=None) -> None:
         self.kernels.append((gpu_start, gpu_start + dur, corr, self.sid(f"void {name}<128>(Params)"),
                              self.sid(name), node, graph))
 
-    def launch(self, name: str, t: int, gpu_start: int, dur: int) -> None:
-        self._kernel(name, gpu_start, dur, self._call("cudaLaunchKernel_v7000", t))
+    def launch(self, name: str, t: int, gpu_start: int, dur: int, tid: int = GTID) -> None:
+        self._kernel(name, gpu_start, dur, self._call("cudaLaunchKernel_v7000", t, tid))
 
     def graph_launch(self, t: int, kernels: list[tuple[str, int, int]], graph_id: int = 1) -> None:
         corr = self._call("cudaGraphLaunch_v10000", t)
@@ -128,6 +128,24 @@ def test_graph_kernels_take_the_ranges_around_the_graph_launch(tmp_path):
     eager = df[df["graph_node_id"].isna()]
     assert list(eager["nvtx_stack"]) == [("prepare_inputs",)]
     assert set(g["op"]) == {"other:" + k for _, k, _ in LAYER} or set(g["op_source"]) == {"rules"}
+
+
+def test_push_pop_ranges_are_per_thread_start_end_ranges_per_process(tmp_path):
+    other = GTID + 1  # another thread of the same process
+    tb = TraceBuilder()
+    tb.range("layer0", 0, 100 * US)                      # push/pop on the main thread
+    tb.range("qkv_proj", 10 * US, 20 * US)
+    tb.range("loader_work", 0, 100 * US, tid=other)      # push/pop on the other thread
+    tb.range("step", 5 * US, 60 * US, event_type=60)     # start/end, process-wide
+    tb.launch("k_main", 12 * US, 200 * US, 5 * US)
+    tb.launch("k_other", 30 * US, 210 * US, 5 * US, tid=other)
+    tb.launch("k_late", 70 * US, 220 * US, 5 * US)       # after the start/end range closed
+    df = load_trace(tb.write(tmp_path / "t.sqlite")).kernels.set_index("kernel_short")
+    assert df.at["k_main", "nvtx_stack"] == ("layer0", "qkv_proj") and df.at["k_main", "nvtx_ranges"] == ("step",)
+    assert df.at["k_other", "nvtx_stack"] == ("loader_work",) and df.at["k_other", "nvtx_ranges"] == ("step",)
+    assert df.at["k_late", "nvtx_stack"] == ("layer0",) and df.at["k_late", "nvtx_ranges"] == ()
+    assert df.at["k_main", "op"] == "qkv_proj" and df.at["k_main", "layer"] == 0
+    assert int(df.at["k_other", "thread_id"]) == other
 
 
 def test_align_graph_kernels_with_an_eager_step(tmp_path):
