@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 NAME = "profile"
-HELP = "run a command under Nsight Compute (ncu): .ncu-rep + parsed per-kernel CSV + per-op table"
+HELP = "run a command under Nsight Compute (ncu) or Nsight Systems (--nsys): report + per-op table"
 DESCRIPTION = """\
 Wrap ncu around any command (put it after `--`). Collects a named metric set, optionally only the
 kernels inside NVTX ranges, writes DIR/NAME.ncu-rep, DIR/NAME.csv (the parsed per-kernel table in
@@ -22,6 +22,12 @@ examples:
   gpuprobe profile -- python decode.py
   gpuprobe profile --nvtx-include decode/layer0/ --out prof -- python decode.py --batch 64
   gpuprobe profile --set memory --kernel-name 'paged_attention' --launch-count 4 -- python bench.py
+
+--nsys traces instead (nsys profile --trace=cuda,nvtx --cuda-graph-trace=node; docs/nsys.md): kernel
+times of every step, CUDA graphs included, no counter permission needed; writes DIR/NAME.nsys-rep and
+DIR/NAME.sqlite and prints the per-op time per decode step:
+  gpuprobe profile --nsys -- python decode.py
+  gpuprobe profile --nsys --capture-range nvtx --nvtx-capture decode --model qwen2-0.5b -- python serve.py
 """
 ORDER = 41
 
@@ -49,6 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default="profile", help="file name stem (default %(default)s)")
     p.add_argument("--timeout", type=positive_float("--timeout"), metavar="S", help="stop the run after S seconds")
     p.add_argument("--ncu", metavar="PATH", help="the ncu executable (default: found on PATH, CUDA_HOME...)")
+    from gpuprobe.nsys.profile import add_nsys_arguments
+
+    add_nsys_arguments(p)
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- the command to profile")
 
 
@@ -63,6 +72,10 @@ def run(args: argparse.Namespace) -> int:
         cmd = cmd[1:]
     if not cmd:
         raise UserError("no command to profile; put it after `--`, e.g. gpuprobe profile -- python script.py")
+    if args.nsys:
+        from gpuprobe.nsys.profile import run_nsys_profile
+
+        return run_nsys_profile(args, cmd)
     out = output_dir(args.out, "profile")
     res = profile(cmd, out / f"{args.name}.ncu-rep", metric_set=args.metric_set,
                   nvtx_include=args.nvtx_include, nvtx_exclude=args.nvtx_exclude, kernel_name=args.kernel_name,

@@ -7,7 +7,7 @@ import math
 import sys
 
 NAME = "report"
-HELP = "read an Nsight Compute report (.ncu-rep or CSV): per-op table, roofline.json, plot"
+HELP = "read an Nsight Compute report or an Nsight Systems trace: per-op table, roofline.json, plot"
 DESCRIPTION = """\
 Read a report made by `gpuprobe profile` or by anyone's ncu run (.ncu-rep, .ncu-rep.xz, or a CSV
 page from `ncu --import R.ncu-rep --csv --page raw [--print-units base]`), attribute each kernel to
@@ -19,6 +19,12 @@ examples:
   gpuprobe report decode.csv --by kernel
   gpuprobe report decode.ncu-rep --json > roofline.json
   gpuprobe report decode.ncu-rep --plot roofline.png --gpu h100-sxm
+
+Nsight Systems traces (.sqlite, .sqlite.xz, .nsys-rep, nsys stats CSVs; docs/nsys.md): per-op time of
+each decode step, CUDA graphs included; with --model, the trace's roofline (mode nsys):
+  gpuprobe report decode.sqlite
+  gpuprobe report decode.sqlite --model qwen2-0.5b --batch 64 --context 1024 --out rep
+  gpuprobe report graphs.sqlite --align-eager eager.sqlite --step-kernel argmax
 """
 ORDER = 40
 
@@ -26,7 +32,8 @@ ORDER = 40
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from gpuprobe.cli._common import positive_float
 
-    p.add_argument("file", metavar="FILE", help=".ncu-rep, .ncu-rep.xz, or an ncu CSV page (raw or details)")
+    p.add_argument("file", metavar="FILE", help=".ncu-rep, .ncu-rep.xz, an ncu CSV page (raw or details), "
+                   "or an nsys .sqlite/.nsys-rep/stats CSV")
     p.add_argument("--by", choices=("op", "kernel"), default="op", help="one row per op (default) or per kernel")
     p.add_argument("--json", action="store_true", help="print roofline.json (mode 'ncu') to stdout instead of a table")
     p.add_argument("--plot", metavar="PNG", help="write the roofline figure here")
@@ -35,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="bf16", help="dtype whose tensor roof `bound` uses (default %(default)s)")
     p.add_argument("--measured-dram-tbps", type=positive_float("--measured-dram-tbps"), metavar="TB/s",
                    help="measured copy bandwidth in TB/s: adds the measured DRAM roof and dram_pct_of_measured")
+    from gpuprobe.nsys.report import add_trace_arguments
+
+    add_trace_arguments(p)
 
 
 def _fmt(x, scale: float = 1.0, digits: int = 3, unit: str = "") -> str:
@@ -49,7 +59,12 @@ def run(args: argparse.Namespace) -> int:
 
     from gpuprobe.ncu import load_report
     from gpuprobe.ncu.counter_roofline import report_to_roofline
+    from gpuprobe.nsys import is_nsys_input
 
+    if is_nsys_input(args.file):
+        from gpuprobe.nsys.report import run_trace_report
+
+        return run_trace_report(args)
     df = load_report(args.file)
     measured = args.measured_dram_tbps * 1e12 if args.measured_dram_tbps else None
     result = report_to_roofline(df, gpu=args.gpu, dtype=args.dtype, measured_dram_bytes_per_s=measured,

@@ -28,8 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_context_argument(p)
     add_dtype_argument(p)
     add_attention_argument(p)
-    p.add_argument("--mode", choices=("auto", "analytic", "timing", "ncu"), default="auto",
-                   help="force a mode (default: the best this machine supports)")
+    p.add_argument("--mode", choices=("auto", "analytic", "timing", "ncu", "nsys"), default="auto",
+                   help="force a mode (default: the best this machine supports; nsys: graph-replayed steps "
+                        "timed by Nsight Systems, docs/nsys.md)")
     p.add_argument("--layers", default="one", help="measured modes: 'one' representative layer (default) or 'all'")
     p.add_argument("--out", help="output folder (default: a new folder under ./gpuprobe-out/)")
     p.add_argument("--resume", metavar="DIR", help="measured modes: continue a sweep in DIR, skipping finished points")
@@ -64,7 +65,7 @@ def choose_mode(requested: str, detected) -> tuple[str, str]:
     if requested == "analytic":
         return "analytic", "forced with --mode analytic"
     if detected is None:
-        if requested in ("timing", "ncu"):
+        if requested in ("timing", "ncu", "nsys"):
             from gpuprobe.errors import NotAvailable
 
             raise NotAvailable(f"--mode {requested} needs a CUDA GPU and this machine has none; "
@@ -87,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
 
         raise UserError(f"--layers must be 'one' or 'all', got '{args.layers}'.")
     mode, why = choose_mode(args.mode, detected)
+    if mode == "nsys":
+        from gpuprobe.nsys.engine_roofline import run_nsys_roofline
+
+        return run_nsys_roofline(args, spec=spec, gpu=gpu, batches=batches, context=context, dtype=dtype)
     if mode != "analytic":
         from gpuprobe.roofline.measured import run_measured_roofline
 

@@ -54,7 +54,8 @@ def profile_meta_path(report: str | Path) -> Path:
 
 
 def load_report(path: str | Path, rule: AttributionRule | None = None) -> pd.DataFrame:
-    """Read a ``.ncu-rep`` (or ``.ncu-rep.xz``) or an ncu CSV page into the normalized per-kernel table.
+    """Read a ``.ncu-rep`` (or ``.ncu-rep.xz``) or an ncu CSV page into the normalized per-kernel table
+    (an Nsight Systems ``.sqlite``/``.nsys-rep``/stats CSV goes to :func:`gpuprobe.nsys.load_report`).
 
     One row per kernel launch: identity columns (``kernel_name``, ``kernel_short``, ``grid``,
     ``block``, ``nvtx_stack``, ``nvtx_ranges``...), every metric in base units under its ncu name,
@@ -64,6 +65,12 @@ def load_report(path: str | Path, rule: AttributionRule | None = None) -> pd.Dat
     ``peaks`` (the report's own ceilings), ``missing`` (metrics it lacks), and ``profile`` (ncu
     version, clock and cache control, NVTX filter) when ``gpuprobe profile`` made it.
     """
+    from gpuprobe.nsys import is_nsys_input
+
+    if is_nsys_input(path):  # Nsight Systems traces give the same table (docs/nsys.md)
+        from gpuprobe.nsys import load_report as load_nsys_report
+
+        return load_nsys_report(path, rule)
     from gpuprobe.ncu.attribution import attribute, default_rule
     from gpuprobe.ncu.counter_roofline import report_peaks
     from gpuprobe.ncu.counters import add_standard_columns

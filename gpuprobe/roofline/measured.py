@@ -35,6 +35,9 @@ POINT_TIMEOUT_S = {"ncu": 600.0, "timing": 300.0}
 GROUP_MEMBERS = {
     "mlp": ("gate_up_proj", "act", "down_proj"),
     "attn_block": ("qkv_proj", "rope", "kv_write", "attention", "o_proj"),
+    # op classes of the kernel rule table that hold several ops (traces without NVTX ranges, nsys mode)
+    "gemm": ("qkv_proj", "o_proj", "gate_up_proj", "down_proj", "lm_head"),
+    "norm": ("input_norm", "post_norm", "final_norm"),
 }
 #: The sweep settings a resumed sweep must share with the one it continues.
 _RESUME_KEYS = ("model", "context", "dtype", "attention", "mode", "layers")
@@ -260,7 +263,8 @@ def _timing_points(res: dict[str, Any], batch: int, analytic: dict[str, Any], ce
             dram_pct_of_measured=pct_measured, tensor_pct=tensor,
             limiter=classify_limiter(pct_measured, None, tensor),
             layers_profiled=None if op in STEP_OPS else num_layers, scaled=False,
-            extra={"time_source": "CUDA events, eager step", "kv_read_bytes": a.kv_read_bytes,
+            extra={"time_source": res["timing"].get("time_source", "CUDA events, eager step"),
+                   "kv_read_bytes": a.kv_read_bytes,
                    "pct_basis": "analytic minimum bytes and useful FLOPs over the measured time",
                    "context": res.get("context")}))
     return points

@@ -21,7 +21,7 @@ from gpuprobe import __version__
 from gpuprobe.errors import UserError
 
 SCHEMA_VERSION = 1
-MODES = ("analytic", "timing", "ncu")
+MODES = ("analytic", "timing", "ncu", "nsys")
 
 #: Thresholds of the limiter class of measured points (written into roofline.json as ``limiter_rule``).
 LIMITER_RULE: dict[str, Any] = {

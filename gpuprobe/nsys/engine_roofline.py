@@ -1,0 +1,84 @@
+"""``gpuprobe roofline --mode nsys``: the measured roofline of gpuprobe's own engine, graph-replayed,
+timed by Nsight Systems (no counters, no counter permission).
+
+One point per batch size through the sweep (:func:`gpuprobe.roofline.measured.measure_sweep`: a child
+process per point, ``results.jsonl``, ``--resume``): the worker :func:`nsys_point` traces
+:mod:`gpuprobe.nsys.engine_target` under nsys, aligns the graph-replayed kernels with the eager NVTX
+steps of the same trace, and returns the per-op median step times as a record of mode ``nsys``;
+assembly, figures and report.md are those of every measured roofline.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+WORKER = "gpuprobe.nsys.engine_roofline:nsys_point"
+
+
+def target_command(model: str, batch: int, context: int, dtype: str, attention: str | None,
+                   graph_steps: int) -> list[str]:
+    cmd = [sys.executable, "-m", "gpuprobe.nsys.engine_target", "--model", model, "--batch", str(batch),
+           "--context", str(context), "--dtype", dtype, "--graph-steps", str(graph_steps)]
+    return cmd + (["--attention", attention] if attention else [])
+
+
+def nsys_point(*, model: str, batch: int, context: int, dtype: str = "bf16", attention: str | None = None,
+               out_dir: str = ".", graph_steps: int = 10, timeout_s: float | None = 480) -> dict[str, Any]:
+    """Trace one batch size and reduce it to a roofline record (raises on failure: the sweep records it)."""
+    from gpuprobe.nsys import load_trace
+    from gpuprobe.nsys.engine_target import EAGER_STEP_REGEX, GRAPH_STEP_REGEX
+    from gpuprobe.nsys.runner import profile
+    from gpuprobe.nsys.trace_roofline import trace_records
+
+    stem = Path(out_dir) / "nsys" / f"b{batch}_c{context}"
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    run = profile(target_command(model, batch, context, dtype, attention, graph_steps), stem, timeout_s=timeout_s)
+    tr = load_trace(run.sqlite, align_eager=run.sqlite, step_regex=EAGER_STEP_REGEX)
+    stats = tr.steps(GRAPH_STEP_REGEX)
+    rec = trace_records(stats, batch=batch, context=context, device_name=tr.kernels.attrs.get("device_name"),
+                        source=str(run.sqlite))[0]["result"]
+    align = tr.kernels.attrs.get("alignment") or []
+    rec["attention"] = attention
+    rec["nsys"].update({"report": str(run.report), "command": run.command, "seconds": round(time.perf_counter() - t0, 3),
+                        "nsys_version": tr.kernels.attrs.get("nsys_version"),
+                        "aligned": sum(a["paired"] for a in align), "graph_kernels": sum(a["kernels"] for a in align)})
+    from gpuprobe.measure.point import _versions
+
+    rec["versions"] = {**_versions(), "device_name": tr.kernels.attrs.get("device_name")}
+    return rec
+
+
+def run_nsys_roofline(args, *, spec, gpu, batches: Sequence[int], context: int, dtype: str) -> int:
+    """Sweep the batch sizes in nsys mode, then assemble and write every output."""
+    from gpuprobe.cli._common import output_dir
+    from gpuprobe.roofline.measured import check_resume, measure_sweep, sweep_config, SWEEP_FILE
+    from gpuprobe.nsys.runner import require_nsys
+
+    from gpuprobe.cli._common import DEFAULT_BATCHES
+    from gpuprobe.roofline.measured import plan_batches
+
+    require_nsys()
+    explicit = str(args.batch) != ",".join(map(str, DEFAULT_BATCHES))
+    batches, note = plan_batches(batches, spec, gpu, context, dtype, explicit=explicit)
+    attention = getattr(args, "attention", None)
+    config = sweep_config(args.model, context=context, dtype=dtype, attention=attention, mode="nsys",
+                          layers="all", batches=batches)
+    if getattr(args, "resume", None):
+        out = Path(args.resume)
+        check_resume(out, config)
+    else:
+        out = output_dir(args.out, f"roofline-{spec.name}")
+    import json
+
+    (out / SWEEP_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    print(f"gpuprobe roofline: NSYS mode: kernel times of graph-replayed steps traced by Nsight Systems, "
+          f"analytic bytes and FLOPs, no counters; writing to {out}", flush=True)
+    if note:
+        print(note, flush=True)
+    points = [{"model": args.model, "batch": int(b), "context": int(context), "dtype": dtype, "attention": attention,
+               "out_dir": str(out.resolve())} for b in batches]
+    return measure_sweep(points, out, spec=spec, gpu=gpu, dtype=dtype, config=config,
+                         resume=bool(getattr(args, "resume", None)), worker=WORKER, point_timeout_s=600.0)
