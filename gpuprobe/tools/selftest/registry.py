@@ -113,6 +113,10 @@ EXPECTED: dict[str, str] = {
     "csv_vs_rep_pair": "ncu",
     "profile_torch_program": "ncu",
     "gpu_tests": "gpu_nodes",
+    "profile_nsys": "nsys",
+    "roofline_nsys": "nsys",
+    "kernels_per_layer": "engine",
+    "throughput_b1_fused": "engine",
 }
 
 #: The order a run takes. The doctor first (the environment every GPU check is gated on, and the one
@@ -132,6 +136,8 @@ RUN_ORDER: tuple[str, ...] = (
     "analytic_vs_fixture",
     "graph_vs_eager_tokens",
     "throughput_b1_b256",
+    "kernels_per_layer",
+    "throughput_b1_fused",
     "advise_measured_curve",
     "energy_per_token",
     "replicate_mps_cleanup",
@@ -150,6 +156,8 @@ EXTRA: dict[str, str] = {
     "throughput_b1_compiled": "torch.compile of the step takes 40-90 s on a cold cache; the fused engine's "
                               "batch-1 check judges the same 2x target in the main run",
     "gpu_tests": "pytest of every gpu-marked test file: one to two minutes, more than the run has left",
+    "profile_nsys": "nsys is not on the usual GPU node's PATH; run it with --check where nsys exists",
+    "roofline_nsys": "nsys is not on the usual GPU node's PATH; run it with --check where nsys exists",
 }
 
 _CHECKS: dict[str, Check] = {}
