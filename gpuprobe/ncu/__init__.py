@@ -53,7 +53,7 @@ def profile_meta_path(report: str | Path) -> Path:
     return p.with_name(name + PROFILE_META_SUFFIX)
 
 
-def load_report(path: str | Path, rule: AttributionRule | None = None) -> pd.DataFrame:
+def load_report(path: str | Path, rule: AttributionRule | None = None, rules: str | Path | None = None) -> pd.DataFrame:
     """Read a ``.ncu-rep`` (or ``.ncu-rep.xz``) or an ncu CSV page into the normalized per-kernel table.
 
     One row per kernel launch: identity columns (``kernel_name``, ``kernel_short``, ``grid``,
@@ -69,7 +69,7 @@ def load_report(path: str | Path, rule: AttributionRule | None = None) -> pd.Dat
     from gpuprobe.ncu.counters import add_standard_columns
     from gpuprobe.ncu.readers import read_report
 
-    df = attribute(add_standard_columns(read_report(path)), rule or default_rule)
+    df = attribute(add_standard_columns(read_report(path)), rule or default_rule, rules=rules)
     df.attrs["peaks"] = report_peaks(df)
     meta = profile_meta_path(path)
     if meta.is_file():
