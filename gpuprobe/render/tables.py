@@ -68,6 +68,13 @@ def fmt_num(x: Any, scale: float = 1.0) -> str:
     return f"{v:.3g}"
 
 
+def fmt_int(x: Any) -> str:
+    """A count: ``-`` when missing, else the integer with thousands separators."""
+    if is_missing(x):
+        return MISSING
+    return f"{int(round(float(x))):,}"
+
+
 def fmt_text(x: Any) -> str:
     return MISSING if is_missing(x) or x == "" else str(x)
 
