@@ -440,9 +440,9 @@ def read_ncu_rep(path: str | Path) -> pd.DataFrame:
             raise _fail(path, "not a .ncu-rep file (no 'NVR' signature); CSV pages are read by their content")
         scan = scan_blocks(data)
         del data
-        require_ncu_report(path)
+        module = require_ncu_report(path)
         try:
-            got = read_in_child(plain)
+            got = read_in_child(plain, getattr(module, "__file__", None))
         except ChildFailed as e:
             raise ReportFormatError(f"could not read '{path}': {e}; the file is damaged or from an unsupported "
                                     "version") from None
@@ -455,7 +455,7 @@ def read_ncu_rep(path: str | Path) -> pd.DataFrame:
     warnings: list[str] = []
     if not scan.complete:
         if not kernels:
-            raise _fail(path, f"looks truncated ({scan.problem}) and holds no readable kernel")
+            raise _fail(path, f"looks truncated ({scan.problem}): no kernel results could be read")
         warnings.append(f"'{path}' looks truncated: it {scan.problem}; {len(kernels)} kernel(s) read")
     elif len(kernels) < scan.results:
         warnings.append(f"'{path}': its blocks declare {scan.results} kernel results but ncu_report read "

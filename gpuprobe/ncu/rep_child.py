@@ -165,18 +165,34 @@ def _nvtx(action: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(stack), tuple(ranges)
 
 
-def extract(path: str) -> dict[str, Any]:
+def _module(module_file: str | None) -> Any:
+    """The ``ncu_report`` the caller chose (by its file), else the one :func:`find_ncu_report` finds."""
+    from gpuprobe.ncu.ncu_report_loader import _load_from, find_ncu_report
+
+    mod = find_ncu_report()
+    if not module_file:
+        return mod
+    have = getattr(mod, "__file__", None) if mod is not None else None
+    if have and os.path.realpath(have) == os.path.realpath(module_file):
+        return mod
+    if not os.path.isfile(module_file):
+        return None
+    return _load_from(Path(module_file))
+
+
+def extract(path: str, module_file: str | None = None) -> dict[str, Any]:
     """Everything gpuprobe reads from a ``.ncu-rep``, as plain Python data (run this in the child).
 
     Returns ``{"kernels": [{"name", "nvtx_stack", "nvtx_ranges", "metrics": {name: (value, unit)}}],
     "skipped_metrics": n, "skipped_kernels": n, "reader": where ncu_report came from}``, or
     ``{"error": text, "unavailable": bool}`` when the module is missing or cannot open the file.
     """
-    from gpuprobe.ncu.ncu_report_loader import find_ncu_report
-
-    mod = find_ncu_report()
+    try:
+        mod = _module(module_file)
+    except Exception as e:  # a broken install
+        return {"error": f"ncu_report ({module_file}) does not load: {e}", "unavailable": True}
     if mod is None:
-        return {"error": "the ncu_report module is missing", "unavailable": True}
+        return {"error": f"the ncu_report module ({module_file or 'ncu_report'}) is missing", "unavailable": True}
     reader = f"ncu_report ({getattr(mod, '__file__', None) or 'module'})"
     try:
         ctx = mod.load_report(path)
@@ -217,8 +233,8 @@ def extract(path: str) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    src, out = argv
-    result = extract(src)
+    src, out, module_file = (argv + [""])[:3]
+    result = extract(src, module_file or None)
     with open(out, "wb") as f:
         pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
     return 0
@@ -231,13 +247,15 @@ class ChildFailed(Exception):
     """The child died (a native abort or a signal) or ran past its time; ``str()`` says which."""
 
 
-def read_in_child(plain: Path, timeout_s: float = CHILD_TIMEOUT_S) -> dict[str, Any]:
-    """:func:`extract` of ``plain`` run in a fresh interpreter; :class:`ChildFailed` when it dies."""
+def read_in_child(plain: Path, module_file: str | None = None, timeout_s: float = CHILD_TIMEOUT_S) -> dict[str, Any]:
+    """:func:`extract` of ``plain`` run in a fresh interpreter (with the ``ncu_report`` at ``module_file``
+    when given); :class:`ChildFailed` when it dies."""
     with tempfile.TemporaryDirectory(prefix="gpuprobe-rep-") as tmp:
         out = Path(tmp) / "kernels.pickle"
         env = dict(os.environ)
         try:
-            proc = subprocess.run([sys.executable, "-m", "gpuprobe.ncu.rep_child", str(plain), str(out)],
+            proc = subprocess.run([sys.executable, "-m", "gpuprobe.ncu.rep_child", str(plain), str(out),
+                                   module_file or ""],
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                   timeout=timeout_s, env=env, start_new_session=True)
         except subprocess.TimeoutExpired:

@@ -64,7 +64,8 @@ def fmt_num(x: Any, scale: float = 1.0) -> str:
     if a >= 1:
         return f"{v:.3f}"
     if a >= 1e-3:
-        return f"{v:.4f}".rstrip("0")
+        t = f"{v:.4f}"
+        return f"{v:.3f}" if abs(float(t)) >= 1 else t.rstrip("0")
     return f"{v:.3g}"
 
 
