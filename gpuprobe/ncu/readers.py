@@ -43,12 +43,11 @@ from typing import Any, Iterable
 import pandas as pd
 
 from gpuprobe.errors import UserError
+from gpuprobe.ncu.rep_child import DEFAULT_DOMAIN, REP_MAGIC
 from gpuprobe.ncu.units import NA_TOKENS, parse_number, unit_factor
 
 ID_COLUMNS = ("id", "kernel_name", "kernel_short", "kernel_key", "grid", "block", "device", "stream", "nvtx_stack", "nvtx_ranges")
 
-DEFAULT_DOMAIN = "<default domain>"
-REP_MAGIC = b"NVR\x00"
 
 #: CSV header cells that are launch attributes, not metrics.
 _CSV_IDENTITY = {

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 REP_MAGIC = b"NVR\x00"
+DEFAULT_DOMAIN = "<default domain>"  # NVTX ranges of the default domain are named without a prefix
 CHILD_TIMEOUT_S = 600.0
 
 
@@ -147,8 +148,6 @@ def _metric(m: Any) -> tuple[Any, str] | None:
 
 
 def _nvtx(action: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    from gpuprobe.ncu.readers import DEFAULT_DOMAIN
-
     st = _call(action.nvtx_state)
     if st is None:
         return (), ()
