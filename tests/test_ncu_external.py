@@ -84,8 +84,9 @@ def _csv_times(name: str) -> tuple[list[float], bool]:
 
 @pytest.mark.parametrize("name", ALL)
 def test_report_reads_every_external_file(name, capsys, tmp_path, monkeypatch):
-    assert main(["report", str(EXT / name), "--json", "--by", "kernel"]) == 0
+    assert main(["report", str(EXT / name), "--json", "--by", "kernel", "--out", str(tmp_path / "out")]) == 0
     d = _strict(capsys.readouterr().out)
+    assert _strict((tmp_path / "out" / "roofline.json").read_text())["points"]  # the written file is strict too
     times = _rep_times(name, tmp_path) if name in REPS else _csv_times(name)[0]
     assert len(d["points"]) == len(times)  # one row per kernel
     for p, want in zip(d["points"], times):

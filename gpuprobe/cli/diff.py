@@ -59,7 +59,8 @@ def diff_columns(by: str) -> list:
     cols += [
         Column("n_a", "kernels A", "nA", "kernels in A", fmt=fmt_int),
         Column("n_b", "kernels B", "nB", "kernels in B", fmt=fmt_int),
-        num("time_a", "time A µs", "tA", "time in A, µs", 1e-6), num("time_b", "time B µs", "tB", "time in B, µs", 1e-6),
+        num("time_a", "time A µs", "tA", "time in A, µs", 1e-6),
+        num("time_b", "time B µs", "tB", "time in B, µs", 1e-6),
         num("time_ratio", "time B/A", "t×", "time ratio B/A"),
         num("time_change_pct", "Δtime %", "Δ%", "how much slower B is, %"),
         num("dram_a", "DRAM A MB", "dA", "DRAM MB in A", 1e6), num("dram_b", "DRAM B MB", "dB", "DRAM MB in B", 1e6),

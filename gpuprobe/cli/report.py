@@ -59,14 +59,15 @@ def report_columns(by: str) -> list:
 
     cols = []
     if by == "kernel":
-        cols += [Column("kernel_id", "id", fmt=fmt_text), Column("kernel", "kernel", fmt=fmt_text, numeric=False, name=True),
+        cols += [Column("kernel_id", "id", fmt=fmt_text),
+                 Column("kernel", "kernel", fmt=fmt_text, numeric=False, name=True),
                  Column("kernel_op", "op", fmt=fmt_text, numeric=False)]
     else:
         cols += [Column("op", "op", fmt=fmt_text, numeric=False, name=True),
                  Column("n_kernels", "kernels", "n", "kernels", fmt=fmt_text)]
     cols += [
         Column("time_row", "time µs", "µs", "time in µs (* derived from SM cycles / SM clock)", fmt=fmt_text,
-               raw=None),
+               raw_key="time_s"),
         num("share_pct", "share %", "%t", "share of the total time, %"),
         num("flops", "GFLOP", "GF", "GFLOP executed", 1e9),
         num("dram_read_bytes", "DRAM rd MB", "rdMB", "DRAM MB read", 1e6),

@@ -8,8 +8,10 @@ The one entry point most users need is :func:`load_report`::
 
 Modules, along the data flow: :mod:`~gpuprobe.ncu.runner` (find ncu, build command lines, run it),
 :mod:`~gpuprobe.ncu.metrics` (named metric sets), :mod:`~gpuprobe.ncu.nvtx_filter`,
-:mod:`~gpuprobe.ncu.readers` (CSV pages and .ncu-rep -> one table), :mod:`~gpuprobe.ncu.counters`
-(FLOPs, bytes, percentages), :mod:`~gpuprobe.ncu.attribution` (op and layer per kernel),
+:mod:`~gpuprobe.ncu.readers` (CSV pages and .ncu-rep -> one table; :mod:`~gpuprobe.ncu.rep_child`
+reads a .ncu-rep in a child process), :mod:`~gpuprobe.ncu.counters`
+(FLOPs, bytes, percentages), :mod:`~gpuprobe.ncu.attribution` (op and layer per kernel: NVTX
+ranges, else the kernel rule table),
 :mod:`~gpuprobe.ncu.counter_roofline` (per-op roofline, ``RooflineResult``).
 """
 from __future__ import annotations

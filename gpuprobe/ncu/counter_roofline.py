@@ -270,7 +270,8 @@ def report_to_roofline(df: pd.DataFrame, *, gpu: Any = None, dtype: str = "bf16"
     if by == "op":
         table = op_table(kernels, measured_dram_bytes_per_s, scale_to_layers)
     else:
-        table = kernels.assign(op=[f"{o}#{i}" for o, i in zip(kernels["op"], kernels["id"])], kernel=kernels["kernel_key"],
+        table = kernels.assign(op=[f"{o}#{i}" for o, i in zip(kernels["op"], kernels["id"])],
+                               kernel=kernels["kernel_key"],
                                n_kernels=1, layers_profiled=[None if pd.isna(x) else 1 for x in kernels["layer"]],
                                scaled=False)
     points = []

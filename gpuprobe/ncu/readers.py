@@ -6,8 +6,9 @@ Three inputs give the same table:
   its own: ``Mbyte``, ``Kbyte``, ``us``, ``Tbyte/s``...) or base units (``--print-units base``);
 * the details CSV page (``--page details``): section labels at two or three significant digits,
   mapped to metric names where the mapping is known (:data:`DETAILS_LABELS`);
-* the binary ``.ncu-rep``, through NVIDIA's ``ncu_report`` module, or, where no such module loads
-  but Nsight Compute is installed, through ``ncu --import R --csv --page raw --print-units base``
+* the binary ``.ncu-rep``, through NVIDIA's ``ncu_report`` module run in a child process
+  (:mod:`gpuprobe.ncu.rep_child`: a file that makes it abort costs one line, not the process), or,
+  where no such module loads but Nsight Compute is installed, through ``ncu --import R --csv --page raw --print-units base``
   (``df.attrs["reader"]`` says which).
 
 Any of them may be xz-compressed (``.ncu-rep.xz``, ``.csv.xz``).
@@ -22,7 +23,9 @@ units: bytes, seconds, hertz, counts, percent):
 a named domain as ``domain@name``), ``nvtx_ranges`` (open start/end ranges, same spelling).
 
 ``df.attrs``: ``source``, ``format`` (``csv-raw``, ``csv-details``, ``ncu-rep``), ``units``
-(metric -> base unit), ``device_name`` when known.
+(metric -> base unit), ``device_name`` when known, ``warnings`` (a truncated or damaged file).
+
+:func:`read_report` is the one dispatch from a file to its reader.
 
 Anything wrong with the input raises :class:`ReportFormatError` (a :class:`UserError`): one line
 naming the file and what is wrong.
@@ -455,7 +458,8 @@ def read_ncu_rep(path: str | Path) -> pd.DataFrame:
     if not scan.complete:
         if not kernels:
             raise _fail(path, f"looks truncated ({scan.problem}): no kernel results could be read")
-        warnings.append(f"'{path}' looks truncated: it {scan.problem}; {len(kernels)} kernel(s) read")
+        warnings.append(f"'{path}' looks truncated: it {scan.problem}; {len(kernels)} kernel(s) read "
+                        f"(its complete blocks hold {scan.results})")
     elif len(kernels) < scan.results:
         warnings.append(f"'{path}': its blocks declare {scan.results} kernel results but ncu_report read "
                         f"{len(kernels)}; the file looks damaged")

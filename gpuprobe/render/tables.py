@@ -91,7 +91,7 @@ class Column:
     fmt: Callable[[Any], str] = fmt_text
     numeric: bool = True  # right-aligned, never cut
     name: bool = False  # a name column: repeated in each block, may be shortened with an ellipsis
-    raw: Callable[[Any], Any] | None = None  # value written by csv/json (default: the row's value)
+    raw_key: str | None = None  # row key of the value csv/json write (default: ``key``)
 
     def head(self, abbreviated: bool) -> str:
         return (self.short or self.header) if abbreviated else self.header
@@ -189,7 +189,7 @@ def render_tsv(columns: Sequence[Column], rows: Sequence[dict]) -> str:
 
 
 def _raw(c: Column, r: dict) -> Any:
-    v = c.raw(r.get(c.key)) if c.raw is not None else r.get(c.key)
+    v = r.get(c.raw_key or c.key)
     if is_missing(v):
         return None
     if hasattr(v, "item"):  # numpy scalars
@@ -207,7 +207,7 @@ def render_csv(columns: Sequence[Column], rows: Sequence[dict]) -> str:
 
 
 def render_json(columns: Sequence[Column], rows: Sequence[dict]) -> str:
-    data = [{c.key: _raw(c, r) for c in columns} for r in rows]
+    data = [{(c.raw_key or c.key): _raw(c, r) for c in columns} for r in rows]
     return json.dumps(data, indent=2, allow_nan=False) + "\n"
 
 
