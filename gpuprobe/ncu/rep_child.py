@@ -231,7 +231,18 @@ def extract(path: str, module_file: str | None = None) -> dict[str, Any]:
             "reader": reader}
 
 
+def _no_core_dumps() -> None:
+    """An abort inside ncu_report should leave no core file in the user's folder."""
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (ImportError, ValueError, OSError):  # not on this platform, or not allowed
+        pass
+
+
 def main(argv: list[str]) -> int:
+    _no_core_dumps()
     src, out, module_file = (argv + [""])[:3]
     result = extract(src, module_file or None)
     with open(out, "wb") as f:
@@ -256,7 +267,7 @@ def read_in_child(plain: Path, module_file: str | None = None, timeout_s: float 
             proc = subprocess.run([sys.executable, "-m", "gpuprobe.ncu.rep_child", str(plain), str(out),
                                    module_file or ""],
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                  timeout=timeout_s, env=env, start_new_session=True)
+                                  timeout=timeout_s, env=env)
         except subprocess.TimeoutExpired:
             raise ChildFailed(f"ncu_report did not finish within {timeout_s:.0f} s") from None
         if proc.returncode != 0 or not out.is_file():
