@@ -459,9 +459,9 @@ def read_ncu_rep(path: str | Path) -> pd.DataFrame:
         if not kernels:
             raise _fail(path, f"looks truncated ({scan.problem}): no kernel results could be read")
         extra = len(kernels) - scan.results
-        tail = f", the last {extra} from the cut block (its values may be incomplete)" if extra > 0 else ""
-        warnings.append(f"'{path}' looks truncated: it {scan.problem}; {len(kernels)} kernel(s) read "
-                        f"(its complete blocks hold {scan.results}{tail})")
+        how = (f", {scan.results} from complete blocks and {extra} from the cut block, whose values may be "
+               "incomplete" if extra > 0 else f" (its complete blocks hold {scan.results})")
+        warnings.append(f"'{path}' looks truncated: it {scan.problem}; {len(kernels)} kernel(s) read{how}")
     elif len(kernels) < scan.results:
         warnings.append(f"'{path}': its blocks declare {scan.results} kernel results but ncu_report read "
                         f"{len(kernels)}; the file looks damaged")
