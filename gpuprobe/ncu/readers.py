@@ -448,6 +448,8 @@ def read_ncu_rep(path: str | Path) -> pd.DataFrame:
         except ChildFailed as e:
             raise ReportFormatError(f"could not read '{path}': {e}; the file is damaged or from an unsupported "
                                     "version") from None
+        if "error" in got:  # the module's own words may name the decompressed copy: name the user's file
+            got["error"] = " ".join(str(got["error"]).replace(str(plain), str(path)).split())
     if "error" in got:
         if got.get("unavailable"):
             raise ReaderUnavailable(f"cannot read '{path}': {got['error']}; export the raw page as CSV instead "
