@@ -52,7 +52,7 @@ def diff_columns(by: str) -> list:
     def num(key, header, short, legend, scale=1.0):
         return Column(key, header, short, legend, fmt=lambda x, s=scale: fmt_num(x, s))
 
-    cols = [Column("key", by, fmt=fmt_text, numeric=False, name=True)]
+    cols = [Column("key", by, fmt=fmt_text, numeric=False, name=True, cut="middle" if by == "op" else "end")]
     if by == "kernel":
         cols.append(Column("op", "op", fmt=lambda x: "other" if str(x).startswith("other:") else fmt_text(x),
                            numeric=False))

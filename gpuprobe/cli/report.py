@@ -63,7 +63,7 @@ def report_columns(by: str) -> list:
                  Column("kernel", "kernel", fmt=fmt_text, numeric=False, name=True),
                  Column("kernel_op", "op", fmt=fmt_text, numeric=False)]
     else:
-        cols += [Column("op", "op", fmt=fmt_text, numeric=False, name=True),
+        cols += [Column("op", "op", fmt=fmt_text, numeric=False, name=True, cut="middle"),
                  Column("n_kernels", "kernels", "n", "kernels", fmt=fmt_text)]
     cols += [
         Column("time_row", "time µs", "µs", "time in µs (* derived from SM cycles / SM clock)", fmt=fmt_text,
@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         return 0
 
-    device = df.attrs.get("device_name") or result.gpu
+    device = df.attrs.get("device_name") or (result.gpu if result.gpu != "unknown" else "a GPU it does not name")
     notes = [roofs_line(result),
              f"limiter: memory if DRAM >= {LIMITER_RULE['threshold_pct']:.0f}% of peak, compute if SM or tensor >= "
              f"{LIMITER_RULE['threshold_pct']:.0f}%, else latency; '-' = not in this report"]

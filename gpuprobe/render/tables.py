@@ -91,6 +91,7 @@ class Column:
     fmt: Callable[[Any], str] = fmt_text
     numeric: bool = True  # right-aligned, never cut
     name: bool = False  # a name column: repeated in each block, may be shortened with an ellipsis
+    cut: str = "end"  # where a name loses characters: "end" (kernel names) or "middle" (names with telling ends)
     raw_key: str | None = None  # row key of the value csv/json write (default: ``key``)
 
     def head(self, abbreviated: bool) -> str:
@@ -171,7 +172,8 @@ def render_text(columns: Sequence[Column], rows: Sequence[dict], width: int, tit
         out.append(_line([_ellipsize(columns[j].head(abbreviated), ws[j]) for j in idx], bw, num))
         out.append(_line(["-" * w for w in bw], bw, num))
         for row in cells:
-            out.append(_line([_cut(row[j], ws[j]) if columns[j].name else row[j] for j in idx], bw, num))
+            out.append(_line([(_ellipsize if columns[j].cut == "middle" else _cut)(row[j], ws[j])
+                              if columns[j].name else row[j] for j in idx], bw, num))
     if abbreviated:
         legend = "; ".join(f"{c.short} = {c.legend or c.header}" for c in columns if c.short and c.short != c.header)
         if legend:
