@@ -256,7 +256,7 @@ def test_kernels_without_nvtx_take_the_rule_tables_class(monkeypatch, capsys, tm
     assert flash and all(p["kernel_op"] == "attention" for p in flash)
     # a user's rules file is matched first
     rules = tmp_path / "rules.csv"
-    rules.write_text("regex,op_class,example\ndistribution_elementwise,sample,distribution_elementwise_grid_stride_kernel\n")
+    rules.write_text("pattern,op,example,engine\ndistribution_elementwise,sample,distribution_elementwise_grid_stride_kernel,x\n")
     assert main(["report", str(EXT / "sglang_profile.ncu-rep.xz"), "--json", "--rules", str(rules)]) == 0
     ops = [p["op"] for p in _strict(capsys.readouterr().out)["points"]]
     assert ops == ["attention", "sample"] or set(ops) == {"attention", "sample"}

@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--measured-dram-tbps", type=positive_float("--measured-dram-tbps"), metavar="TB/s",
                    help="measured copy bandwidth in TB/s: adds the measured DRAM roof and dram_pct_of_measured")
     p.add_argument("--rules", metavar="RULES",
-                   help="your kernel rules file (regex, op class, example), matched before the built-in table "
+                   help="your kernel rules file (CSV: pattern,op,example,engine), matched before the built-in table "
                         "for kernels outside NVTX op ranges")
 
 
