@@ -216,8 +216,8 @@ def report_roofs(df: pd.DataFrame, spec: Any, dtype: str, measured_dram_bytes_pe
     roofs: list[Roof] = []
     if measured_dram_bytes_per_s:
         roofs.append(Roof("dram", "memory", float(measured_dram_bytes_per_s), "measured"))
-    if spec is not None:
-        roofs += datasheet_roofs(spec, dtype)
+    if spec is not None:  # a datasheet peak the GPU does not have (bf16 on a V100) is no roof
+        roofs += [r for r in datasheet_roofs(spec, dtype) if r.value is not None and r.value > 0]
     for name, value in report_peaks(df).items():
         roofs.append(Roof(name, "memory" if name in ("dram", "l2") else "compute", value, "ncu_peak"))
     device = df.attrs.get("device_name")
