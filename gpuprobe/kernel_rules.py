@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from gpuprobe.errors import UserError
 
@@ -189,3 +189,13 @@ def classify(name: str) -> str | None:
 def with_user_rules(path: str | Path) -> RuleTable:
     """The packaged rules with the user's rules (``--rules RULES``) taking precedence."""
     return default_table().with_user_rules(path)
+
+
+#: ``classify(kernel_name) -> op class | None``: what every reader calls for a kernel no NVTX range names.
+KernelClassifier = Callable[[str], "str | None"]
+
+
+def classifier(user_rules: str | Path | None = None) -> KernelClassifier:
+    """The one kernel-name classifier of every reader (ncu, nsys): the packaged table, with the rules of
+    ``user_rules`` (``--rules RULES``) matched first when given."""
+    return default_table().classify if user_rules is None else with_user_rules(user_rules).classify

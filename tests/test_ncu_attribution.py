@@ -16,7 +16,8 @@ def test_default_rule():
     assert default_rule(("decode", "layer0", "mlp", "act"), "k") == Attribution("act", 0)  # innermost known
     assert default_rule(("decode", "layer0", "mlp", "my_helper"), "k") == Attribution("mlp", 0)
     assert default_rule(("decode", "lm_head"), "gemv") == Attribution("lm_head", None)
-    assert default_rule((), "splitKreduce_kernel") == Attribution("other:splitKreduce_kernel", None)
+    assert default_rule((), "my_own_kernel") == Attribution("other:my_own_kernel", None)
+    assert default_rule((), "splitKreduce_kernel") == Attribution("gemm", None)  # the kernel rule table
     assert default_rule(("warmup",), "k") == Attribution("other:k", None)
     assert default_rule(("app@decode", "app@layer1", "app@qkv_proj"), "k") == Attribution("qkv_proj", 1)
 

@@ -21,7 +21,6 @@ FIX = Path(__file__).resolve().parent / "fixtures" / "nsys"
 WITH_KERNELS = sorted(p.name for p in FIX.glob("*.sqlite.xz") if not p.name.startswith("dynamicvit"))
 NO_KERNELS = FIX / "dynamicvit_nsys_profile.sqlite.xz"
 DSOCR_DECODE = FIX / "per-stage_decode_cuda_gpu_kern_sum.csv"
-HAS_RULES = importlib.util.find_spec("gpuprobe.kernel_rules") is not None
 
 
 def _plain(name: str, tmp_path: Path) -> Path:
@@ -165,7 +164,6 @@ def test_dsocr_decode_kern_sum_csv():
     assert df["start_s"].isna().all() and df["grid"].isna().all() and df["dram_bytes"].isna().all()
 
 
-@pytest.mark.skipif(not HAS_RULES, reason="the kernel rule table (gpuprobe.kernel_rules) is not in this tree")
 def test_dsocr_decode_classes_from_rule_table():
     df = load_trace(DSOCR_DECODE).kernels
     assert set(df[df["kernel_short"] == "gemvx::kernel"]["op"]) == {"gemm"}
@@ -173,14 +171,10 @@ def test_dsocr_decode_classes_from_rule_table():
 
 
 def test_without_rule_table_ops_are_other_short_names(monkeypatch):
-    from gpuprobe.nsys import kernel_classes
+    from gpuprobe import kernel_rules
 
-    kernel_classes.kernel_class.cache_clear()
-    monkeypatch.setattr(kernel_classes, "_classifier", lambda: None)
-    try:
-        df = load_trace(DSOCR_DECODE).kernels
-    finally:
-        kernel_classes.kernel_class.cache_clear()
+    monkeypatch.setattr(kernel_rules, "classifier", lambda user_rules=None: (lambda name: None))
+    df = load_trace(DSOCR_DECODE).kernels
     assert set(df["op_source"]) == {"none"}
     assert all(op == f"other:{s}" for op, s in zip(df["op"], df["kernel_short"]))
 
@@ -244,29 +238,12 @@ def test_time_values_are_finite_and_missing_stays_missing():
     assert isinstance(df["layer"].dtype, pd.Int64Dtype)
 
 
-def test_rule_table_adapter_names_kernels(monkeypatch):
-    """The adapter to gpuprobe.kernel_rules (load_rules() and classify(name)), with a stand-in module of
-    that API: classes fill ``op`` where no NVTX range names the kernel, ``op_source`` says 'rules'."""
-    import re
-    import types
-
-    from gpuprobe.nsys import kernel_classes
-
-    fake = types.ModuleType("gpuprobe.kernel_rules")
-    table = [(re.compile(r"gemv|gemm|nvjet"), "gemm"), (re.compile(r"flash_fwd"), "attention")]
-    fake.load_rules = lambda path=None: table
-    fake.classify = lambda name: next((c for rx, c in table if rx.search(name)), None)
-    monkeypatch.setitem(sys.modules, "gpuprobe.kernel_rules", fake)
-    kernel_classes._classifier.cache_clear()
-    kernel_classes.kernel_class.cache_clear()
-    try:
-        df = load_trace(DSOCR_DECODE).kernels
-    finally:
-        kernel_classes._classifier.cache_clear()
-        kernel_classes.kernel_class.cache_clear()
-    assert set(df[df["kernel_short"] == "gemvx::kernel"]["op"]) == {"gemm"}
+def test_user_rules_are_matched_before_the_table(tmp_path):
+    """`--rules`: a user's rule wins over the built-in table; kernels it does not name keep their class."""
+    rules = tmp_path / "rules.csv"
+    rules.write_text("pattern,op,example,engine\ngemvx,reduce,gemvx::kernel,test\n")
+    df = load_trace(DSOCR_DECODE, rules=rules).kernels
+    assert set(df[df["kernel_short"] == "gemvx::kernel"]["op"]) == {"reduce"}
+    assert set(df[df["kernel_short"] == "gemvx::kernel"]["op_source"]) == {"rules"}
     assert set(df[df["kernel_short"].str.startswith("flash_fwd_splitkv")]["op"]) == {"attention"}
-    assert set(df[df["op"] == "gemm"]["op_source"]) == {"rules"}
     assert df[df["op"] == "attention"]["time_s"].sum() == pytest.approx((4254167 + 2467978) * 1e-9)
-    rest = df[~df["op"].isin(["gemm", "attention"])]
-    assert all(op == f"other:{s}" for op, s in zip(rest["op"], rest["kernel_short"]))

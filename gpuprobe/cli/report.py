@@ -31,44 +31,122 @@ ORDER = 40
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from gpuprobe.cli._common import positive_float
+    from gpuprobe.render.tables import FORMATS
 
     p.add_argument("file", metavar="FILE", help=".ncu-rep, .ncu-rep.xz, an ncu CSV page (raw or details), "
                    "or an nsys .sqlite/.nsys-rep/stats CSV")
     p.add_argument("--by", choices=("op", "kernel"), default="op", help="one row per op (default) or per kernel")
     p.add_argument("--json", action="store_true", help="print roofline.json (mode 'ncu') to stdout instead of a table")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="table format: table (default on a terminal), tsv (default when piped), csv, json (the rows)")
     p.add_argument("--plot", metavar="PNG", help="write the roofline figure here")
     p.add_argument("--out", metavar="DIR", help="also write roofline.json and roofline.csv into DIR")
     p.add_argument("--gpu", help="GPU registry name for datasheet roofs (default: from the report's device name)")
     p.add_argument("--dtype", default="bf16", help="dtype whose tensor roof `bound` uses (default %(default)s)")
     p.add_argument("--measured-dram-tbps", type=positive_float("--measured-dram-tbps"), metavar="TB/s",
                    help="measured copy bandwidth in TB/s: adds the measured DRAM roof and dram_pct_of_measured")
+    p.add_argument("--rules", metavar="RULES",
+                   help="your kernel rules file (CSV: pattern,op,example,engine), matched before the built-in table "
+                        "for kernels outside NVTX op ranges")
     from gpuprobe.nsys.report import add_trace_arguments
 
     add_trace_arguments(p)
 
 
-def _fmt(x, scale: float = 1.0, digits: int = 3, unit: str = "") -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "-"
-    return f"{x / scale:.{digits}g}{unit}"
+def _time_cell(p) -> str:
+    from gpuprobe.render.tables import fmt_num
+
+    text = fmt_num(p.get("time_s"), 1e-6)
+    return text + "*" if p.get("time_derived") and text != "-" else text
+
+
+def report_columns(by: str) -> list:
+    """The columns of the report table, per op or per kernel (rows are roofline points as dicts)."""
+    from gpuprobe.render.tables import Column, fmt_num, fmt_text
+
+    def num(key, header, short, legend, scale=1.0):
+        return Column(key, header, short, legend, fmt=lambda x, s=scale: fmt_num(x, s))
+
+    cols = []
+    if by == "kernel":
+        cols += [Column("kernel_id", "id", fmt=fmt_text),
+                 Column("kernel", "kernel", fmt=fmt_text, numeric=False, name=True),
+                 Column("kernel_op", "op", fmt=fmt_text, numeric=False)]
+    else:
+        cols += [Column("op", "op", fmt=fmt_text, numeric=False, name=True, cut="middle"),
+                 Column("n_kernels", "kernels", "n", "kernels", fmt=fmt_text)]
+    cols += [
+        Column("time_row", "time µs", "µs", "time in µs (* derived from SM cycles / SM clock)", fmt=fmt_text,
+               raw_key="time_s"),
+        num("share_pct", "share %", "%t", "share of the total time, %"),
+        num("flops", "GFLOP", "GF", "GFLOP executed", 1e9),
+        num("dram_read_bytes", "DRAM rd MB", "rdMB", "DRAM MB read", 1e6),
+        num("dram_write_bytes", "DRAM wr MB", "wrMB", "DRAM MB written", 1e6),
+        num("intensity", "FLOP/B", "F/B", "FLOP per DRAM byte"),
+        num("flops_per_s", "TFLOP/s", "TF/s", "achieved TFLOP/s", 1e12),
+        num("bytes_per_s", "DRAM TB/s", "TB/s", "achieved DRAM TB/s", 1e12),
+        num("dram_pct_of_ncu_peak", "DRAM %pk", "D%", "DRAM % of ncu's peak"),
+        num("sm_pct", "SM %", "S%", "SM throughput % of peak"),
+        num("tensor_pct", "tensor %", "T%", "tensor pipe % of peak"),
+        Column("limiter", "limiter", "lim", "limiter (memory, compute, latency)", fmt=fmt_text, numeric=False),
+    ]
+    return cols
+
+
+def report_rows(result) -> list[dict]:
+    """Roofline points as row dicts with the derived figures the table shows (missing stays None)."""
+    import math
+
+    times = [p.time_s for p in result.points]
+    known = all(t is not None and math.isfinite(t) for t in times)
+    total = sum(times) if known and times else None
+    rows = []
+    for p in result.points:
+        d = p.to_dict()
+        t = p.time_s if p.time_s is not None and math.isfinite(p.time_s) else None
+        d["time_row"] = _time_cell(d)
+        if str(d.get("kernel_op", "")).startswith("other:"):
+            d["kernel_op"] = "other"  # the kernel column already names it
+        d["share_pct"] = t / total * 100.0 if t is not None and total else None
+        d["flops_per_s"] = p.flops / t if t and p.flops is not None else None
+        d["bytes_per_s"] = p.dram_bytes / t if t and p.dram_bytes is not None else None
+        rows.append(d)
+    return rows
+
+
+def roofs_line(result) -> str:
+    """Which roofs the result knows and which two ``bound`` uses, with their sources."""
+    def val(r):
+        return (f"{r.value / 1e12:.3g} TB/s" if r.kind == "memory" else f"{r.value / 1e12:.4g} TFLOP/s")
+
+    known = ", ".join(f"{r.name} {val(r)} ({r.source})" for r in result.roofs) or "none"
+    c = result.ceilings
+    used = ("none: no bound" if c is None else
+            f"DRAM {c.dram_bytes_per_s / 1e12:.3g} TB/s ({c.dram_source}), {c.compute_roof} "
+            f"{c.flops_per_s / 1e12:.4g} TFLOP/s ({c.compute_source})")
+    return f"roofs: {known}. bound uses: {used}"
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
+    from gpuprobe.errors import UserError
     from gpuprobe.ncu import load_report
     from gpuprobe.ncu.counter_roofline import report_to_roofline
     from gpuprobe.nsys import is_nsys_input
+    from gpuprobe.render.tables import emit
+    from gpuprobe.roofline.schema import LIMITER_RULE
 
     if is_nsys_input(args.file):
         from gpuprobe.nsys.report import run_trace_report
 
         return run_trace_report(args)
-    df = load_report(args.file)
+    df = load_report(args.file, rules=args.rules)
+    for w in df.attrs.get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr)
     measured = args.measured_dram_tbps * 1e12 if args.measured_dram_tbps else None
     result = report_to_roofline(df, gpu=args.gpu, dtype=args.dtype, measured_dram_bytes_per_s=measured,
                                 by=args.by)
+    if args.plot and result.ceilings is None:
+        raise UserError(f"cannot plot '{args.file}': {result.provenance.get('ceilings_note')}")
     if args.out:
         from gpuprobe.cli._common import output_dir
 
@@ -76,40 +154,38 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         plot_result(result, args.plot)
     if args.json:
-        from gpuprobe.roofline.schema import _json_default
-
-        json.dump(result.to_dict(), sys.stdout, indent=2, default=_json_default)
+        json.dump(strict_json(result.to_dict()), sys.stdout, indent=2, allow_nan=False)
         sys.stdout.write("\n")
         return 0
 
-    con = Console(width=max(Console().width, 150))
-    c = result.ceilings
-    t = Table(title=f"{df.attrs.get('source')}: {len(df)} kernels on {df.attrs.get('device_name') or result.gpu}, "
-                    f"by {args.by}", title_justify="left")
-    t.add_column("op", no_wrap=True)
-    for col, just in ( ("kernels", "right"), ("time µs", "right"), ("share", "right"),
-                      ("GFLOP", "right"), ("DRAM rd MB", "right"), ("DRAM wr MB", "right"),
-                      ("FLOP/B", "right"), ("TFLOP/s", "right"), ("DRAM TB/s", "right"),
-                      ("DRAM %pk", "right"), ("SM %", "right"), ("tensor %", "right"), ("limiter", "left")):
-        t.add_column(col, justify=just)
-    total_t = sum(p.time_s or 0.0 for p in result.points)
-    for p in result.points:
-        t.add_row(p.op, str(p.n_kernels), _fmt(p.time_s, 1e-6, 4), _fmt((p.time_s or 0) / total_t * 100 if total_t else None, 1, 3, "%"),
-                  _fmt(p.flops, 1e9), _fmt(p.dram_read_bytes, 1e6), _fmt(p.dram_write_bytes, 1e6),
-                  _fmt(p.intensity), _fmt(p.achieved_flops_per_s if p.flops is not None else None, 1e12),
-                  _fmt(p.achieved_bytes_per_s if p.dram_bytes is not None else None, 1e12),
-                  _fmt(p.dram_pct_of_ncu_peak, 1, 3), _fmt(p.sm_pct, 1, 3), _fmt(p.tensor_pct, 1, 3),
-                  p.limiter or "-")
-    con.print(t)
-    con.print(f"ceilings: DRAM {c.dram_bytes_per_s / 1e12:.3g} TB/s ({c.dram_source}), "
-              f"{c.compute_roof} {c.flops_per_s / 1e12:.4g} TFLOP/s ({c.compute_source}); "
-              f"limiter: memory if DRAM >= 60% of peak, compute if SM or tensor >= 60%, else latency")
+    device = df.attrs.get("device_name") or (result.gpu if result.gpu != "unknown" else "a GPU it does not name")
+    notes = [roofs_line(result),
+             f"limiter: memory if DRAM >= {LIMITER_RULE['threshold_pct']:.0f}% of peak, compute if SM or tensor >= "
+             f"{LIMITER_RULE['threshold_pct']:.0f}%, else latency; '-' = not in this report"]
     if result.provenance.get("ceilings_note"):
-        con.print("note: " + result.provenance["ceilings_note"])
+        notes.append("note: " + result.provenance["ceilings_note"])
+    notes += [f"derived: {d}" for d in df.attrs.get("derived", [])]
     missing = df.attrs.get("missing") or []
     if missing:
-        con.print(f"not in this report (shown as '-'): {', '.join(missing)}")
+        notes.append(f"not in this report: {', '.join(missing)}")
+    emit(report_columns(args.by), report_rows(result), args.format,
+         title=f"{args.file}: {len(df)} kernels on {device}, by {args.by}", notes=notes)
     return 0
+
+
+def strict_json(obj):
+    """``obj`` with every non-finite float as None and numpy scalars as Python numbers (for allow_nan=False)."""
+    if isinstance(obj, dict):
+        return {str(k): strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
+        return [strict_json(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        obj = obj.item()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
+    return str(obj)
 
 
 def plot_result(result, path) -> None:

@@ -8,8 +8,10 @@ The one entry point most users need is :func:`load_report`::
 
 Modules, along the data flow: :mod:`~gpuprobe.ncu.runner` (find ncu, build command lines, run it),
 :mod:`~gpuprobe.ncu.metrics` (named metric sets), :mod:`~gpuprobe.ncu.nvtx_filter`,
-:mod:`~gpuprobe.ncu.readers` (CSV pages and .ncu-rep -> one table), :mod:`~gpuprobe.ncu.counters`
-(FLOPs, bytes, percentages), :mod:`~gpuprobe.ncu.attribution` (op and layer per kernel),
+:mod:`~gpuprobe.ncu.readers` (CSV pages and .ncu-rep -> one table; :mod:`~gpuprobe.ncu.rep_child`
+reads a .ncu-rep in a child process), :mod:`~gpuprobe.ncu.counters`
+(FLOPs, bytes, percentages), :mod:`~gpuprobe.ncu.attribution` (op and layer per kernel: NVTX
+ranges, else the kernel rule table),
 :mod:`~gpuprobe.ncu.counter_roofline` (per-op roofline, ``RooflineResult``).
 """
 from __future__ import annotations
@@ -53,9 +55,11 @@ def profile_meta_path(report: str | Path) -> Path:
     return p.with_name(name + PROFILE_META_SUFFIX)
 
 
-def load_report(path: str | Path, rule: AttributionRule | None = None) -> pd.DataFrame:
+def load_report(path: str | Path, rule: AttributionRule | None = None,
+                rules: str | Path | None = None) -> pd.DataFrame:
     """Read a ``.ncu-rep`` (or ``.ncu-rep.xz``) or an ncu CSV page into the normalized per-kernel table
     (an Nsight Systems ``.sqlite``/``.nsys-rep``/stats CSV goes to :func:`gpuprobe.nsys.load_report`).
+    ``rules``: a user's kernel rules file (docs/kernel-rules.md), matched before the built-in table.
 
     One row per kernel launch: identity columns (``kernel_name``, ``kernel_short``, ``grid``,
     ``block``, ``nvtx_stack``, ``nvtx_ranges``...), every metric in base units under its ncu name,
@@ -70,13 +74,13 @@ def load_report(path: str | Path, rule: AttributionRule | None = None) -> pd.Dat
     if is_nsys_input(path):  # Nsight Systems traces give the same table (docs/nsys.md)
         from gpuprobe.nsys import load_report as load_nsys_report
 
-        return load_nsys_report(path, rule)
+        return load_nsys_report(path, rule, rules=rules)
     from gpuprobe.ncu.attribution import attribute, default_rule
     from gpuprobe.ncu.counter_roofline import report_peaks
     from gpuprobe.ncu.counters import add_standard_columns
     from gpuprobe.ncu.readers import read_report
 
-    df = attribute(add_standard_columns(read_report(path)), rule or default_rule)
+    df = attribute(add_standard_columns(read_report(path)), rule or default_rule, rules=rules)
     df.attrs["peaks"] = report_peaks(df)
     meta = profile_meta_path(path)
     if meta.is_file():

@@ -1,10 +1,13 @@
 """Which op (and layer) each kernel belongs to, from its NVTX push/pop stack.
 
-The rule is one function, :func:`default_rule` (CONTRACTS.md section 1): a kernel's op is the
-innermost range on its stack that is a known op or group (:data:`gpuprobe.ops.KNOWN_RANGES`); its
-layer is the innermost ``layer{i}`` range; a kernel with no known range is grouped as
-``other:<short kernel name>``. Replace the rule by passing your own function with the same signature
-to :func:`attribute` (or to :func:`gpuprobe.ncu.load_report`)::
+The rule is one function, :func:`default_rule` (docs/contracts.md): a kernel's op is the innermost
+range on its stack that is a known op or group (:data:`gpuprobe.ops.KNOWN_RANGES`); its layer is the
+innermost ``layer{i}`` range. A kernel with no known range (any report made without gpuprobe's NVTX
+ranges: vLLM, SGLang, anyone's script) takes the op class of the kernel rule table
+(:mod:`gpuprobe.kernel_rules`: ``gemm``, ``attention``, ``norm``...) matched on its full name; a
+kernel the table does not know is ``other:<short kernel name>``. Replace the rule by passing your own
+function with the same signature to :func:`attribute` (or to :func:`gpuprobe.ncu.load_report`); a
+rule that also takes ``kernel_name`` (keyword) gets the full name::
 
     def by_outermost(stack, kernel_short):
         return Attribution(stack[0] if stack else f"other:{kernel_short}", None)
@@ -13,10 +16,13 @@ to :func:`attribute` (or to :func:`gpuprobe.ncu.load_report`)::
 """
 from __future__ import annotations
 
+import inspect
+from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
 import pandas as pd
 
+from gpuprobe.kernel_rules import KernelClassifier, classifier
 from gpuprobe.ops import is_known, parse_layer
 
 
@@ -36,20 +42,48 @@ def _range_name(name: str) -> str:
     return name.rsplit("@", 1)[-1]
 
 
-def default_rule(nvtx_stack: Sequence[str], kernel_short: str) -> Attribution:
-    """Innermost known op or group on the stack; innermost ``layer{i}``; else ``other:<kernel_short>``."""
+def default_rule(nvtx_stack: Sequence[str], kernel_short: str, kernel_name: str | None = None,
+                 classify: KernelClassifier | None = None) -> Attribution:
+    """Innermost known op or group on the stack; innermost ``layer{i}``; else the rule table's op class
+    of ``kernel_name`` (``classify``, default the built-in table); else ``other:<kernel_short>``."""
     names = [_range_name(n) for n in nvtx_stack]
     op = next((n for n in reversed(names) if is_known(n)), None)
     layer = next((lay for lay in (parse_layer(n) for n in reversed(names)) if lay is not None), None)
+    if op is None:
+        classify = classify or classifier()
+        op = classify(kernel_name or kernel_short) or (classify(kernel_short) if kernel_name else None)
     return Attribution(op if op is not None else f"{OTHER_PREFIX}{kernel_short}", layer)
 
 
-def attribute(df: pd.DataFrame, rule: AttributionRule = default_rule) -> pd.DataFrame:
-    """``df`` with the columns ``op`` and ``layer`` (nullable int) set by ``rule`` for each row."""
+def _takes(rule: Callable, name: str) -> bool:
+    try:
+        params = inspect.signature(rule).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def attribute(df: pd.DataFrame, rule: AttributionRule = default_rule, rules: str | Path | None = None,
+              classify: KernelClassifier | None = None) -> pd.DataFrame:
+    """``df`` with the columns ``op`` and ``layer`` (nullable int) set by ``rule`` for each row, and
+    ``op_source``: ``nvtx`` when a known op range is on the kernel's stack, ``rules`` when the kernel rule
+    table named it, ``none`` when neither did (``other:<short name>``).
+
+    ``rules``: a user's kernel rules file, matched before the built-in table (the default rule only);
+    ``classify``: an already built classifier instead.
+    """
     out = df.copy()
-    pairs = [rule(tuple(stack or ()), short) for stack, short in zip(out["nvtx_stack"], out["kernel_short"])]
+    kw: dict = {}
+    if _takes(rule, "classify"):
+        kw["classify"] = classify or classifier(rules)
+    names = out["kernel_name"] if "kernel_name" in out.columns else out["kernel_short"]
+    with_name = _takes(rule, "kernel_name")
+    pairs = [rule(tuple(stack or ()), short, kernel_name=name, **kw) if with_name else rule(tuple(stack or ()), short)
+             for stack, short, name in zip(out["nvtx_stack"], out["kernel_short"], names)]
     out["op"] = [p[0] for p in pairs]
     out["layer"] = pd.array([p[1] for p in pairs], dtype="Int64")
+    out["op_source"] = ["nvtx" if any(is_known(_range_name(n)) for n in (stack or ())) else
+                        "none" if is_other(op) else "rules" for stack, (op, _) in zip(out["nvtx_stack"], pairs)]
     return out
 
 

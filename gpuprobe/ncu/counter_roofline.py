@@ -5,7 +5,10 @@ DRAM = ``dram__bytes.sum.peak_sustained`` x DRAM clock, tensor = the dense HGMMA
 clock, FP32 = 2 x the FFMA per-cycle peak x SM clock, L2 = ``lts__t_bytes.sum.peak_sustained`` x L2
 clock (medians over kernels: with ``--clock-control none`` clocks vary per kernel). Datasheet roofs
 of a named GPU and a measured copy bandwidth are added when given; ``bound`` then uses the measured
-DRAM roof, else the datasheet's, else ncu's (:func:`gpuprobe.roofline.select_ceilings`).
+DRAM roof, else the datasheet's, else ncu's (:func:`gpuprobe.roofline.select_ceilings`). A GPU the
+registry does not know (matched exactly by :func:`registry_gpu`: the GH200 is not the H200) gets the
+report's own peaks only; a GPU with no tensor roof of the dtype is judged against FP32; a report with
+no roof at all has ``ceilings: null`` and no ``bound`` (:func:`report_roofs`).
 
 Percentages: ``dram_pct_of_ncu_peak`` is ncu's ``dram__throughput`` (per op: time-weighted);
 ``dram_pct_of_measured`` is achieved bytes/s over the measured copy bandwidth; ``sm_pct`` and
@@ -16,6 +19,7 @@ known, else on ``dram_pct_of_ncu_peak``.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Sequence
 
 import numpy as np
@@ -25,7 +29,7 @@ from gpuprobe.ncu import metrics as M
 from gpuprobe.ops import OPS, STEP_OPS
 
 KERNEL_COLUMNS = (
-    "id", "op", "layer", "kernel_short", "time_s", "flops", "flops_tensor", "flops_fp32",
+    "id", "op", "layer", "kernel_short", "kernel_key", "time_s", "time_derived", "flops", "flops_tensor", "flops_fp32",
     "dram_read_bytes", "dram_write_bytes", "dram_bytes", "intensity", "flops_per_s", "dram_bytes_per_s",
     "dram_pct_of_ncu_peak", "dram_pct_of_measured", "sm_pct", "tensor_pct", "limiter",
 )
@@ -69,7 +73,12 @@ def _limiter(dram_pct: float | None, sm_pct: float | None, tensor_pct: float | N
 
 def kernel_table(df: pd.DataFrame, measured_dram_bytes_per_s: float | None = None) -> pd.DataFrame:
     """One row per kernel launch with the roofline quantities (needs ``load_report``'s columns)."""
-    t = df[[c for c in ("id", "op", "layer", "kernel_short", "time_s", "flops", "flops_tensor", "flops_fp32",
+    df = df.copy()
+    if "kernel_key" not in df.columns:
+        df["kernel_key"] = df["kernel_short"]
+    if "time_derived" not in df.columns:
+        df["time_derived"] = False
+    t = df[[c for c in ("id", "op", "layer", "kernel_short", "kernel_key", "time_s", "time_derived", "flops", "flops_tensor", "flops_fp32",
                         "dram_read_bytes", "dram_write_bytes", "dram_bytes", "sm_pct", "tensor_pct")]].copy()
     with np.errstate(divide="ignore", invalid="ignore"):
         t["intensity"] = t["flops"] / t["dram_bytes"].where(t["dram_bytes"] > 0)
@@ -117,7 +126,7 @@ def op_table(kernels: pd.DataFrame, measured_dram_bytes_per_s: float | None = No
         factor = 1.0
         if scale_to_layers and n_layers and op not in STEP_OPS:
             factor = scale_to_layers / n_layers
-        time_s = float(g["time_s"].sum()) * factor
+        time_s = _nansum_strict(g["time_s"]) * factor
         row: dict[str, Any] = {
             "op": op, "n_kernels": len(g), "layers_profiled": n_layers, "scaled": factor != 1.0,
             "time_s": time_s,
@@ -132,8 +141,8 @@ def op_table(kernels: pd.DataFrame, measured_dram_bytes_per_s: float | None = No
             "tensor_pct": _wmean(g["tensor_pct"], g["time_s"]),
         }
         row["intensity"] = row["flops"] / row["dram_bytes"] if row["dram_bytes"] else math.nan
-        row["flops_per_s"] = row["flops"] / time_s if time_s else math.nan
-        row["dram_bytes_per_s"] = row["dram_bytes"] / time_s if time_s else math.nan
+        row["flops_per_s"] = row["flops"] / time_s if time_s and math.isfinite(time_s) else math.nan
+        row["dram_bytes_per_s"] = row["dram_bytes"] / time_s if time_s and math.isfinite(time_s) else math.nan
         row["dram_pct_of_measured"] = (row["dram_bytes_per_s"] / measured_dram_bytes_per_s * 100.0
                                        if measured_dram_bytes_per_s else math.nan)
         judge = row["dram_pct_of_measured"] if measured_dram_bytes_per_s else row["dram_pct_of_ncu_peak"]
@@ -142,8 +151,8 @@ def op_table(kernels: pd.DataFrame, measured_dram_bytes_per_s: float | None = No
     out = pd.DataFrame(rows)
     if len(out):
         out = out.sort_values("op", key=lambda s: s.map(_op_key)).reset_index(drop=True)
-        total = float(out["time_s"].sum())
-        out["time_share"] = out["time_s"] / total if total else math.nan
+        total = _nansum_strict(out["time_s"])
+        out["time_share"] = out["time_s"] / total if total and math.isfinite(total) else math.nan
     return out
 
 
@@ -159,6 +168,77 @@ def _none(x: Any) -> Any:
     return x
 
 
+def registry_gpu(device_name: str):
+    """The registry's GPU of a device name exactly as a report gives it, or None (the one call site).
+
+    Exact, never by substring: "NVIDIA GH200 480GB" is not the H200, "NVIDIA A10" not the A10G."""
+    from gpuprobe.specs import gpus
+
+    exact = getattr(gpus, "gpu_from_device_name", None)
+    if exact is not None:
+        return exact(device_name)
+    name = " ".join(str(device_name).split()).lower()
+    for spec in gpus.list_gpus():  # until the registry lists device names: its display name, or a model word
+        if name == spec.display_name.lower():
+            return spec
+        for pattern in spec.match:
+            m = re.search(pattern, device_name, re.IGNORECASE)
+            if m and (m.start() == 0 or not device_name[m.start() - 1].isalnum()) and \
+                    (m.end() == len(device_name) or not device_name[m.end()].isalnum()):
+                return spec
+    return None
+
+
+def resolve_gpu(gpu: Any, device_name: str | None):
+    """``--gpu`` (a registry name or a GPUSpec) when given, else the registry's entry of the report's device."""
+    from gpuprobe.specs.gpus import get_gpu
+
+    if gpu is not None and not isinstance(gpu, str):
+        return gpu
+    if gpu:
+        return get_gpu(gpu)
+    return registry_gpu(device_name) if device_name else None
+
+
+def report_roofs(df: pd.DataFrame, spec: Any, dtype: str, measured_dram_bytes_per_s: float | None = None):
+    """(roofs, ceilings or None, notes): every roof known for the report's GPU, and the two ``bound`` uses.
+
+    Roofs: the measured copy bandwidth (``measured``), the registry's datasheet (``datasheet``) when
+    the GPU is known, and the report's own peaks (``ncu_peak``): only roofs that exist for that GPU.
+    Ceilings: DRAM measured > datasheet > ncu_peak; compute: the dtype's tensor roof, else FP32 (a GPU
+    with no tensor roof of that dtype, or a report without tensor peaks: V100, T4, consumer cards),
+    with a note; None when no DRAM or no compute roof is known (an unknown GPU and a report without
+    peaks), with a note saying what to pass.
+    """
+    from gpuprobe.roofline.schema import Roof, compute_roof_name, datasheet_roofs, select_ceilings
+
+    notes: list[str] = []
+    roofs: list[Roof] = []
+    if measured_dram_bytes_per_s:
+        roofs.append(Roof("dram", "memory", float(measured_dram_bytes_per_s), "measured"))
+    if spec is not None:  # a datasheet peak the GPU does not have (bf16 on a V100) is no roof
+        roofs += [r for r in datasheet_roofs(spec, dtype) if r.value is not None and r.value > 0]
+    for name, value in report_peaks(df).items():
+        roofs.append(Roof(name, "memory" if name in ("dram", "l2") else "compute", value, "ncu_peak"))
+    device = df.attrs.get("device_name")
+    if spec is None:
+        who = f"'{device}' is not in the GPU registry" if device else "the report names no GPU"
+        notes.append(f"{who}: roofs from the report's own peaks" if roofs else f"{who} and holds no peak metrics")
+    names = {r.name for r in roofs}
+    want = compute_roof_name(dtype)
+    if "dram" in names and want not in names and "fp32" in names:
+        notes.append(f"no {want} roof for this GPU: the compute ceiling is FP32")
+        want_dtype = "fp32"
+    else:
+        want_dtype = dtype
+    if "dram" not in names or compute_roof_name(want_dtype) not in names:
+        lacking = [x for x in ("dram", compute_roof_name(want_dtype)) if x not in names]
+        notes.append(f"no {' or '.join(lacking)} roof known: points have no bound (pass --gpu NAME, see "
+                     "`gpuprobe gpus`, or --measured-dram-tbps)")
+        return roofs, None, notes
+    return roofs, select_ceilings(roofs, want_dtype), notes
+
+
 def report_to_roofline(df: pd.DataFrame, *, gpu: Any = None, dtype: str = "bf16",
                        measured_dram_bytes_per_s: float | None = None, model: str | None = None,
                        batch: int | None = None, context: int | None = None, layers: int | None = None,
@@ -171,44 +251,27 @@ def report_to_roofline(df: pd.DataFrame, *, gpu: Any = None, dtype: str = "bf16"
     point per op) or ``kernel`` (one point per launch, named ``op#id``).
     """
     from gpuprobe.errors import UserError
-    from gpuprobe.roofline.schema import LIMITER_RULE, Roof, RooflineResult, datasheet_roofs, make_point, provenance, \
-        select_ceilings
-    from gpuprobe.specs.gpus import get_gpu, match_device_name
+    from gpuprobe.roofline.schema import LIMITER_RULE, RooflinePoint, RooflineResult, classify_bound, provenance
 
     if by not in ("op", "kernel"):
         raise UserError(f"--by must be 'op' or 'kernel', got '{by}'")
     device_name = df.attrs.get("device_name")
-    spec = gpu if (gpu is not None and not isinstance(gpu, str)) else (get_gpu(gpu) if gpu else None)
-    if spec is None and device_name:
-        spec = match_device_name(device_name)
+    spec = resolve_gpu(gpu, device_name)
+    roofs, ceilings, notes = report_roofs(df, spec, dtype, measured_dram_bytes_per_s)
+    note = "; ".join(notes) or None
 
-    peaks = report_peaks(df)
-    note = None
-    if spec is None and "dram" not in peaks:
-        from gpuprobe.specs.gpus import DEFAULT_GPU
-
-        spec = get_gpu(DEFAULT_GPU)
-        note = (f"the report names no GPU and holds no peak metrics: datasheet ceilings of {DEFAULT_GPU} "
-                "assumed (pass --gpu NAME)")
-    roofs: list[Roof] = []
-    if measured_dram_bytes_per_s:
-        roofs.append(Roof("dram", "memory", float(measured_dram_bytes_per_s), "measured"))
-    if spec is not None:
-        roofs += datasheet_roofs(spec, dtype)
-    for name, value in peaks.items():
-        roofs.append(Roof(name, "memory" if name in ("dram", "l2") else "compute", value, "ncu_peak"))
-    try:
-        ceilings = select_ceilings(roofs, dtype)
-    except ValueError:
-        raise UserError(
-            f"'{df.attrs.get('source')}' holds no peak metrics and its GPU is unknown; pass --gpu NAME "
-            "(see `gpuprobe gpus`) so the datasheet ceilings can be used") from None
-
+    if ceilings is not None and ceilings.compute_roof == "fp32" and df["flops"].isna().all() \
+            and df["flops_fp32"].notna().any():
+        # no tensor counters and an FP32 ceiling: the FP32 roofline, as ncu's own chart draws it
+        df = df.assign(flops=df["flops_fp32"] + df["flops_fp64"].fillna(0.0) + df["flops_fp16"].fillna(0.0))
+        notes.append("no tensor counters in the report: FLOPs are FP32 (+FP16, FP64) thread instructions")
+        note = "; ".join(notes)
     kernels = kernel_table(df, measured_dram_bytes_per_s)
     if by == "op":
         table = op_table(kernels, measured_dram_bytes_per_s, scale_to_layers)
     else:
         table = kernels.assign(op=[f"{o}#{i}" for o, i in zip(kernels["op"], kernels["id"])],
+                               kernel=kernels["kernel_key"],
                                n_kernels=1, layers_profiled=[None if pd.isna(x) else 1 for x in kernels["layer"]],
                                scaled=False)
     points = []
@@ -219,19 +282,18 @@ def report_to_roofline(df: pd.DataFrame, *, gpu: Any = None, dtype: str = "bf16"
             dram_read_bytes=_none(r["dram_read_bytes"]), dram_write_bytes=_none(r["dram_write_bytes"]),
             dram_pct_of_measured=_none(r["dram_pct_of_measured"]),
             dram_pct_of_ncu_peak=_none(r["dram_pct_of_ncu_peak"]),
-            sm_pct=_none(r["sm_pct"]), tensor_pct=_none(r["tensor_pct"]), limiter=r["limiter"],
+            sm_pct=_none(r["sm_pct"]), tensor_pct=_none(r["tensor_pct"]), limiter=_none(r["limiter"]),
             layers_profiled=_none(r["layers_profiled"]), scaled=bool(r["scaled"]), n_kernels=int(r["n_kernels"]),
         )
+        if by == "kernel":
+            kw["extra"] = {"kernel": r["kernel"], "kernel_id": _none(r["id"]), "kernel_op": r["op"].rsplit("#", 1)[0],
+                           "time_derived": bool(r["time_derived"])}
         if by == "op" and include_kernels:
             sub = kernels[kernels["op"] == r["op"]]
             kw["kernels"] = [{k: _none(v) for k, v in k_row.items()} for k_row in sub.to_dict("records")]
-        p = make_point(r["op"], batch, flops if flops is not None else math.nan,
-                       nbytes if nbytes is not None else math.nan, t, ceilings, **kw)
-        if flops is None or nbytes is None or not math.isfinite(p.intensity):
-            p.intensity, p.bound = None, None
-            p.flops = flops
-            p.dram_bytes = nbytes
-        points.append(p)
+        intensity = flops / nbytes if flops is not None and nbytes else None
+        bound = classify_bound(intensity, ceilings) if intensity is not None and ceilings is not None else None
+        points.append(RooflinePoint(r["op"], batch, flops, nbytes, t, intensity, bound, **kw))
 
     sm_hz = pd.to_numeric(df.get("sm_hz"), errors="coerce") if "sm_hz" in df else None
     dram_hz = pd.to_numeric(df.get("dram_hz"), errors="coerce") if "dram_hz" in df else None
@@ -249,6 +311,8 @@ def report_to_roofline(df: pd.DataFrame, *, gpu: Any = None, dtype: str = "bf16"
         },
         missing_metrics=list(df.attrs.get("missing", [])),
         ceilings_note=note,
+        derived=list(df.attrs.get("derived", [])),
+        warnings=list(df.attrs.get("warnings", [])),
         **provenance_extra,
     )
     return RooflineResult(

@@ -47,9 +47,10 @@ def _first(df: pd.DataFrame, *names: str) -> pd.Series | None:
     return None
 
 
-def _count(df: pd.DataFrame, metric_sum: str, time_s: pd.Series | None) -> pd.Series | None:
-    """A ``.sum`` counter, or its ``.sum.per_cycle_elapsed`` rate times SMSP cycles elapsed."""
-    s = _col(df, metric_sum)
+def _count(df: pd.DataFrame, metric_sum: str, time_s: pd.Series | None, alias: str | None = None) -> pd.Series | None:
+    """A ``.sum`` counter (or its ``alias`` spelling), or its ``.sum.per_cycle_elapsed`` rate times SMSP
+    cycles elapsed."""
+    s = _first(df, metric_sum, alias) if alias else _col(df, metric_sum)
     if s is not None:
         return s
     rate = _col(df, metric_sum + ".per_cycle_elapsed")
@@ -61,7 +62,8 @@ def _count(df: pd.DataFrame, metric_sum: str, time_s: pd.Series | None) -> pd.Se
 
 def thread_flops(df: pd.DataFrame, precision: str, time_s: pd.Series | None) -> pd.Series | None:
     """``add + mul + 2·fma`` of one precision; None when any of the three is missing."""
-    add, mul, fma = (_count(df, m, time_s) for m in M.THREAD_FLOPS[precision])
+    add, mul, fma = (_count(df, m, time_s, alias)
+                     for m, alias in zip(M.THREAD_FLOPS[precision], M.THREAD_FLOPS_SM[precision]))
     if add is None or mul is None or fma is None:
         return None
     return add + mul + 2.0 * fma
@@ -79,10 +81,21 @@ def add_standard_columns(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` with :data:`STANDARD_COLUMNS` computed from whatever metrics it holds (NaN where missing)."""
     out = df.copy()
     n = len(out)
+    attrs_derived: list[str] = []
     nan = pd.Series(np.full(n, math.nan), index=out.index)
     missing: list[str] = []
 
     time_s = _col(out, M.TIME)
+    derived = pd.Series(np.zeros(n, dtype=bool), index=out.index)
+    cycles, hz = _col(out, M.SM_CYCLES), _col(out, M.SM_HZ)
+    if cycles is not None and hz is not None:
+        from_cycles = cycles / hz.where(hz > 0)
+        fill = from_cycles.notna() if time_s is None else (time_s.isna() & from_cycles.notna())
+        if fill.any():
+            time_s = from_cycles.where(fill, time_s if time_s is not None else math.nan)
+            derived = fill
+            attrs_derived = [f"time_s = {M.SM_CYCLES} / {M.SM_HZ} for {int(fill.sum())} kernel(s) "
+                             f"without {M.TIME}"]
     if time_s is None:
         missing.append(M.TIME)
     read = _col(out, M.DRAM_READ)
@@ -104,7 +117,7 @@ def add_standard_columns(df: pd.DataFrame) -> pd.DataFrame:
         missing.append("sm__ops_path_tensor_src_*.sum")
     f32 = thread_flops(out, "fp32", time_s)
     if f32 is None:
-        missing.append("smsp__sass_thread_inst_executed_op_{fadd,fmul,ffma}_pred_on.sum")
+        missing.append("smsp__sass_thread_inst_executed_op_{fadd,fmul,ffma}_pred_on.sum (or sm__...)")
     f16 = thread_flops(out, "fp16", time_s)
     f64 = thread_flops(out, "fp64", time_s)
     flops = None
@@ -121,6 +134,8 @@ def add_standard_columns(df: pd.DataFrame) -> pd.DataFrame:
     }
     for k, v in cols.items():
         out[k] = (v if v is not None else nan).astype(float)
+    out["time_derived"] = derived.astype(bool)
     out.attrs = dict(df.attrs)
     out.attrs["missing"] = missing
+    out.attrs["derived"] = attrs_derived
     return out

@@ -56,6 +56,21 @@ THREAD_FLOPS = {
     "fp64": (thread_inst("dadd"), thread_inst("dmul"), thread_inst("dfma")),
 }
 
+def thread_inst_sm(op: str) -> str:
+    """``fadd`` -> ``sm__sass_thread_inst_executed_op_fadd_pred_on.sum``: the same count rolled up per SM,
+    the spelling some reports use instead of the ``smsp__`` one."""
+    return f"sm__sass_thread_inst_executed_op_{op}_pred_on.sum"
+
+
+#: The ``sm__`` spellings of :data:`THREAD_FLOPS`, read when the ``smsp__`` ones are absent.
+THREAD_FLOPS_SM = {
+    "fp32": (thread_inst_sm("fadd"), thread_inst_sm("fmul"), thread_inst_sm("ffma")),
+    "fp16": (thread_inst_sm("hadd"), thread_inst_sm("hmul"), thread_inst_sm("hfma")),
+    "fp64": (thread_inst_sm("dadd"), thread_inst_sm("dmul"), thread_inst_sm("dfma")),
+}
+
+#: Elapsed SM cycles; divided by :data:`SM_HZ` it gives a kernel's duration when the report has none.
+SM_CYCLES = "sm__cycles_elapsed.avg"
 SM_HZ = "sm__cycles_elapsed.avg.per_second"
 SMSP_HZ = "smsp__cycles_elapsed.avg.per_second"
 DRAM_HZ = "dram__cycles_elapsed.avg.per_second"

@@ -6,8 +6,9 @@ Three inputs give the same table:
   its own: ``Mbyte``, ``Kbyte``, ``us``, ``Tbyte/s``...) or base units (``--print-units base``);
 * the details CSV page (``--page details``): section labels at two or three significant digits,
   mapped to metric names where the mapping is known (:data:`DETAILS_LABELS`);
-* the binary ``.ncu-rep``, through NVIDIA's ``ncu_report`` module, or, where no such module loads
-  but Nsight Compute is installed, through ``ncu --import R --csv --page raw --print-units base``
+* the binary ``.ncu-rep``, through NVIDIA's ``ncu_report`` module run in a child process
+  (:mod:`gpuprobe.ncu.rep_child`: a file that makes it abort costs one line, not the process), or,
+  where no such module loads but Nsight Compute is installed, through ``ncu --import R --csv --page raw --print-units base``
   (``df.attrs["reader"]`` says which).
 
 Any of them may be xz-compressed (``.ncu-rep.xz``, ``.csv.xz``).
@@ -22,7 +23,9 @@ units: bytes, seconds, hertz, counts, percent):
 a named domain as ``domain@name``), ``nvtx_ranges`` (open start/end ranges, same spelling).
 
 ``df.attrs``: ``source``, ``format`` (``csv-raw``, ``csv-details``, ``ncu-rep``), ``units``
-(metric -> base unit), ``device_name`` when known.
+(metric -> base unit), ``device_name`` when known, ``warnings`` (a truncated or damaged file).
+
+:func:`read_report` is the one dispatch from a file to its reader.
 
 Anything wrong with the input raises :class:`ReportFormatError` (a :class:`UserError`): one line
 naming the file and what is wrong.
@@ -43,12 +46,11 @@ from typing import Any, Iterable
 import pandas as pd
 
 from gpuprobe.errors import UserError
+from gpuprobe.ncu.rep_child import DEFAULT_DOMAIN, REP_MAGIC
 from gpuprobe.ncu.units import NA_TOKENS, parse_number, unit_factor
 
-ID_COLUMNS = ("id", "kernel_name", "kernel_short", "grid", "block", "device", "stream", "nvtx_stack", "nvtx_ranges")
+ID_COLUMNS = ("id", "kernel_name", "kernel_short", "kernel_key", "grid", "block", "device", "stream", "nvtx_stack", "nvtx_ranges")
 
-DEFAULT_DOMAIN = "<default domain>"
-REP_MAGIC = b"NVR\x00"
 
 #: CSV header cells that are launch attributes, not metrics.
 _CSV_IDENTITY = {
@@ -114,6 +116,50 @@ def short_kernel_name(name: str) -> str:
     return short or s
 
 
+_CAST = re.compile(r"\((?:unsigned |signed )?(?:int|long long|long|short|char|bool)\)(?=-?\d)")
+_INT_SUFFIX = re.compile(r"\b(\d+)(?:ull|ul|ll|u|l)\b", re.IGNORECASE)
+
+
+def _strip_params(s: str) -> str:
+    """Drop a trailing top-level parameter list ``(...)`` (and a ``void`` return type)."""
+    s = s.strip()
+    if s.startswith("void "):
+        s = s[5:].strip()
+    if s.endswith(")"):
+        depth = 0
+        for i in range(len(s) - 1, -1, -1):
+            depth += {")": 1, "(": -1}.get(s[i], 0)
+            if depth == 0:
+                head = s[:i].rstrip()
+                if head and not head.endswith(("<", ",", "(")):
+                    return head
+                break
+    return s
+
+
+def kernel_key(name: str, block: tuple[int, ...] | None = None) -> str:
+    """A kernel's identity across launches and reports: its short name plus its template signature.
+
+    ``void at::native::vectorized_elementwise_kernel<(int)8, at::native::CUDAFunctor_add<c10::BFloat16>,
+    ...>(int, T2, T3)`` -> ``vectorized_elementwise_kernel<8, at::native::CUDAFunctor_add<c10::BFloat16>,
+    ...>``: two CUTLASS GEMMs of different tiles, or two elementwise functors, stay two kernels. Literal
+    casts (``(int)8``) are dropped so the CSV pages' spelling and ``ncu_report``'s agree. A name with no
+    template signature and no parameter list (Triton, OpenACC, or a report that kept only the function
+    name) gets its block shape instead (``matmul_2d_tiling[16x16x1]``), which is fixed by the kernel's
+    code, unlike the grid, which follows the problem size.
+    """
+    full = str(name or "").strip()
+    short = short_kernel_name(full)
+    body = _strip_params(full)
+    lt = body.find("<", body.rfind(short) if short in body else 0)
+    if lt != -1 and body.endswith(">"):
+        sig = _INT_SUFFIX.sub(r"\1", _CAST.sub("", body[lt:]))
+        return short + re.sub(r"\s+", " ", sig)
+    if "(" not in full and block:
+        return f"{short}[{'x'.join(str(b) for b in block)}]"
+    return short
+
+
 # ---------------------------------------------------------------- NVTX column of the CSV pages
 
 _QUOTED = re.compile(r'"([^"]*)"')
@@ -174,8 +220,10 @@ def _read_rows(path: Path, text: str | None) -> list[list[str]]:
 
 
 def _find_header(path: Path, rows: list[list[str]]) -> int:
-    for i, r in enumerate(rows[:200]):
-        if r and r[0] == "ID" and "Kernel Name" in r:
+    """The header row, wherever it is: ncu's own ``==PROF==`` lines, a program's output or a traceback may
+    come first when a page was captured from a terminal."""
+    for i, r in enumerate(rows):
+        if r and r[0].strip() == "ID" and "Kernel Name" in r:
             return i
     raise _fail(path, "not an Nsight Compute CSV page: no header row with 'ID' and 'Kernel Name' "
                       "(export one with `ncu --import R.ncu-rep --csv --page raw --print-units base`)")
@@ -209,10 +257,12 @@ def _read_raw(path: Path, header: list[str], body: list[list[str]]) -> pd.DataFr
     if len(set(header)) != len(header):
         dup = next(c for c in header if header.count(c) > 1)
         raise _fail(path, f"column '{dup[:60]}' appears twice in the header")
-    units_row = [""] * len(header)
-    if body and body[0] and body[0][0] == "":
-        units_row, body = body[0], body[1:]
-        _check_width(path, header, units_row, 2)
+    if not (body and body[0] and body[0][0] == ""):
+        raise _fail(path, "raw page without its units row (the line under the header): its values cannot be "
+                          "put in base units; export it again with `ncu --import R.ncu-rep --csv --page raw "
+                          "--print-units base`")
+    units_row, body = body[0], body[1:]
+    _check_width(path, header, units_row, 2)
     body = [r for r in body if any(c.strip() for c in r)]
     if not body:
         raise _fail(path, "holds no kernel rows (nothing was profiled, or the file is truncated)")
@@ -325,6 +375,7 @@ def _assemble(records: list[dict[str, Any]], metrics: dict[str, list[Any]], unit
         "nvtx_stack": [tuple(r.get("nvtx_stack", ())) for r in records],
         "nvtx_ranges": [tuple(r.get("nvtx_ranges", ())) for r in records],
     })
+    ident.insert(3, "kernel_key", [kernel_key(n, b) for n, b in zip(ident["kernel_name"], ident["block"])])
     cols = {k: v for k, v in metrics.items() if k not in ident.columns}
     df = pd.concat([ident, pd.DataFrame(cols, index=ident.index)], axis=1) if cols else ident
     df.attrs.update({"source": str(path), "format": fmt, "units": dict(units)})
@@ -355,40 +406,6 @@ def _first_string(df: pd.DataFrame, col: str) -> str | None:
 # ---------------------------------------------------------------- .ncu-rep
 
 
-def _metric_value(m: Any) -> tuple[Any, str]:
-    unit = m.unit() or ""
-    try:
-        if m.kind() == m.ValueKind_STRING:
-            return m.as_string(), ""
-    except AttributeError:
-        pass
-    v = m.value()
-    if isinstance(v, str):
-        return v, ""
-    if v is None:
-        return math.nan, unit
-    base, factor = unit_factor(unit)
-    try:
-        return float(v) * factor, base
-    except (TypeError, ValueError):
-        return str(v), ""
-
-
-def _rep_nvtx(action: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    st = action.nvtx_state()
-    if st is None:
-        return (), ()
-    stack: list[str] = []
-    ranges: list[str] = []
-    for dom_id in sorted(st.domains(), key=lambda d: (d != 0, d)):
-        dom = st.domain_by_id(dom_id)
-        dname = dom.name()
-        prefix = "" if dname in (DEFAULT_DOMAIN, "", None) else f"{dname}@"
-        stack += [prefix + n for n in dom.push_pop_ranges()]
-        ranges += [prefix + n for n in dom.start_end_ranges()]
-    return tuple(stack), tuple(ranges)
-
-
 def _decompress_xz(path: Path, folder: Path) -> Path:
     """``R.ncu-rep.xz`` -> ``folder/R.ncu-rep``; a damaged archive is the reader's one-line error."""
     plain = folder / path.with_suffix("").name
@@ -401,63 +418,86 @@ def _decompress_xz(path: Path, folder: Path) -> Path:
 
 
 def read_ncu_rep(path: str | Path) -> pd.DataFrame:
-    """A binary ``.ncu-rep`` (or ``.ncu-rep.xz``) -> the normalized table, through ``ncu_report``."""
+    """A binary ``.ncu-rep`` (or ``.ncu-rep.xz``) -> the normalized table, through ``ncu_report``.
+
+    The module runs in a child process (:mod:`gpuprobe.ncu.rep_child`): a file that makes it abort
+    gives one line naming ``path``, never a dead process. A file whose blocks stop early is read as far
+    as it goes, and ``df.attrs["warnings"]`` says how many kernels it held and that it looks truncated.
+    """
     from gpuprobe.ncu.ncu_report_loader import require_ncu_report
+    from gpuprobe.ncu.rep_child import ChildFailed, read_in_child, scan_blocks
 
     path = Path(path)
     if not path.is_file():
         raise _fail(path, "no such file")
-    if path.suffix == ".xz":
-        with tempfile.TemporaryDirectory(prefix="gpuprobe-rep-") as tmp:
-            df = read_ncu_rep(_decompress_xz(path, Path(tmp)))
-        df.attrs["source"] = str(path)
-        return df
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if not head:
-        raise _fail(path, "the file is empty")
-    if head != REP_MAGIC:
-        raise _fail(path, "not a .ncu-rep file (no 'NVR' signature); CSV pages are read by their content")
-    ncu_report = require_ncu_report(path)
-    reader = f"ncu_report ({getattr(ncu_report, '__file__', None) or 'module'})"
-    try:
-        ctx = ncu_report.load_report(str(path))
-    except FileNotFoundError as e:  # the file exists: the module's native library directory does not
-        raise ReaderUnavailable(f"cannot read '{path}': ncu_report ({reader}) cannot find its library: {e}; "
-                                f"export the raw page as CSV instead (`ncu --import R.ncu-rep --csv --page raw "
-                                f"--print-units base > R.csv`)") from None
-    except Exception as e:  # the module raises plain exceptions on bad files
-        raise _fail(path, f"ncu_report cannot load it: {e}") from None
+    with tempfile.TemporaryDirectory(prefix="gpuprobe-rep-") as tmp:
+        plain = _decompress_xz(path, Path(tmp)) if path.suffix == ".xz" else path
+        try:
+            data = plain.read_bytes()
+        except OSError as e:
+            raise _fail(path, f"cannot read: {e.strerror or e}") from None
+        if not data:
+            raise _fail(path, "the file is empty")
+        if not data.startswith(REP_MAGIC):
+            raise _fail(path, "not a .ncu-rep file (no 'NVR' signature); CSV pages are read by their content")
+        scan = scan_blocks(data)
+        del data
+        module = require_ncu_report(path)
+        try:
+            got = read_in_child(plain, getattr(module, "__file__", None))
+        except ChildFailed as e:
+            raise ReportFormatError(f"could not read '{path}': {e}; the file is damaged or from an unsupported "
+                                    "version") from None
+        if "error" in got:  # the module's own words may name the decompressed copy: name the user's file
+            got["error"] = " ".join(str(got["error"]).replace(str(plain), str(path)).split())
+    if "error" in got:
+        if got.get("unavailable"):
+            raise ReaderUnavailable(f"cannot read '{path}': {got['error']}; export the raw page as CSV instead "
+                                    "(`ncu --import R.ncu-rep --csv --page raw --print-units base > R.csv`)")
+        raise _fail(path, got["error"])
+    kernels = got["kernels"]
+    warnings: list[str] = []
+    if not scan.complete:
+        if not kernels:
+            raise _fail(path, f"looks truncated ({scan.problem}): no kernel results could be read")
+        extra = len(kernels) - scan.results
+        how = (f", {scan.results} from complete blocks and {extra} from the cut block, whose values may be "
+               "incomplete" if extra > 0 else f" (its complete blocks hold {scan.results})")
+        warnings.append(f"'{path}' looks truncated: it {scan.problem}; {len(kernels)} kernel(s) read{how}")
+    elif len(kernels) < scan.results:
+        warnings.append(f"'{path}': its blocks declare {scan.results} kernel results but ncu_report read "
+                        f"{len(kernels)}; the file looks damaged")
+    if got.get("skipped_metrics") or got.get("skipped_kernels"):
+        warnings.append(f"'{path}': ncu_report could not read {got['skipped_metrics']} metric value(s) and "
+                        f"{got['skipped_kernels']} kernel(s); they are missing from the table")
+    if not kernels:
+        raise _fail(path, "holds no kernel results (truncated, or nothing was profiled)")
     records: list[dict[str, Any]] = []
     metrics: dict[str, list[Any]] = {}
     units: dict[str, str] = {}
-    for ri in range(ctx.num_ranges()):
-        rng = ctx.range_by_idx(ri)
-        for ai in range(rng.num_actions()):
-            a = rng.action_by_idx(ai)
-            stack, ranges = _rep_nvtx(a)
-            n = len(records)
-            vals: dict[str, Any] = {}
-            for name in a.metric_names():
-                m = a.metric_by_name(name)
-                if m is None:
-                    continue
-                vals[name], units[name] = _metric_value(m)
-            gx, gy, gz = (vals.get(f"launch__grid_dim_{c}") for c in "xyz")
-            bx, by, bz = (vals.get(f"launch__block_dim_{c}") for c in "xyz")
-            records.append({
-                "id": n,
-                "kernel_name": a.name(a.NameBase_DEMANGLED) if hasattr(a, "NameBase_DEMANGLED") else a.name(),
-                "grid": _tuple_ints(gx, gy, gz), "block": _tuple_ints(bx, by, bz),
-                "device": vals.get("launch__device_id"), "stream": vals.get("launch__stream_id"),
-                "nvtx_stack": stack, "nvtx_ranges": ranges,
-            })
-            for k in set(metrics) | set(vals):
-                metrics.setdefault(k, [math.nan] * n).append(vals.get(k, math.nan))
-    if not records:
-        raise _fail(path, "holds no kernel results (truncated, or nothing was profiled)")
+    for n, k in enumerate(kernels):
+        vals: dict[str, Any] = {}
+        for name, (value, unit) in k["metrics"].items():
+            if isinstance(value, float):
+                base, factor = unit_factor(unit)
+                vals[name], units[name] = value * factor, base
+            else:
+                vals[name], units[name] = value, ""
+        gx, gy, gz = (vals.get(f"launch__grid_dim_{c}") for c in "xyz")
+        bx, by, bz = (vals.get(f"launch__block_dim_{c}") for c in "xyz")
+        records.append({
+            "id": n, "kernel_name": k["name"],
+            "grid": _tuple_ints(gx, gy, gz), "block": _tuple_ints(bx, by, bz),
+            "device": vals.get("launch__device_id"), "stream": vals.get("launch__stream_id"),
+            "nvtx_stack": k["nvtx_stack"], "nvtx_ranges": k["nvtx_ranges"],
+        })
+        for key in set(metrics) | set(vals):
+            metrics.setdefault(key, [math.nan] * n).append(vals.get(key, math.nan))
     df = _assemble(records, metrics, units, path, "ncu-rep")
-    df.attrs["reader"] = reader
+    df.attrs["reader"] = got.get("reader")
+    df.attrs["kernels_declared"] = scan.results if scan.complete else None
+    if warnings:
+        df.attrs["warnings"] = warnings
     return df
 
 
@@ -512,7 +552,7 @@ def _read_rep(path: Path) -> pd.DataFrame:
 def _tuple_ints(*vals: Any) -> tuple[int, ...] | None:
     try:
         return tuple(int(v) for v in vals)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 

@@ -11,8 +11,8 @@ table every gpuprobe analysis takes, find decode steps, and time each op of a st
 
 Modules, along the data flow: :mod:`~gpuprobe.nsys.sqlite_reader` (the export's tables),
 :mod:`~gpuprobe.nsys.stats_csv` (``nsys stats`` CSVs), :mod:`~gpuprobe.nsys.attribution` (NVTX stack at
-launch time, op and layer, CUDA graph alignment), :mod:`~gpuprobe.nsys.kernel_classes` (the kernel rule
-table adapter), :mod:`~gpuprobe.nsys.table` (the per-kernel frame), :mod:`~gpuprobe.nsys.steps`
+launch time, op and layer, CUDA graph alignment), :func:`gpuprobe.kernel_rules.classifier` (the kernel rule
+table), :mod:`~gpuprobe.nsys.table` (the per-kernel frame), :mod:`~gpuprobe.nsys.steps`
 (decode steps), :mod:`~gpuprobe.nsys.trace_roofline` (per-op roofline records), :mod:`~gpuprobe.nsys.runner`
 (nsys itself); for the command line :mod:`~gpuprobe.nsys.report` (``report`` on a trace),
 :mod:`~gpuprobe.nsys.profile` (``profile --nsys``), :mod:`~gpuprobe.nsys.engine_roofline` and
@@ -80,8 +80,9 @@ class Trace:
         return S.label_steps_by_nvtx(self.kernels, self.nvtx, step_regex or S.DEFAULT_STEP_REGEX)
 
 
-def _read_sqlite(path: Path, rule) -> Trace:
+def _read_sqlite(path: Path, rule, classify) -> Trace:
     from gpuprobe.nsys import sqlite_reader as R
+    from gpuprobe.ncu.attribution import default_rule
     from gpuprobe.nsys.attribution import assign_ops, nvtx_stacks
     from gpuprobe.nsys.table import kernel_frame
 
@@ -92,7 +93,7 @@ def _read_sqlite(path: Path, rule) -> Trace:
         info = R.read_info(conn)
     stacks = nvtx_stacks(raw, calls, nvtx)
     df = kernel_frame(raw, stacks)
-    df = assign_ops(df, rule) if rule is not None else assign_ops(df)
+    df = assign_ops(df, rule or default_rule, classify)
     used = sorted({int(d) for d in df["device"].dropna()})
     names = [info.device_names[d] for d in used if d in info.device_names]
     device_name = names[0] if len(set(names)) == 1 else info.device_name
@@ -104,9 +105,10 @@ def _read_sqlite(path: Path, rule) -> Trace:
     return Trace(df, nvtx, {"nsys_version": info.nsys_version, "device_name": device_name})
 
 
-def _read_csv(path: Path, rule) -> Trace:
+def _read_csv(path: Path, rule, classify) -> Trace:
     import pandas as pd
 
+    from gpuprobe.ncu.attribution import default_rule
     from gpuprobe.nsys.attribution import assign_ops
     from gpuprobe.nsys.stats_csv import read_stats_csv
     from gpuprobe.nsys.table import kernel_frame
@@ -115,7 +117,7 @@ def _read_csv(path: Path, rule) -> Trace:
     df = kernel_frame(raw)
     if "nvtx_stack" in raw.columns:
         df["nvtx_stack"] = raw["nvtx_stack"].to_list()
-    df = assign_ops(df, rule) if rule is not None else assign_ops(df)
+    df = assign_ops(df, rule or default_rule, classify)
     dev = raw["device_name"].dropna().unique().tolist() if "device_name" in raw.columns else []
     df.attrs.update({"source": str(path), "format": "nsys-csv", "report": kind,
                      "device_name": dev[0] if len(dev) == 1 else None, "nsys_version": None,
@@ -126,12 +128,15 @@ def _read_csv(path: Path, rule) -> Trace:
 
 
 def load_trace(path: str | Path, rule: "AttributionRule | None" = None, *, align_eager: str | Path | None = None,
-               step_regex: str | None = None) -> Trace:
-    """Read an nsys input into a :class:`Trace`. ``align_eager``: an eager NVTX-ranged trace of the same
+               step_regex: str | None = None, rules: str | Path | None = None) -> Trace:
+    """Read an nsys input into a :class:`Trace`. ``rules``: a user's kernel rules file, matched before the
+    built-in table (docs/kernel-rules.md). ``align_eager``: an eager NVTX-ranged trace of the same
     step shapes; graph-replayed kernels take the op of the eager kernel they align with
     (:func:`gpuprobe.nsys.attribution.align_to_eager`, reference: the eager trace's last step)."""
     from gpuprobe.errors import UserError
+    from gpuprobe.kernel_rules import classifier
 
+    classify = classifier(rules)
     p = Path(path)
     if not p.exists():
         raise UserError(f"'{p}': no such file")
@@ -141,20 +146,21 @@ def load_trace(path: str | Path, rule: "AttributionRule | None" = None, *, align
     if name.endswith((".nsys-rep", ".qdrep")):
         from gpuprobe.nsys.runner import export_sqlite
 
-        tr = _read_sqlite(export_sqlite(p), rule)
+        tr = _read_sqlite(export_sqlite(p), rule, classify)
         tr.kernels.attrs["source"] = str(p)
     elif name.endswith((".csv", ".csv.xz")):
-        tr = _read_csv(p, rule)
+        tr = _read_csv(p, rule, classify)
     else:
-        tr = _read_sqlite(p, rule)
+        tr = _read_sqlite(p, rule, classify)
     if align_eager is not None:
+        from gpuprobe.ncu.attribution import default_rule
         from gpuprobe.nsys.attribution import align_to_eager, assign_ops
         from gpuprobe.nsys.steps import reference_step
 
-        eager = load_trace(align_eager, rule)
+        eager = load_trace(align_eager, rule, rules=rules)
         ref = reference_step(eager.labelled(step_regex))
         aligned = align_to_eager(tr.kernels, ref)
-        tr.kernels = assign_ops(aligned, rule) if rule is not None else assign_ops(aligned)
+        tr.kernels = assign_ops(aligned, rule or default_rule, classify)
         tr.kernels.attrs["aligned_to"] = str(align_eager)
     return tr
 

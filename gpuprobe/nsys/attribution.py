@@ -16,7 +16,7 @@ with an eager, NVTX-ranged step of the same shapes.
 
 Op and layer come from the stack by :func:`gpuprobe.ncu.attribution.default_rule` (the one rule of
 docs/contracts.md); a kernel with no known range is named by the kernel rule table
-(:mod:`gpuprobe.nsys.kernel_classes`), else ``other:<short name>``. ``op_source`` says which.
+(:func:`gpuprobe.kernel_rules.classifier`), else ``other:<short name>``. ``op_source`` says which.
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from gpuprobe.ncu.attribution import OTHER_PREFIX, AttributionRule, default_rule
-from gpuprobe.nsys.kernel_classes import kernel_class
+from gpuprobe.kernel_rules import KernelClassifier, classifier
+from gpuprobe.ncu.attribution import AttributionRule, attribute, default_rule
 
 
 def range_label(name: str, domain: str | None) -> str:
@@ -104,32 +104,19 @@ def nvtx_stacks(kernels: pd.DataFrame, calls: pd.DataFrame, nvtx: pd.DataFrame) 
     }, index=kernels.index)
 
 
-def assign_ops(df: pd.DataFrame, rule: AttributionRule = default_rule) -> pd.DataFrame:
-    """``df`` with ``op``, ``layer`` (nullable int) and ``op_source``: ``nvtx`` when ``rule`` found a known
-    range on the stack, ``rules`` when the kernel rule table named it, else ``none`` (``other:<short>``).
-    Rows whose ``op_source`` is already ``eager_alignment`` keep their op and layer."""
-    out = df.copy()
-    ops, layers, sources = [], [], []
-    keep = out["op_source"].to_numpy(dtype=object) if "op_source" in out.columns else [None] * len(out)
-    old_op = out["op"].to_numpy(dtype=object) if "op" in out.columns else [None] * len(out)
-    old_layer = out["layer"].to_numpy(dtype=object) if "layer" in out.columns else [None] * len(out)
-    for i, (stack, short, name) in enumerate(zip(out["nvtx_stack"], out["kernel_short"], out["kernel_name"])):
-        if keep[i] == "eager_alignment":
-            ops.append(old_op[i])
-            layers.append(None if old_layer[i] is pd.NA else old_layer[i])
-            sources.append("eager_alignment")
-            continue
-        op, layer = rule(tuple(stack or ()), short)
-        source = "nvtx"
-        if op.startswith(OTHER_PREFIX):
-            cls = kernel_class(name) or kernel_class(short)
-            op, source = (cls, "rules") if cls else (op, "none")
-        ops.append(op)
-        layers.append(layer)
-        sources.append(source)
-    out["op"] = ops
-    out["layer"] = pd.array(layers, dtype="Int64")
-    out["op_source"] = sources
+def assign_ops(df: pd.DataFrame, rule: AttributionRule = default_rule,
+               classify: KernelClassifier | None = None) -> pd.DataFrame:
+    """``df`` with ``op``, ``layer`` (nullable int) and ``op_source`` by the one attribution of every reader
+    (:func:`gpuprobe.ncu.attribution.attribute`: NVTX first, then the kernel rule table). Rows whose
+    ``op_source`` is already ``eager_alignment`` keep their op and layer."""
+    keep = (df["op_source"] == "eager_alignment").to_numpy(dtype=bool) if "op_source" in df.columns \
+        else np.zeros(len(df), dtype=bool)
+    out = attribute(df, rule, classify=classify or classifier())
+    if keep.any():
+        for col in ("op", "layer", "op_source"):
+            merged = out[col].astype(object).to_numpy(copy=True)
+            merged[keep] = df[col].astype(object).to_numpy()[keep]
+            out[col] = pd.array(merged, dtype="Int64") if col == "layer" else merged
     return out
 
 

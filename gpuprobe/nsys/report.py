@@ -86,7 +86,7 @@ def run_trace_report(args: argparse.Namespace) -> int:
     """``gpuprobe report TRACE [--model M --batch B --context C]``."""
     from gpuprobe.nsys import load_trace
 
-    trace = load_trace(args.file, align_eager=getattr(args, "align_eager", None),
+    trace = load_trace(args.file, align_eager=getattr(args, "align_eager", None), rules=getattr(args, "rules", None),
                        step_regex=getattr(args, "step_regex", None))
     if trace.kernels.attrs.get("format") == "nsys-csv" and not getattr(args, "step_kernel", None):
         stats = None

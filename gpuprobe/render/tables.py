@@ -1,13 +1,246 @@
-"""Terminal tables of roofline results (rich): op x batch with time, bound and intensity."""
+"""Terminal tables: tables that fit the terminal, plain text when piped, and the analytic roofline grid.
+
+:func:`emit` prints one table of :class:`Column` over row dicts in the format asked for:
+
+* ``table`` (the default on a terminal): fitted to the terminal's width (``COLUMNS`` honoured). Full
+  headers when they fit, else abbreviated headers and a legend; names are the only cells ever
+  shortened (with ``…`` in the middle); numbers are never cut: when the value columns do not fit beside
+  the names, the table is printed in several blocks, each repeating the name columns.
+* ``tsv`` (the default when stdout is not a terminal): tab-separated, full headers, one line per row,
+  missing values as ``-``: ready for ``grep``, ``cut`` and ``sort``.
+* ``csv``: full headers, missing values empty. ``json``: a list of objects with the raw values
+  (missing values ``null``; strict JSON, never ``NaN``).
+"""
 from __future__ import annotations
 
+import csv
+import io
+import json
+import math
 import shutil
+import sys
+import textwrap
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence, TextIO
 
 from rich.console import Console
 from rich.table import Table
 
 from gpuprobe.ops import OPS
 from gpuprobe.roofline.schema import RooflineResult
+
+FORMATS = ("table", "tsv", "csv", "json")
+MISSING = "-"
+_GAP = "  "
+
+
+def is_missing(x: Any) -> bool:
+    """None, NaN, pandas' NA or an infinite float: a value that is not there."""
+    if x is None:
+        return True
+    try:
+        if x != x:  # NaN and pandas.NA-like values
+            return True
+    except (TypeError, ValueError):
+        return True
+    return isinstance(x, float) and math.isinf(x)
+
+
+def fmt_num(x: Any, scale: float = 1.0) -> str:
+    """``x / scale`` with about four significant digits and no exponent for ordinary magnitudes;
+    ``-`` when missing. Large values keep every integer digit (``141,234``): numbers are never cut."""
+    if is_missing(x):
+        return MISSING
+    v = float(x) / scale
+    a = abs(v)
+    if a == 0:
+        return "0"
+    if a >= 1000:
+        return f"{v:,.0f}"
+    if a >= 100:
+        return f"{v:.1f}"
+    if a >= 10:
+        return f"{v:.2f}"
+    if a >= 1:
+        return f"{v:.3f}"
+    if a >= 1e-3:
+        t = f"{v:.4f}"
+        return f"{v:.3f}" if abs(float(t)) >= 1 else t.rstrip("0")
+    return f"{v:.3g}"
+
+
+def fmt_int(x: Any) -> str:
+    """A count: ``-`` when missing, else the integer with thousands separators."""
+    if is_missing(x):
+        return MISSING
+    return f"{int(round(float(x))):,}"
+
+
+def fmt_text(x: Any) -> str:
+    return MISSING if is_missing(x) or x == "" else str(x)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: where its value comes from, its headers, and how its cells are written."""
+
+    key: str  # key of the row dicts
+    header: str  # full header (tsv, csv, wide terminals)
+    short: str = ""  # abbreviated header for narrow terminals ("" = the full one)
+    legend: str = ""  # what the abbreviation means
+    fmt: Callable[[Any], str] = fmt_text
+    numeric: bool = True  # right-aligned, never cut
+    name: bool = False  # a name column: repeated in each block, may be shortened with an ellipsis
+    cut: str = "end"  # where a name loses characters: "end" (kernel names) or "middle" (names with telling ends)
+    raw_key: str | None = None  # row key of the value csv/json write (default: ``key``)
+
+    def head(self, abbreviated: bool) -> str:
+        return (self.short or self.header) if abbreviated else self.header
+
+
+def terminal_width(default: int = 100) -> int:
+    return shutil.get_terminal_size((default, 24)).columns
+
+
+def _ellipsize(text: str, width: int) -> str:
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return text[:width]
+    keep = width - 1
+    left = (keep + 1) // 2
+    return text[:left] + "…" + text[len(text) - (keep - left):]
+
+
+def _cut(text: str, width: int) -> str:
+    """A name shortened at its end (its start says what it is): ``nvjet_sm90_tst_64x8…``."""
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def _line(cells: Sequence[str], widths: Sequence[int], numeric: Sequence[bool]) -> str:
+    parts = [c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)]
+    return _GAP.join(parts).rstrip()
+
+
+def render_text(columns: Sequence[Column], rows: Sequence[dict], width: int, title: str | None = None,
+                notes: Iterable[str] = ()) -> str:
+    """The table as text no wider than ``width`` (see the module docstring for how it fits)."""
+    cells = [[c.fmt(r.get(c.key)) for c in columns] for r in rows]
+    out: list[str] = []
+    if title:
+        out += textwrap.wrap(title, width) or [title]
+
+    def widths(abbreviated: bool) -> list[int]:
+        return [max([len(c.head(abbreviated))] + [len(row[j]) for row in cells]) for j, c in enumerate(columns)]
+
+    def total(ws: Sequence[int]) -> int:
+        return sum(ws) + len(_GAP) * (len(ws) - 1)
+
+    abbreviated = total(widths(False)) > width
+    ws = widths(abbreviated)
+    name_idx = [j for j, c in enumerate(columns) if c.name]
+    value_idx = [j for j, c in enumerate(columns) if not c.name]
+    # names give way first: to what lets the values fit in one block, never below their floor; when the
+    # values need several blocks anyway, names keep up to 40% of the width
+    values_w = total([ws[j] for j in value_idx]) + (len(_GAP) if name_idx and value_idx else 0)
+    for j in name_idx:
+        floor = max(min(24, ws[j]), len(columns[j].head(abbreviated)))
+        room = width - values_w - (total([ws[k] for k in name_idx]) - ws[j])
+        if room >= ws[j]:
+            continue
+        ws[j] = max(floor, room if room >= floor else min(ws[j], int(width * 0.4)))
+    names_w = total([ws[j] for j in name_idx]) + (len(_GAP) if name_idx else 0)
+    blocks: list[list[int]] = []
+    cur: list[int] = []
+    used = names_w
+    for j in value_idx:
+        need = ws[j] + (len(_GAP) if cur else 0)
+        if cur and used + need > width:
+            blocks.append(cur)
+            cur, used = [], names_w
+            need = ws[j]
+        cur.append(j)
+        used += need
+    if cur or not blocks:
+        blocks.append(cur)
+    for b, block in enumerate(blocks):
+        idx = name_idx + block
+        bw = [ws[j] for j in idx]
+        num = [columns[j].numeric for j in idx]
+        if b:
+            out.append("")
+        out.append(_line([_ellipsize(columns[j].head(abbreviated), ws[j]) for j in idx], bw, num))
+        out.append(_line(["-" * w for w in bw], bw, num))
+        for row in cells:
+            out.append(_line([(_ellipsize if columns[j].cut == "middle" else _cut)(row[j], ws[j])
+                              if columns[j].name else row[j] for j in idx], bw, num))
+    if abbreviated:
+        legend = "; ".join(f"{c.short} = {c.legend or c.header}" for c in columns if c.short and c.short != c.header)
+        if legend:
+            out += textwrap.wrap(legend, width, subsequent_indent="  ")
+    for n in notes:
+        out += textwrap.wrap(n, width, subsequent_indent="  ") or [""]
+    return "\n".join(out) + "\n"
+
+
+def render_tsv(columns: Sequence[Column], rows: Sequence[dict]) -> str:
+    lines = ["\t".join(c.header for c in columns)]
+    for r in rows:
+        lines.append("\t".join(c.fmt(r.get(c.key)).replace("\t", " ") for c in columns))
+    return "\n".join(lines) + "\n"
+
+
+def _raw(c: Column, r: dict) -> Any:
+    v = r.get(c.raw_key or c.key)
+    if is_missing(v):
+        return None
+    if hasattr(v, "item"):  # numpy scalars
+        v = v.item()
+    return v
+
+
+def render_csv(columns: Sequence[Column], rows: Sequence[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([c.header for c in columns])
+    for r in rows:
+        w.writerow(["" if (v := _raw(c, r)) is None else v for c in columns])
+    return buf.getvalue()
+
+
+def render_json(columns: Sequence[Column], rows: Sequence[dict]) -> str:
+    data = [{(c.raw_key or c.key): _raw(c, r) for c in columns} for r in rows]
+    return json.dumps(data, indent=2, allow_nan=False) + "\n"
+
+
+def choose_format(fmt: str | None, stream: TextIO | None = None) -> str:
+    """``fmt`` when given, else ``table`` on a terminal and ``tsv`` when piped."""
+    if fmt:
+        return fmt
+    stream = stream or sys.stdout
+    return "table" if getattr(stream, "isatty", lambda: False)() else "tsv"
+
+
+def emit(columns: Sequence[Column], rows: Sequence[dict], fmt: str | None = None, title: str | None = None,
+         notes: Iterable[str] = (), stream: TextIO | None = None, width: int | None = None) -> None:
+    """Print a table in ``fmt`` (see :data:`FORMATS`; default by :func:`choose_format`).
+
+    Title and notes go with the ``table`` format; the machine formats carry the rows only."""
+    stream = stream or sys.stdout
+    fmt = choose_format(fmt, stream)
+    if fmt == "table":
+        stream.write(render_text(columns, rows, width or terminal_width(), title, notes))
+    elif fmt == "tsv":
+        stream.write(render_tsv(columns, rows))
+    elif fmt == "csv":
+        stream.write(render_csv(columns, rows))
+    elif fmt == "json":
+        stream.write(render_json(columns, rows))
+    else:
+        raise ValueError(f"unknown table format {fmt!r}")
+
+
+# ---------------------------------------------------------------- the analytic roofline grid
 
 
 def fmt_time(t: float | None) -> str:
@@ -53,9 +286,10 @@ def print_roofline_table(result: RooflineResult, footer: str | None = None, cons
     con.print(t)
     con.print("each cell: an op's time summed over the layers of one step, its bound (M/C), and below it "
               "its intensity (FLOP/B)")
-    con.print(f"M = memory-bound, C = compute-bound: intensity against the ridge "
-              f"{result.ceilings.ridge:.0f} FLOP/B ({result.ceilings.dram_source} DRAM "
-              f"{result.ceilings.dram_bytes_per_s / 1e12:.2f} TB/s, {result.ceilings.compute_roof} "
-              f"{result.ceilings.flops_per_s / 1e12:.0f} TFLOP/s)")
+    c = result.ceilings
+    if c is not None:
+        con.print(f"M = memory-bound, C = compute-bound: intensity against the ridge {c.ridge:.0f} FLOP/B "
+                  f"({c.dram_source} DRAM {c.dram_bytes_per_s / 1e12:.2f} TB/s, {c.compute_roof} "
+                  f"{c.flops_per_s / 1e12:.0f} TFLOP/s)")
     if footer:
         con.print(footer)

@@ -189,7 +189,7 @@ class RooflineResult:
     context: int | None
     dtype: str | None
     layers: int | None
-    ceilings: Ceilings
+    ceilings: Ceilings | None  # None: no roof is known for this GPU (a report from an unknown GPU with no peaks)
     roofs: list[Roof]
     points: list[RooflinePoint]
     batch: list[int] | int | None = None
@@ -203,10 +203,11 @@ class RooflineResult:
             "schema_version": SCHEMA_VERSION,
             "model": self.model, "gpu": self.gpu, "mode": self.mode, "context": self.context,
             "dtype": self.dtype, "layers": self.layers, "batch": self.batch,
-            "ceilings": {"dram_bytes_per_s": c.dram_bytes_per_s, "flops_per_s": c.flops_per_s,
-                         "dram_roof": c.dram_roof, "compute_roof": c.compute_roof,
-                         "dram_source": c.dram_source, "compute_source": c.compute_source,
-                         "ridge_flops_per_byte": c.ridge},
+            "ceilings": None if c is None else {
+                "dram_bytes_per_s": c.dram_bytes_per_s, "flops_per_s": c.flops_per_s,
+                "dram_roof": c.dram_roof, "compute_roof": c.compute_roof,
+                "dram_source": c.dram_source, "compute_source": c.compute_source,
+                "ridge_flops_per_byte": c.ridge},
             "roofs": [r.to_dict() for r in self.roofs],
             "points": [p.to_dict() for p in self.points],
             "provenance": self.provenance,
@@ -220,9 +221,10 @@ class RooflineResult:
     def from_dict(cls, d: dict[str, Any]) -> "RooflineResult":
         try:
             c = d["ceilings"]
-            ceilings = Ceilings(float(c["dram_bytes_per_s"]), float(c["flops_per_s"]),
-                                c.get("dram_roof", "dram"), c.get("compute_roof", "tensor_bf16"),
-                                c.get("dram_source", "datasheet"), c.get("compute_source", "datasheet"))
+            ceilings = None if c is None else Ceilings(
+                float(c["dram_bytes_per_s"]), float(c["flops_per_s"]),
+                c.get("dram_roof", "dram"), c.get("compute_roof", "tensor_bf16"),
+                c.get("dram_source", "datasheet"), c.get("compute_source", "datasheet"))
             known = {"schema_version", "model", "gpu", "mode", "context", "dtype", "layers", "batch",
                      "ceilings", "roofs", "points", "provenance", "limiter_rule"}
             return cls(

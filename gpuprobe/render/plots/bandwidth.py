@@ -72,7 +72,8 @@ def plot_bandwidth_vs_batch(result: RooflineResult, path: str | Path, *, minor_o
     ax2.set_ylabel(right_label)
     ax1.text(1.0, thr + 1.5, f"limiter threshold {thr:.0f}%", transform=ax1.get_yaxis_transform(),
              ha="right", fontsize=7, color="grey")
-    ax1.legend(fontsize=7, loc="upper left", ncol=2, framealpha=0.9)
+    if ax1.get_legend_handles_labels()[0]:
+        ax1.legend(fontsize=7, loc="upper left", ncol=2, framealpha=0.9)
     basis = ("counters, cold caches" if result.mode == "ncu" else "analytic minimum bytes over CUDA-event time")
     fig.suptitle(f"{result.model} on {result.gpu}, {result.mode} mode"
                  + (f", context {result.context}" if result.context else "")
