@@ -129,3 +129,31 @@ def test_every_subcommand_has_help(capsys):
         assert f"usage: gpuprobe {name}" in capsys.readouterr().out, name
     r = gp("--help")  # the console entry point, once, in a real process
     assert r.returncode == 0 and "roofline" in r.stdout
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_analytic_table_fits_the_terminal(tmp_path, columns):
+    env = {**os.environ, "COLUMNS": str(columns)}
+    r = subprocess.run([sys.executable, "-m", "gpuprobe", "roofline", "--model", "qwen2-0.5b", "--out", str(tmp_path),
+                        "--format", "table", "--context", "32768"], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    table = [line for line in r.stdout.splitlines()[1:] if not line.startswith("wrote ")]
+    assert max(len(line) for line in table) <= columns
+    assert "189,876" not in r.stdout  # a different context than the default: the numbers are this run's
+    assert "B=512*" in r.stdout and "does not fit in memory" in r.stdout  # batches that cannot be held
+    assert "…" not in "\n".join(line for line in table if "µs" in line or "ms" in line)  # no cell cut
+
+
+def test_piped_table_is_tab_separated_and_json_is_strict(tmp_path):
+    r = gp("roofline", "--model", "qwen2-0.5b", "--batch", "1,64", "--out", str(tmp_path / "a"))
+    rows = [line.split("\t") for line in r.stdout.splitlines()[1:] if "\t" in line]
+    assert rows[0] == ["op", "B=1", "B=64"] and any(row[0] == "attention" for row in rows)
+    j = gp("roofline", "--model", "qwen2-0.5b", "--batch", "1,64", "--json", "--out", str(tmp_path / "b"))
+    data = json.loads(j.stdout, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    assert {p["batch"] for p in data["points"]} == {1, 64} and "ANALYTIC" in j.stderr
+
+
+def test_resume_in_analytic_mode_is_refused(tmp_path):
+    r = gp("roofline", "--model", "qwen2-0.5b", "--resume", str(tmp_path))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "resume" in r.stderr

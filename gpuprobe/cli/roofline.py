@@ -35,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output folder (default: a new folder under ./gpuprobe-out/)")
     p.add_argument("--resume", metavar="DIR", help="measured modes: continue a sweep in DIR, skipping finished points")
     p.add_argument("--datasheet", action="store_true", help="use datasheet ceilings even when measured ones are cached")
+    p.add_argument("--json", action="store_true", help="print roofline.json to stdout (messages go to stderr)")
+    p.add_argument("--format", choices=("table", "tsv", "csv", "json"), default=None,
+                   help="the table's format: table (default on a terminal), tsv (default when piped), csv, json")
 
 
 def _resolve_gpu(name: str | None):
@@ -88,6 +91,11 @@ def run(args: argparse.Namespace) -> int:
 
         raise UserError(f"--layers must be 'one' or 'all', got '{args.layers}'.")
     mode, why = choose_mode(args.mode, detected)
+    if mode == "analytic" and args.resume:
+        from gpuprobe.errors import UserError
+
+        raise UserError("--resume continues a measured sweep; the analytic roofline has nothing to resume "
+                        "(drop --resume, or run on a GPU with --mode timing|ncu|nsys).")
     if mode == "nsys":
         from gpuprobe.nsys.engine_roofline import run_nsys_roofline
 
@@ -99,12 +107,14 @@ def run(args: argparse.Namespace) -> int:
                                      dtype=dtype, mode=mode)
     out = output_dir(args.out, f"roofline-{spec.name}")
     roofs = _cached_roofs(gpu, dtype, not args.datasheet)
+    say = sys.stderr if args.json else sys.stdout
     print(f"gpuprobe roofline: ANALYTIC mode ({why}): times are predicted from the cost model and "
-          f"{'measured' if roofs else 'datasheet'} ceilings of {gpu.display_name}, not measured.", flush=True)
-    return _run_analytic(spec, gpu, batches, context, dtype, roofs, out)
+          f"{'measured' if roofs else 'datasheet'} ceilings of {gpu.display_name}, not measured.", file=say, flush=True)
+    return _run_analytic(spec, gpu, batches, context, dtype, roofs, out, as_json=args.json, fmt=args.format)
 
 
-def _run_analytic(spec, gpu, batches, context, dtype, roofs, out) -> int:
+def _run_analytic(spec, gpu, batches, context, dtype, roofs, out, as_json: bool = False,
+                  fmt: str | None = None) -> int:
     from gpuprobe.render.plots.roofline import plot_roofline
     from gpuprobe.render.tables import print_roofline_table
     from gpuprobe.roofline.analytic import analytic_roofline
@@ -112,12 +122,16 @@ def _run_analytic(spec, gpu, batches, context, dtype, roofs, out) -> int:
 
     result = analytic_roofline(spec, gpu, batches, context, dtype, extra_roofs=roofs)
     mem = result.extra["memory"]
-    print_roofline_table(result, footer=f"weights {spec.weight_bytes(DTYPE_BYTES[dtype]) / 1e9:.2f} GB; "
-                                        f"largest batch whose KV cache at context {context} fits "
-                                        f"{gpu.display_name} ({mem['memory_fraction']:.0%} of memory): "
-                                        f"{mem['max_batch_that_fits']}")
+    if as_json:
+        print(result.to_json())
+    else:
+        print_roofline_table(result, fmt=fmt,
+                             footer=f"weights {spec.weight_bytes(DTYPE_BYTES[dtype]) / 1e9:.2f} GB; "
+                                    f"largest batch whose KV cache at context {context} fits "
+                                    f"{gpu.display_name} ({mem['memory_fraction']:.0%} of memory): "
+                                    f"{mem['max_batch_that_fits']}")
     jpath, cpath = result.write(out)
     png = plot_roofline(result, out / "roofline.png")
-    print(f"wrote {png}\nwrote {jpath}\nwrote {cpath}")
+    print(f"wrote {png}\nwrote {jpath}\nwrote {cpath}", file=sys.stderr if as_json else sys.stdout)
     sys.stdout.flush()
     return 0

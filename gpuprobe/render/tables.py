@@ -23,9 +23,6 @@ import textwrap
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence, TextIO
 
-from rich.console import Console
-from rich.table import Table
-
 from gpuprobe.ops import OPS
 from gpuprobe.roofline.schema import RooflineResult
 
@@ -255,41 +252,75 @@ def _op_order(op: str) -> tuple[int, str]:
     return (OPS.index(op), op) if op in OPS else (len(OPS), op)
 
 
-def print_roofline_table(result: RooflineResult, footer: str | None = None, console: Console | None = None) -> None:
-    """Rows: ops; columns: batch sizes; each cell 'time bound / intensity'; last rows: step totals."""
-    con = console or Console(width=max(shutil.get_terminal_size((200, 40)).columns, 160))
+def roofline_grid(result: RooflineResult) -> tuple[list[Column], list[dict]]:
+    """The roofline as a table: one row per op (then the step's total and tokens/s), one column per batch,
+    each cell the op's time in one step and its bound (``M`` memory, ``C`` compute, ``-`` unknown) and,
+    where measured, the first letter of its limiter. Raw values (``time_s``) go to csv and json."""
     by_op = result.points_by_op()
     batches = sorted({p.batch for p in result.points if p.batch is not None})
-    t = Table(title=f"{result.model} on {result.gpu} ({result.mode})", show_lines=False)
-    t.add_column("op", style="bold")
+    fits = (result.extra.get("memory") or {}).get("max_batch_that_fits")
+    cols = [Column("op", "op", fmt=fmt_text, numeric=False, name=True, cut="middle")]
     for b in batches:
-        t.add_column(f"B={b}", justify="right")
+        mark = "*" if fits is not None and b > fits else ""
+        cols.append(Column(f"b{b}", f"B={b}{mark}", fmt=fmt_text, raw_key=f"b{b}_time_s"))
+    rows: list[dict] = []
     for op in sorted(by_op, key=_op_order):
-        cells = {p.batch: p for p in by_op[op]}
-        row = []
-        for b in batches:
-            p = cells.get(b)
-            if p is None:
-                row.append("-")
+        row: dict = {"op": op}
+        for p in by_op[op]:
+            if p.batch is None:
                 continue
-            tag = "[red]M[/red]" if p.bound == "memory" else "[green]C[/green]"
-            lim = f" {p.limiter[0]}" if p.limiter else ""
-            inten = "-" if p.intensity is None else f"{p.intensity:.3g}"
-            row.append(f"{fmt_time(p.time_s)} {tag}{lim}\n[dim]{inten}[/dim]")
-        t.add_row(op, *row)
-    totals = []
+            tag = {"memory": "M", "compute": "C"}.get(p.bound or "", "-")
+            lim = p.limiter[0] if p.limiter else ""
+            row[f"b{p.batch}"] = f"{fmt_time(p.time_s)} {tag}{lim}"
+            row[f"b{p.batch}_time_s"] = p.time_s
+        rows.append(row)
+    step = {"op": "step"}
+    rate = {"op": "tokens/s"}
     for b in batches:
-        ts = [p.time_s for p in result.points if p.batch == b and p.time_s]
-        step = sum(ts)
-        totals.append(f"{fmt_time(step)}\n{b / step:,.0f} tok/s" if step else "-")
-    t.add_row("[bold]step[/bold]", *totals, end_section=True)
-    con.print(t)
-    con.print("each cell: an op's time summed over the layers of one step, its bound (M/C), and below it "
-              "its intensity (FLOP/B)")
+        ts = [p.time_s for p in result.points if p.batch == b]
+        total = sum(ts) if ts and all(t is not None for t in ts) else None
+        step[f"b{b}"], step[f"b{b}_time_s"] = fmt_time(total), total
+        tps = b / total if total else None
+        rate[f"b{b}"] = "-" if tps is None else f"{tps:,.0f}" + ("*" if fits is not None and b > fits else "")
+        rate[f"b{b}_time_s"] = tps
+    return cols, rows + [step, rate]
+
+
+def intensity_grid(result: RooflineResult) -> tuple[list[Column], list[dict]]:
+    """Arithmetic intensity (FLOP per DRAM byte) per op and batch."""
+    batches = sorted({p.batch for p in result.points if p.batch is not None})
+    cols = [Column("op", "op", fmt=fmt_text, numeric=False, name=True, cut="middle")]
+    cols += [Column(f"b{b}", f"B={b}", fmt=lambda x: fmt_num(x)) for b in batches]
+    rows = []
+    for op, pts in sorted(result.points_by_op().items(), key=lambda kv: _op_order(kv[0])):
+        rows.append({"op": op, **{f"b{p.batch}": p.intensity for p in pts if p.batch is not None}})
+    return cols, rows
+
+
+def print_roofline_table(result: RooflineResult, footer: str | None = None, fmt: str | None = None,
+                         stream: TextIO | None = None, width: int | None = None) -> None:
+    """The roofline of one model: times and bounds per op and batch, then intensities (``table`` format),
+    fitted to the terminal; ``tsv``/``csv``/``json`` print the time grid's raw values."""
+    stream = stream or sys.stdout
+    fmt = choose_format(fmt, stream)
+    cols, rows = roofline_grid(result)
+    fits = (result.extra.get("memory") or {}).get("max_batch_that_fits")
+    notes = ["each cell: the op's time in one decode step (summed over layers) and its bound: M memory, "
+             "C compute (intensity against the ridge); a third letter is the measured limiter "
+             "(m memory, c compute, l latency)"]
     c = result.ceilings
     if c is not None:
-        con.print(f"M = memory-bound, C = compute-bound: intensity against the ridge {c.ridge:.0f} FLOP/B "
-                  f"({c.dram_source} DRAM {c.dram_bytes_per_s / 1e12:.2f} TB/s, {c.compute_roof} "
-                  f"{c.flops_per_s / 1e12:.0f} TFLOP/s)")
+        notes.append(f"ridge {c.ridge:.0f} FLOP/B: {c.dram_source} DRAM {c.dram_bytes_per_s / 1e12:.2f} TB/s, "
+                     f"{c.compute_roof} {c.flops_per_s / 1e12:.0f} TFLOP/s")
+    if fits is not None and any(p.batch and p.batch > fits for p in result.points):
+        notes.append(f"* the KV cache does not fit in memory beyond batch {fits}: a prediction only")
     if footer:
-        con.print(footer)
+        notes.append(footer)
+    title = f"{result.model} on {result.gpu} ({result.mode})"
+    if fmt != "table":
+        emit(cols, rows, fmt, stream=stream)
+        return
+    emit(cols, rows, "table", title=title, notes=notes, stream=stream, width=width)
+    icols, irows = intensity_grid(result)
+    stream.write("\n")
+    emit(icols, irows, "table", title="intensity, FLOP per DRAM byte", stream=stream, width=width)

@@ -247,13 +247,17 @@ class RooflineResult:
             raise UserError(f"cannot read roofline file '{p}': {e}") from None
         return cls.from_dict(data)
 
+    def to_json(self) -> str:
+        """``roofline.json``'s text: strict JSON (a missing or non-finite value is ``null``, never NaN)."""
+        return json.dumps(self.to_dict(), indent=2, default=_json_default, allow_nan=False)
+
     def write(self, out_dir: str | Path) -> tuple[Path, Path]:
         """Write ``roofline.json`` and ``roofline.csv`` into ``out_dir``; returns their paths."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         jpath, cpath = out / "roofline.json", out / "roofline.csv"
         tmp = jpath.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n")
+        tmp.write_text(self.to_json() + "\n")
         tmp.replace(jpath)
         rows = [{k: v for k, v in p.to_dict().items() if not isinstance(v, (list, dict))} for p in self.points]
         cols: list[str] = []
