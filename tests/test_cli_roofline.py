@@ -157,3 +157,15 @@ def test_piped_table_is_tab_separated_and_json_is_strict(tmp_path):
 def test_resume_in_analytic_mode_is_refused(tmp_path):
     r = gp("roofline", "--model", "qwen2-0.5b", "--resume", str(tmp_path))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "resume" in r.stderr
+
+
+def test_models_piped_is_greppable_and_fits_80_columns():
+    r = gp("models")
+    line = next(l for l in r.stdout.splitlines() if l.startswith("llama-3.2-1b\t"))
+    assert line.split("\t")[2] == "1,235.8 M"
+    for cmd in (["models"], ["gpus"]):
+        t = subprocess.run([sys.executable, "-m", "gpuprobe", *cmd, "--format", "table"], capture_output=True,
+                           text=True, env={**os.environ, "COLUMNS": "80"}, timeout=120)
+        assert t.returncode == 0 and max(len(l) for l in t.stdout.splitlines()) <= 80
+        assert "…" not in t.stdout and "..." not in t.stdout  # nothing cut at 80 columns
+        assert ("llama-3.2-1b" if cmd == ["models"] else "NVIDIA H100 SXM5 80GB") in t.stdout

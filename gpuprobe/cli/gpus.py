@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 NAME = "gpus"
 HELP = "list datasheet figures of known GPUs and detect the present one"
@@ -10,13 +11,33 @@ ORDER = 81
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print JSON")
+    from gpuprobe.render.tables import FORMATS
+
+    p.add_argument("--json", action="store_true", help="print JSON (registry rows and the detected GPU)")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="table (default on a terminal), tsv (default when piped), csv, json")
+
+
+def _columns():
+    from gpuprobe.render.tables import Column, fmt_num, fmt_text
+
+    def num(key, header, short, legend, scale):
+        return Column(key, header, short, legend, fmt=lambda x, s=scale: fmt_num(x, s))
+
+    return [Column("gpu", "gpu", fmt=fmt_text, numeric=False, name=True),
+            Column("display_name", "name", fmt=fmt_text, numeric=False),
+            num("dram_bytes_per_s", "DRAM TB/s", "TB/s", "DRAM TB/s", 1e12),
+            num("bf16_flops_per_s", "bf16 TFLOP/s", "bf16", "bf16 tensor TFLOP/s (dense)", 1e12),
+            num("fp16_flops_per_s", "fp16 TFLOP/s", "fp16", "fp16 tensor TFLOP/s (dense)", 1e12),
+            num("fp32_flops_per_s", "fp32 TFLOP/s", "fp32", "fp32 TFLOP/s", 1e12),
+            num("memory_bytes", "memory GiB", "GiB", "memory as the device reports it, GiB", 2**30),
+            Column("sm_count", "SMs", fmt=fmt_text),
+            num("l2_bytes", "L2 MiB", "L2", "L2 cache MiB", 2**20),
+            num("ridge_bf16", "ridge bf16", "ridge", "bf16 ridge, FLOP per DRAM byte", 1)]
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
+    from gpuprobe.render.tables import choose_format, emit
     from gpuprobe.specs.gpus import detect_gpu, list_gpus
 
     det = detect_gpu()
@@ -25,27 +46,17 @@ def run(args: argparse.Namespace) -> int:
             "detected": None if det is None else {"device_name": det.device_name, "memory_bytes": det.memory_bytes,
                                                   "registry": det.spec.name if det.spec else None, "via": det.via},
             "gpus": [g.to_dict() for g in list_gpus()],
-        }, indent=2))
+        }, indent=2, allow_nan=False))
         return 0
-    t = Table(title="gpuprobe gpus (datasheet, dense; sources in gpuprobe/specs/gpus.py)")
-    for col in ("gpu", "name", "DRAM TB/s", "bf16 TFLOP/s", "fp16 TFLOP/s", "fp32 TFLOP/s", "memory GB",
-                "SMs", "L2 MB", "ridge bf16"):
-        t.add_column(col, justify="left" if col in ("gpu", "name") else "right")
-    for g in list_gpus():
-        t.add_row(g.name, g.display_name, f"{g.dram_bytes_per_s / 1e12:.3g}", _tflops(g.bf16_flops_per_s),
-                  _tflops(g.fp16_flops_per_s), f"{g.fp32_flops_per_s / 1e12:.3g}",
-                  f"{g.memory_bytes / 1e9:.0f}", str(g.sm_count), f"{g.l2_bytes / 2**20:.0f}",
-                  "-" if g.ridge_bf16 is None else f"{g.ridge_bf16:.0f}")
-    con = Console()
-    con.print(t)
+    rows = [dict(g.to_dict(), gpu=g.name, display_name=g.display_name, ridge_bf16=g.ridge_bf16) for g in list_gpus()]
     if det is None:
-        con.print("detected: no GPU on this machine (NVML and torch see none)")
+        note = "detected: no GPU on this machine (NVML and torch see none)"
     else:
         reg = det.spec.name if det.spec else "not in the registry: pass --gpu NAME to the roofline"
-        con.print(f"detected: {det.device_name} ({(det.memory_bytes or 0) / 2**30:.0f} GiB) via {det.via} -> {reg}")
+        note = f"detected: {det.device_name} ({(det.memory_bytes or 0) / 2**30:.1f} GiB) via {det.via} -> {reg}"
+    fmt = choose_format(args.format)
+    emit(_columns(), rows, fmt, title="gpuprobe gpus (datasheet, dense; sources in gpuprobe/specs/gpus.py)",
+         notes=[note])
+    if fmt != "table":  # machine formats carry rows only: the detection goes to stderr
+        print(note, file=sys.stderr)
     return 0
-
-
-def _tflops(flops_per_s: float | None) -> str:
-    """TFLOP/s for a table cell; "-" where the GPU has no such peak."""
-    return "-" if flops_per_s is None else f"{flops_per_s / 1e12:.4g}"
