@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 
 from gpuprobe.cli._common import (add_attention_argument, add_batch_argument, add_context_argument,
                                   add_dtype_argument, add_model_argument, check_context, output_dir,
@@ -44,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
                    help="cuda (default), or cpu: for tiny models and tests only (eager, no graphs)")
     p.add_argument("--page-size", type=positive_int("--page-size"), default=16, help="KV page size in tokens")
+    p.add_argument("--json", action="store_true", help="print the rows (and the run's settings) as JSON to stdout")
+    p.add_argument("--format", choices=("table", "tsv", "csv", "json"), default=None,
+                   help="the table's format: table (default on a terminal), tsv (default when piped), csv, json")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and KV fill")
     p.add_argument("--timeout", type=positive_float("--timeout"), default=900.0,
                    help="seconds allowed per batch (default %(default)s)")
@@ -85,33 +90,36 @@ def run(args: argparse.Namespace) -> int:
             "mode": "graph" if graphs else "eager", "compiled": args.compile, "steps": args.steps,
             "warmup": args.warmup}
     paths = write_results(rows, out, meta)
-    _print_table(rows)
-    print(f"wrote {paths['csv']}, {paths['json']}, {paths['png']}, {out / 'results.jsonl'}")
+    if args.json:
+        print(json.dumps({"meta": meta, "rows": rows}, indent=2, allow_nan=False, default=str))
+    else:
+        _print_table(rows, args.format)
+    print(f"wrote {paths['csv']}, {paths['json']}, {paths['png']}, {out / 'results.jsonl'}",
+          file=sys.stderr if args.json else sys.stdout)
     return 0 if any(r["status"] == "ok" for r in rows) else 1
 
 
-def _print_table(rows: list[dict]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def _columns():
+    from gpuprobe.render.tables import Column, fmt_num, fmt_text
 
+    def num(key, header, short, legend, scale):
+        return Column(key, header, short, legend, fmt=lambda x, s=scale: fmt_num(x, s))
+
+    return [Column("batch", "batch", fmt=fmt_text),
+            Column("series", "mode", fmt=fmt_text, numeric=False),
+            num("tokens_per_s", "tokens/s", "tok/s", "tokens per second", 1),
+            num("step_latency_s", "step p50 ms", "p50", "step latency p50, ms", 1e-3),
+            num("step_latency_p90_s", "step p90 ms", "p90", "step latency p90, ms", 1e-3),
+            num("weights_bytes", "weights GB", "wGB", "weights, GB", 1e9),
+            num("kv_cache_bytes", "KV cache GB", "kvGB", "KV cache, GB", 1e9),
+            num("peak_memory_bytes", "peak GB", "pkGB", "peak memory, GB", 1e9),
+            Column("status", "status", fmt=fmt_text, numeric=False, name=True)]
+
+
+def _print_table(rows: list[dict], fmt: str | None = None) -> None:
     from gpuprobe.measure.throughput import series
+    from gpuprobe.render.tables import emit
 
-    t = Table(title="decode throughput")
-    for col in ("batch", "mode", "tokens/s", "step p50", "step p90", "weights", "KV cache", "peak", "status"):
-        t.add_column(col, justify="right")
-
-    def gb(x):
-        if x is None:
-            return "-"
-        return f"{x / 1e9:.2f} GB" if x >= 1e8 else f"{x / 1e6:.2f} MB"
-
-    def ms(x):
-        return "-" if x is None else f"{x * 1e3:.3f} ms"
-
-    for r in rows:
-        t.add_row(str(r["batch"]), series(r),
-                  "-" if r["tokens_per_s"] is None else f"{r['tokens_per_s']:,.0f}",
-                  ms(r["step_latency_s"]), ms(r["step_latency_p90_s"]), gb(r["weights_bytes"]),
-                  gb(r["kv_cache_bytes"]), gb(r["peak_memory_bytes"]),
-                  r["status"] if r["status"] == "ok" else f"{r['status']}: {(r['reason'] or '')[:60]}")
-    Console().print(t)
+    shown = [dict(r, series=series(r), status=r["status"] if r["status"] == "ok"
+                  else f"{r['status']}: {r['reason'] or ''}") for r in rows]
+    emit(_columns(), shown, fmt, title="decode throughput")
