@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,8 @@ BAD_ARGUMENTS = [
     ["no-such-command"],
     ["report"],
     ["advise", "--rule", "nonsense"],
+    ["advise", "--from", str(Path(__file__).parent / "fixtures/seed_results/opt-2.7b_h100_sharegpt.csv"), "--rule", "paper",
+     "--min-efficiency", "5"],
 ]
 
 
@@ -32,7 +35,7 @@ def _assert_one_line(proc: subprocess.CompletedProcess) -> str:
 def test_argument_errors_are_one_line(argv):
     proc = subprocess.run([sys.executable, "-m", "gpuprobe", *argv], capture_output=True, text=True, timeout=120)
     line = _assert_one_line(proc)
-    assert "error:" in line and "--help" in line
+    assert "error:" in line and ("--help" in line or "--min-efficiency" in line)
 
 
 @pytest.mark.parametrize("command", [["throughput", "--model", "qwen2-0.5b", "--batch", "1"],

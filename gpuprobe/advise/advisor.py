@@ -174,8 +174,11 @@ def choose_paper(curve: Curve, min_efficiency: float = PAPER_MIN_EFFICIENCY,
     """The published advisor script's rule (CONTRACTS section 5): the largest batch with
     E(B) = T(B) / (B * T(B_1)) > ``min_efficiency`` and latency <= ``latency_factor`` x latency(batch
     nearest ``reference_batch``). An SLO, when given, is applied on top."""
-    if min_efficiency < 0 or latency_factor <= 0 or reference_batch <= 0:
-        raise UserError("--min-efficiency must be >= 0, --latency-factor and --reference-batch positive.")
+    if not 0 <= min_efficiency < 1:
+        raise UserError(f"--min-efficiency is a scaling efficiency E(B) = T(B) / (B * T(B_1)), a fraction "
+                        f"0 <= E < 1; got {min_efficiency}.")
+    if latency_factor <= 0 or reference_batch <= 0:
+        raise UserError("--latency-factor and --reference-batch must be positive.")
     batches, tps = curve.batches, curve.tokens_per_s
     lat, lat_source = curve.latencies()
     t1 = tps[0]

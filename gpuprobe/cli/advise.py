@@ -113,7 +113,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         print_advice(adv)
         print(f"\nwrote {out / 'advice.json'} and {png}")
-    return 0 if adv.choice.b_opt is not None else 1
+    if adv.choice.b_opt is None:
+        print(f"gpuprobe advise: no batch passes the {adv.choice.rule} rule: "
+              f"{adv.choice.reason or 'see the verdicts above'}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _spec(name: str, quiet: bool = False):
