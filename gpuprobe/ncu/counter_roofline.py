@@ -23,6 +23,7 @@ import pandas as pd
 
 from gpuprobe.ncu import metrics as M
 from gpuprobe.ops import OPS, STEP_OPS
+from gpuprobe.roofline.points import dram_pct_of_measured, judge_limiter, op_points
 
 KERNEL_COLUMNS = (
     "id", "op", "layer", "kernel_short", "time_s", "flops", "flops_tensor", "flops_fp32",
@@ -58,15 +59,6 @@ def report_peaks(df: pd.DataFrame) -> dict[str, float]:
     return {k: v for k, v in peaks.items() if v}
 
 
-def _limiter(dram_pct: float | None, sm_pct: float | None, tensor_pct: float | None) -> str | None:
-    from gpuprobe.roofline.schema import classify_limiter
-
-    def ok(x):
-        return None if x is None or not math.isfinite(x) else float(x)
-
-    return classify_limiter(ok(dram_pct), ok(sm_pct), ok(tensor_pct))
-
-
 def kernel_table(df: pd.DataFrame, measured_dram_bytes_per_s: float | None = None) -> pd.DataFrame:
     """One row per kernel launch with the roofline quantities (needs ``load_report``'s columns)."""
     t = df[[c for c in ("id", "op", "layer", "kernel_short", "time_s", "flops", "flops_tensor", "flops_fp32",
@@ -80,10 +72,9 @@ def kernel_table(df: pd.DataFrame, measured_dram_bytes_per_s: float | None = Non
     if peak:
         pct = pct.fillna(t["dram_bytes_per_s"] / peak * 100.0)
     t["dram_pct_of_ncu_peak"] = pct
-    t["dram_pct_of_measured"] = (t["dram_bytes_per_s"] / measured_dram_bytes_per_s * 100.0
-                                 if measured_dram_bytes_per_s else math.nan)
-    judge = t["dram_pct_of_measured"] if measured_dram_bytes_per_s else t["dram_pct_of_ncu_peak"]
-    t["limiter"] = [_limiter(d, s, x) for d, s, x in zip(judge, t["sm_pct"], t["tensor_pct"])]
+    measured = [dram_pct_of_measured(b, s, measured_dram_bytes_per_s) for b, s in zip(t["dram_bytes"], t["time_s"])]
+    t["dram_pct_of_measured"] = pd.Series(measured, index=t.index, dtype=float)
+    t["limiter"] = [judge_limiter(*r) for r in zip(measured, pct, t["sm_pct"], t["tensor_pct"])]
     return t[list(KERNEL_COLUMNS)]
 
 
@@ -134,10 +125,9 @@ def op_table(kernels: pd.DataFrame, measured_dram_bytes_per_s: float | None = No
         row["intensity"] = row["flops"] / row["dram_bytes"] if row["dram_bytes"] else math.nan
         row["flops_per_s"] = row["flops"] / time_s if time_s else math.nan
         row["dram_bytes_per_s"] = row["dram_bytes"] / time_s if time_s else math.nan
-        row["dram_pct_of_measured"] = (row["dram_bytes_per_s"] / measured_dram_bytes_per_s * 100.0
-                                       if measured_dram_bytes_per_s else math.nan)
-        judge = row["dram_pct_of_measured"] if measured_dram_bytes_per_s else row["dram_pct_of_ncu_peak"]
-        row["limiter"] = _limiter(judge, row["sm_pct"], row["tensor_pct"])
+        measured = dram_pct_of_measured(row["dram_bytes"], time_s, measured_dram_bytes_per_s)
+        row["dram_pct_of_measured"] = math.nan if measured is None else measured
+        row["limiter"] = judge_limiter(measured, row["dram_pct_of_ncu_peak"], row["sm_pct"], row["tensor_pct"])
         rows.append(row)
     out = pd.DataFrame(rows)
     if len(out):
@@ -171,7 +161,7 @@ def report_to_roofline(df: pd.DataFrame, *, gpu: Any = None, dtype: str = "bf16"
     point per op) or ``kernel`` (one point per launch, named ``op#id``).
     """
     from gpuprobe.errors import UserError
-    from gpuprobe.roofline.schema import LIMITER_RULE, Roof, RooflineResult, datasheet_roofs, make_point, provenance, \
+    from gpuprobe.roofline.schema import LIMITER_RULE, Roof, RooflineResult, datasheet_roofs, provenance, \
         select_ceilings
     from gpuprobe.specs.gpus import get_gpu, match_device_name
 
@@ -211,27 +201,10 @@ def report_to_roofline(df: pd.DataFrame, *, gpu: Any = None, dtype: str = "bf16"
         table = kernels.assign(op=[f"{o}#{i}" for o, i in zip(kernels["op"], kernels["id"])],
                                n_kernels=1, layers_profiled=[None if pd.isna(x) else 1 for x in kernels["layer"]],
                                scaled=False)
-    points = []
-    for _, r in table.iterrows():
-        flops, nbytes, t = _none(r["flops"]), _none(r["dram_bytes"]), _none(r["time_s"])
-        kw = dict(
-            flops_executed=flops, flops_useful=None,
-            dram_read_bytes=_none(r["dram_read_bytes"]), dram_write_bytes=_none(r["dram_write_bytes"]),
-            dram_pct_of_measured=_none(r["dram_pct_of_measured"]),
-            dram_pct_of_ncu_peak=_none(r["dram_pct_of_ncu_peak"]),
-            sm_pct=_none(r["sm_pct"]), tensor_pct=_none(r["tensor_pct"]), limiter=r["limiter"],
-            layers_profiled=_none(r["layers_profiled"]), scaled=bool(r["scaled"]), n_kernels=int(r["n_kernels"]),
-        )
-        if by == "op" and include_kernels:
-            sub = kernels[kernels["op"] == r["op"]]
-            kw["kernels"] = [{k: _none(v) for k, v in k_row.items()} for k_row in sub.to_dict("records")]
-        p = make_point(r["op"], batch, flops if flops is not None else math.nan,
-                       nbytes if nbytes is not None else math.nan, t, ceilings, **kw)
-        if flops is None or nbytes is None or not math.isfinite(p.intensity):
-            p.intensity, p.bound = None, None
-            p.flops = flops
-            p.dram_bytes = nbytes
-        points.append(p)
+    kernel_rows = ([{k: _none(v) for k, v in row.items()} for row in kernels.to_dict("records")]
+                   if by == "op" and include_kernels else None)
+    points = op_points(table.to_dict("records"), batch=batch, ceilings=ceilings,
+                       measured_dram_bytes_per_s=measured_dram_bytes_per_s, kernels=kernel_rows)
 
     sm_hz = pd.to_numeric(df.get("sm_hz"), errors="coerce") if "sm_hz" in df else None
     dram_hz = pd.to_numeric(df.get("dram_hz"), errors="coerce") if "dram_hz" in df else None

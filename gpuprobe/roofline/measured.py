@@ -199,46 +199,13 @@ def _num(x: Any) -> float | None:
 
 def _ncu_points(res: dict[str, Any], batch: int, analytic: dict[str, Any], ceilings, copy_bw: float | None,
                 timing: dict[str, float]) -> list:
-    from gpuprobe.roofline.schema import classify_limiter, make_point
+    from gpuprobe.roofline.points import op_points
 
-    points = []
-    kernels = res["ncu"].get("kernels") or []
-    for row in res["ncu"]["ops"]:
-        op = row["op"]
-        t = _num(row.get("time_s"))
-        if not t:
-            continue
-        a = analytic.get(op)
-        useful = a.flops if a is not None else None
-        executed = _num(row.get("flops"))
-        flops = executed if executed is not None else (useful or 0.0)
-        dram = _num(row.get("dram_bytes"))
-        if dram is None:
-            r, w = _num(row.get("dram_read_bytes")), _num(row.get("dram_write_bytes"))
-            dram = (r or 0.0) + (w or 0.0) if (r is not None or w is not None) else None
-        pct_measured = _pct(dram / t if dram is not None else None, copy_bw)
-        pct_ncu = _num(row.get("dram_pct_of_ncu_peak"))
-        sm, tensor = _num(row.get("sm_pct")), _num(row.get("tensor_pct"))
-        limiter = classify_limiter(pct_measured if pct_measured is not None else pct_ncu, sm, tensor)
-        extra = {"flops_tensor": _num(row.get("flops_tensor")), "flops_fp32": _num(row.get("flops_fp32")),
-                 "time_source": "ncu gpu__time_duration (cold caches)", "event_time_s": timing.get(op),
-                 "flops_source": "counters" if executed is not None else "analytic (no FLOP counters in the report)",
-                 "context": res.get("context")}
-        if a is not None:
-            extra.update(analytic_dram_bytes=a.dram_bytes, kv_read_bytes=a.kv_read_bytes)
-        if useful and executed is not None:
-            extra["padding"] = executed / useful
-        p = make_point(op, batch, flops, dram if dram else math.nan, t, ceilings,
-                       flops_useful=useful, flops_executed=executed,
-                       dram_read_bytes=_num(row.get("dram_read_bytes")),
-                       dram_write_bytes=_num(row.get("dram_write_bytes")),
-                       dram_pct_of_measured=pct_measured, dram_pct_of_ncu_peak=pct_ncu, sm_pct=sm, tensor_pct=tensor,
-                       limiter=limiter, layers_profiled=row.get("layers_profiled"), scaled=bool(row.get("scaled")),
-                       n_kernels=row.get("n_kernels"), kernels=[k for k in kernels if k.get("op") == op] or None,
-                       extra=extra)
-        if not dram:
-            p.dram_bytes, p.intensity, p.bound = None, None, None
-        points.append(p)
+    points = op_points(res["ncu"]["ops"], batch=batch, ceilings=ceilings, measured_dram_bytes_per_s=copy_bw,
+                       analytic=analytic, kernels=res["ncu"].get("kernels") or [])
+    for p in points:
+        p.extra.update(time_source="ncu gpu__time_duration (cold caches)", event_time_s=timing.get(p.op),
+                       context=res.get("context"))
     return points
 
 
