@@ -36,8 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         print("benchmarks/throughput.py needs a CUDA GPU.", file=sys.stderr)
         return 2
     from gpuprobe.engine.attention import default_attention
-    from gpuprobe.measure.throughput import (copy_bandwidth, rows_from_records, series, weight_read_floor_s,
-                                            write_results)
+    from gpuprobe.ceilings.bandwidth import copy_bandwidth_and_source
+    from gpuprobe.measure.throughput import rows_from_records, weight_read_floor_s
+    from gpuprobe.render.plots.throughput import series
+    from gpuprobe.render.throughput import write_results
     from gpuprobe.measure.sweep import run_sweep
 
     attention = a.attention or default_attention(torch.device("cuda"))
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                                          f"batch {pt['batch']}")
     rows = rows_from_records(records)
     write_results(rows, a.out, {"model": a.model, "context": a.context, "attention": attention, "dtype": a.dtype})
-    bw, source = copy_bandwidth()
+    bw, source = copy_bandwidth_and_source()
     by = {(series(r), r["batch"]): r for r in rows}
     print(f"\n{a.model}, context {a.context}, {a.dtype}, attention {attention}; copy bandwidth "
           f"{bw / 1e12:.2f} TB/s ({source})\n")

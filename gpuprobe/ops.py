@@ -1,4 +1,5 @@
-"""Op names, groups and the NVTX naming scheme shared by every stage (CONTRACTS.md section 1).
+"""Op names, groups and their members, display order, and the NVTX naming scheme shared by every stage
+(docs/contracts.md, "Op names and NVTX ranges").
 
 The NVTX range name *is* the op name. Ranges nest as ``decode/`` > ``layer{i}/`` > ``{op}/``;
 whole-step ops (``embed``, ``final_norm``, ``lm_head``, ``sample``) sit directly under ``decode/``.
@@ -28,6 +29,12 @@ OPS: tuple[str, ...] = (
 
 #: Coarser ranges that hold several ops (e.g. the ``mlp`` range of the shipped ncu fixtures).
 GROUPS: tuple[str, ...] = ("attn_block", "mlp")
+
+#: The ops each group range holds (the analytic side of a group's point sums them).
+GROUP_MEMBERS: dict[str, tuple[str, ...]] = {
+    "attn_block": ("qkv_proj", "rope", "kv_write", "attention", "o_proj"),
+    "mlp": ("gate_up_proj", "act", "down_proj"),
+}
 
 #: Ops that run once per step rather than once per layer.
 STEP_OPS: frozenset[str] = frozenset({"embed", "final_norm", "lm_head", "sample"})
@@ -59,6 +66,13 @@ def nvtx_path(op: str, layer: int | None = None) -> str:
     if layer is None:
         return f"{STEP_RANGE}/{op}/"
     return f"{STEP_RANGE}/{layer_range(layer)}/{op}/"
+
+
+def op_order(op: str) -> tuple[int, str]:
+    """Sort key of op names for display: step order, then groups and others by name, ``other:*`` last."""
+    if op in OPS:
+        return (OPS.index(op), op)
+    return (len(OPS) + (1 if op.startswith("other:") else 0), op)
 
 
 def is_known(name: str) -> bool:

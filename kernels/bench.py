@@ -7,8 +7,9 @@ Used by ``gpuprobe attention-bench``, ``benchmarks/attention.py``, ``benchmarks/
   repetition, so each run reads its KV from DRAM as in a decode step).
 * bytes: the minimum DRAM traffic, each byte once: K and V of every context token of every KV
   head, plus q read and out written (:func:`attention_bytes`); the GEMM reads x and W and writes y.
-* % of copy bandwidth: bytes / time over ``gpuprobe.ceilings.copy_bandwidth()`` when that module
-  exists, else over a device-to-device ``torch`` copy of 1 GiB timed here (read + written bytes).
+* % of copy bandwidth: bytes / time over the project's one measured copy bandwidth
+  (:func:`gpuprobe.ceilings.bandwidth.copy_bandwidth_and_source`: the cached ``gpuprobe ceilings``
+  figure, else a quick torch device-to-device copy; read + written bytes).
 * baselines: ``torch.nn.functional.scaled_dot_product_attention(enable_gqa=True)`` on a dense cache
   ``[B, Hkv, C, D]`` of the same shape (cuDNN / flash on a GPU), the paged reference
   (gather then SDPA, :mod:`.reference`), and ``torch.matmul`` (cuBLAS) for the GEMM.
@@ -21,6 +22,8 @@ import itertools
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
+
+from gpuprobe.ceilings.bandwidth import copy_bandwidth_and_source as copy_bandwidth
 
 #: Targets of the issue (H100, bf16, Qwen2-0.5B heads, page 16).
 TARGET_LARGE_BATCH_PCT = 90.0  # B=256, C=2048: % of copy bandwidth, at least
@@ -145,36 +148,6 @@ def time_s(fn: Callable[[], Any], *, warmup_ms: int = 25, rep_ms: int = 100) -> 
     from triton.testing import do_bench
 
     return float(do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median")) * 1e-3
-
-
-_COPY_BW: dict[str, tuple[float, str]] = {}
-
-
-def copy_bandwidth(device=None) -> tuple[float, str]:
-    """(bytes/s, source) of a device-to-device copy: the project's ceilings module, else timed here."""
-    import torch
-
-    key = str(device or torch.cuda.current_device())
-    if key in _COPY_BW:
-        return _COPY_BW[key]
-    try:
-        from gpuprobe import ceilings  # the one measured copy figure, when built
-
-        res = ceilings.copy_bandwidth()
-        bw = float(getattr(res, "bytes_per_s", res))
-        if bw > 0:
-            _COPY_BW[key] = (bw, "gpuprobe.ceilings.copy_bandwidth")
-            return _COPY_BW[key]
-    except Exception:  # noqa: BLE001 - absent or failing: fall back to a local measurement
-        pass
-    n = 1 << 30
-    src = torch.empty(n, dtype=torch.uint8, device="cuda")
-    src.random_(0, 255)  # real data, never zeros
-    dst = torch.empty_like(src)
-    t = time_s(lambda: dst.copy_(src), warmup_ms=10, rep_ms=100)
-    del src, dst
-    _COPY_BW[key] = (2 * n / t, "torch device-to-device copy of 1 GiB, read + write bytes")
-    return _COPY_BW[key]
 
 
 def make_paged_inputs(batch: int, context: int | list[int], shape: HeadShape, *, page_size: int = 16,

@@ -63,7 +63,7 @@ def hf_greedy(model, prompt: list[int], new: int) -> list[int]:
 def engine_checks_on_cpu(monkeypatch, model_dir, bandwidth: float):
     """The engine's selftest checks module set up to run its bodies on a CPU: every engine on the CPU in
     fp32, the tiny model in ``model_dir`` at context 12, ``bandwidth`` as the copy bandwidth."""
-    from gpuprobe.engine import throughput as tp
+    from gpuprobe.measure import throughput as tp
     from gpuprobe.engine.engine import Engine
     from gpuprobe.tools.selftest.checks import engine as checks
 

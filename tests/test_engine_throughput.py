@@ -11,7 +11,8 @@ pytest.importorskip("transformers")
 
 from engine_helpers import save_hf  # noqa: E402
 from gpuprobe.cli import main  # noqa: E402
-from gpuprobe.measure.throughput import COLUMNS, measure_point, rows_from_records, write_results  # noqa: E402
+from gpuprobe.measure.throughput import COLUMNS, measure_point, rows_from_records  # noqa: E402
+from gpuprobe.render.throughput import write_results  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +111,7 @@ def test_throughput_check_body_on_cpu(tiny_dir, tmp_path, monkeypatch):
     import json
 
     from engine_helpers import engine_checks_on_cpu
-    from gpuprobe.engine import throughput as tp
+    from gpuprobe.measure import throughput as tp
     from gpuprobe.tools.selftest.registry import CheckContext, CheckFailed
 
     checks = engine_checks_on_cpu(monkeypatch, tiny_dir, 1e15)  # floor ~0: the 2x claim fails

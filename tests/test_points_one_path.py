@@ -31,7 +31,7 @@ def _report_points(capsys) -> list[dict]:
 
 def _sweep_points(tmp_path: Path, monkeypatch) -> list[dict]:
     from gpuprobe.measure.point import measure_point
-    from gpuprobe.roofline.measured import assemble_result
+    from gpuprobe.roofline.assemble import assemble_result
     from gpuprobe.specs.models import load_model_spec
 
     model = tmp_path / "one-layer"

@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from gpuprobe.engine.attention import default_attention
-    from gpuprobe.measure.throughput import rows_from_records, write_results
+    from gpuprobe.measure.throughput import rows_from_records
+    from gpuprobe.render.throughput import write_results
     from gpuprobe.specs.gpus import normalize_dtype
     from gpuprobe.specs.models import load_model_spec
     from gpuprobe.measure.sweep import run_sweep
@@ -94,7 +95,7 @@ def _print_table(rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from gpuprobe.measure.throughput import series
+    from gpuprobe.render.plots.throughput import series
 
     t = Table(title="decode throughput")
     for col in ("batch", "mode", "tokens/s", "step p50", "step p90", "weights", "KV cache", "peak", "status"):

@@ -16,7 +16,7 @@
 The returned dict (JSON-able) is the ``result`` of the point's record in ``results.jsonl``; it holds
 raw figures only (bytes, seconds, counter FLOPs, ncu's percentages): ``% of measured bandwidth``,
 ``limiter`` and the analytic side are computed when the sweep is assembled
-(:func:`gpuprobe.roofline.measured.assemble_result`), so a record never goes stale.
+(:func:`gpuprobe.roofline.assemble.assemble_result`), so a record never goes stale.
 """
 from __future__ import annotations
 
