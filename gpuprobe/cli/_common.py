@@ -7,38 +7,10 @@ import time
 from pathlib import Path
 
 from gpuprobe.errors import UserError
+from gpuprobe.parsing import parse_int_list  # noqa: F401  (the subcommands' name for it)
 
 ATTENTION_BACKENDS = ("triton", "sdpa-dense", "torch")
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
-
-
-def parse_int_list(text: str, what: str = "batch") -> list[int]:
-    """'1,2,4' or '1-8' (powers of two) -> sorted unique positive ints; bad input -> UserError."""
-    text = str(text).strip()
-    out: set[int] = set()
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if not part:
-                raise ValueError
-            if "-" in part:
-                lo, hi = (int(x) for x in part.split("-", 1))
-                if lo <= 0 or hi < lo:
-                    raise ValueError
-                b = lo
-                while b <= hi:
-                    out.add(b)
-                    b *= 2
-            else:
-                out.add(int(part))
-    except ValueError:
-        raise UserError(
-            f"malformed {what} list '{text}'; give positive integers separated by commas, e.g. 1,2,4,8 "
-            "(or a range of powers of two, e.g. 1-512)."
-        ) from None
-    if not out or min(out) <= 0:
-        raise UserError(f"{what} values must be positive integers, got '{text}'.")
-    return sorted(out)
 
 
 def positive_int(what: str):

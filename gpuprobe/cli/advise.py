@@ -62,7 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gpuprobe.advise import advisor
-    from gpuprobe.advise.curves import load_curve
+    from gpuprobe.advise.curves import load_curve, measure_curve
     from gpuprobe.errors import UserError
 
     if not 0 <= args.epsilon < 1:
@@ -159,29 +159,6 @@ def _measured_fixed_cost(detected):
 
     got = measure_fixed_cost_bytes()
     return (got, "measured") if got is not None else (None, "default")
-
-
-def measure_curve(model: str, batches: str, context: int, dtype: str, attention: str | None, out):
-    """Tokens/s and memory against batch from the engine's throughput sweep (CUDA-graph mode),
-    run as `gpuprobe throughput` into ``out/throughput``; returns the curve it wrote."""
-    import importlib.util
-    import subprocess
-
-    from gpuprobe.advise.curves import load_curve
-    from gpuprobe.errors import NotAvailable
-
-    if importlib.util.find_spec("gpuprobe.measure.throughput") is None:
-        raise NotAvailable("the engine's throughput sweep (gpuprobe.measure.throughput) is not installed; "
-                           "pass --from FILE with a measured curve.")
-    folder = out / "throughput"
-    cmd = [sys.executable, "-m", "gpuprobe", "throughput", "--model", model, "--batch", batches,
-           "--context", str(context), "--dtype", dtype, "--out", str(folder)]
-    if attention:
-        cmd += ["--attention", attention]
-    proc = subprocess.run(cmd)
-    if proc.returncode != 0 and not folder.exists():
-        raise NotAvailable(f"`{' '.join(cmd[2:])}` failed (exit {proc.returncode}); see its output above.")
-    return load_curve(folder, context=context, model=model)
 
 
 def _maybe_pareto(curve, out) -> None:

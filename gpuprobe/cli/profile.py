@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from gpuprobe.cli._common import output_dir
     from gpuprobe.errors import UserError
     from gpuprobe.ncu import load_report
-    from gpuprobe.ncu.runner import profile
+    from gpuprobe.ncu.diagnose import profile
 
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":

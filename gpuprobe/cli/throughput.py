@@ -55,11 +55,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from gpuprobe.engine.attention import default_attention
-    from gpuprobe.measure.throughput import rows_from_records
+    from gpuprobe.measure.throughput import sweep_throughput
     from gpuprobe.render.throughput import write_results
     from gpuprobe.specs.gpus import normalize_dtype
     from gpuprobe.specs.models import load_model_spec
-    from gpuprobe.measure.sweep import run_sweep
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise NotAvailable("throughput needs a CUDA GPU and none is visible; `gpuprobe roofline` works "
@@ -71,17 +70,10 @@ def run(args: argparse.Namespace) -> int:
     attention = args.attention or default_attention(torch.device(args.device))
     out = output_dir(args.resume or args.out, "throughput")
     graphs = not args.eager and args.device == "cuda"
-    points = [dict(model=str(args.model), batch=b, context=context, attention=attention, dtype=dtype,
-                   steps=args.steps, warmup=args.warmup, graphs=graphs, seed=args.seed, device=args.device,
-                   page_size=args.page_size, compile=args.compile) for b in batches]
-    records = run_sweep(points, "gpuprobe.measure.throughput:measure_point", out, resume=bool(args.resume),
-                        timeout_s=args.timeout, label=lambda p: f"{spec.name} batch {p['batch']}",
-                        isolate=not args.inline)
-    def key(p: dict) -> tuple:
-        return p.get("batch"), p.get("graphs"), bool(p.get("compile", False))
-
-    keys = {key(p) for p in points}
-    rows = rows_from_records([r for r in records if key(r["point"]) in keys])
+    rows = sweep_throughput(args.model, batches, context, out, dtype=dtype, attention=attention, steps=args.steps,
+                            warmup=args.warmup, graphs=graphs, compile=args.compile, seed=args.seed,
+                            device=args.device, page_size=args.page_size, resume=bool(args.resume),
+                            timeout_s=args.timeout, isolate=not args.inline, name=spec.name)
     meta = {"model": spec.name, "context": context, "dtype": dtype, "attention": attention,
             "mode": "graph" if graphs else "eager", "compiled": args.compile, "steps": args.steps,
             "warmup": args.warmup}

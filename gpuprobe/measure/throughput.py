@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gpuprobe.ceilings.bandwidth import copy_bandwidth_and_source as copy_bandwidth  # noqa: F401  (callers' name)
+from gpuprobe.measure.sweep import run_sweep
 
 #: Result columns, in order (other stages read these names).
 COLUMNS = ("batch", "tokens_per_s", "step_latency_s", "step_latency_p90_s", "weights_bytes", "kv_cache_bytes",
@@ -133,6 +134,38 @@ def kernels_per_step(engine, batch, fused: bool = False) -> int:
 def weight_read_floor_s(weights_bytes: int, copy_bytes_per_s: float) -> float:
     """Time to read every weight once at the measured copy bandwidth: the floor of a decode step."""
     return weights_bytes / copy_bytes_per_s
+
+
+# ---- a sweep ----------------------------------------------------------------------------------------
+WORKER = "gpuprobe.measure.throughput:measure_point"
+
+
+def sweep_throughput(model: str, batches: list[int], context: int, out: str | Path, *, dtype: str = "bf16",
+                     attention: str | None = None, steps: int = 64, warmup: int = 8, graphs: bool = True,
+                     compile: bool = False, seed: int = 0, device: str = "cuda", page_size: int = 16,
+                     resume: bool = False, timeout_s: float = 900.0, isolate: bool = True,
+                     name: str | None = None) -> list[dict[str, Any]]:
+    """Throughput of ``batches`` (one child process per batch, :func:`gpuprobe.measure.sweep.run_sweep`
+    into ``out``); the rows of these points (:func:`rows_from_records`), failed batches included.
+    ``attention`` None: the engine's default backend on ``device``."""
+    if attention is None:
+        import torch
+
+        from gpuprobe.engine.attention import default_attention
+
+        attention = default_attention(torch.device(device))
+    graphs = graphs and device == "cuda"
+    points = [dict(model=str(model), batch=b, context=context, attention=attention, dtype=dtype, steps=steps,
+                   warmup=warmup, graphs=graphs, seed=seed, device=device, page_size=page_size, compile=compile)
+              for b in batches]
+    records = run_sweep(points, WORKER, out, resume=resume, timeout_s=timeout_s,
+                        label=lambda p: f"{name or model} batch {p['batch']}", isolate=isolate)
+
+    def key(p: dict) -> tuple:
+        return p.get("batch"), p.get("graphs"), bool(p.get("compile", False))
+
+    keys = {key(p) for p in points}
+    return rows_from_records([r for r in records if key(r["point"]) in keys])
 
 
 # ---- rows ----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from gpuprobe.errors import GpuprobeError, NotAvailable, UserError
 from gpuprobe.ncu.metrics import get_metric_set
@@ -247,7 +247,8 @@ def profile(command: list[str], out_rep: str | Path, metric_set: str = "roofline
             kernel_name: str | None = None, launch_skip: int | None = None, launch_count: int | None = None,
             replay_mode: str = "kernel", clock_control: str = "none", cache_control: str = "all",
             extra_metrics: Sequence[str] = (), extra_args: Sequence[str] = (), timeout_s: float | None = None,
-            ncu: NcuInstall | str | Path | None = None, diagnose: bool = True) -> ProfileResult:
+            ncu: NcuInstall | str | Path | None = None,
+            diagnose: Callable[..., list[tuple[str, ...]]] | None = None) -> ProfileResult:
     """Profile ``command`` under ncu into ``out_rep`` (a ``.ncu-rep``) and check the outcome.
 
     Writes ``<name>.gpuprobe.json`` beside the report (ncu version, options, command) so readers
@@ -255,6 +256,11 @@ def profile(command: list[str], out_rep: str | Path, metric_set: str = "roofline
     :class:`CounterPermissionError` (with the fix) on ERR_NVGPUCTRPERM, :class:`NoKernelsProfiled`
     (with the filter and the NVTX ranges that were seen) when nothing matched, and :class:`NcuError`
     with the exit status and output tail when the target crashed or ran past ``timeout_s``.
+
+    ``diagnose``: when a filter matched nothing, a function ``(command, ncu, timeout_s=, launch_count=)``
+    returning the NVTX stacks the program opens, named in the error
+    (:func:`gpuprobe.ncu.diagnose.profile` passes :func:`gpuprobe.ncu.diagnose.seen_nvtx_stacks`);
+    None or False: no second run.
     """
     from gpuprobe.ncu import profile_meta_path
 
@@ -282,7 +288,7 @@ def profile(command: list[str], out_rep: str | Path, metric_set: str = "roofline
         msg = f"no kernel matched the filter ({describe_filter(opts)})"
         if diagnose and (opts.nvtx_include or opts.nvtx_exclude):
             n = SEEN_LAUNCHES
-            seen = [s for s in seen_nvtx_stacks(command, inst, timeout_s=timeout_s, launch_count=n) if s]
+            seen = [s for s in diagnose(command, inst, timeout_s=timeout_s, launch_count=n) if s]
             if seen:
                 msg += "; NVTX push/pop stacks seen: " + "; ".join("/".join(s) + "/" for s in seen[:12])
             else:
@@ -313,33 +319,8 @@ def describe_filter(opts: ProfileOptions) -> str:
     return " ".join(parts) or "no filter"
 
 
-#: Kernels :func:`seen_nvtx_stacks` looks at when a filter matched nothing.
+#: Kernels a diagnosis (:func:`gpuprobe.ncu.diagnose.seen_nvtx_stacks`) looks at when a filter matched nothing.
 SEEN_LAUNCHES = 200
-
-
-def seen_nvtx_stacks(command: list[str], ncu: NcuInstall, timeout_s: float | None = None,
-                     launch_count: int = SEEN_LAUNCHES) -> list[tuple[str, ...]]:
-    """Distinct NVTX push/pop stacks around the first ``launch_count`` kernels (one cheap metric).
-
-    Runs the whole command once more under ncu: a program that launches many kernels before its
-    annotated part (warm-up steps) shows none of its ranges here; callers that know their ranges pass
-    ``diagnose=False`` to :func:`profile` instead."""
-    import tempfile
-
-    from gpuprobe.ncu.readers import read_report
-
-    with tempfile.TemporaryDirectory(prefix="gpuprobe-nvtx-") as tmp:
-        rep = Path(tmp) / "seen.ncu-rep"
-        cmd = [str(ncu.path), "--target-processes", "all", "--nvtx", "--metrics", "gpu__time_duration.sum",
-               "--launch-count", str(launch_count), "--force-overwrite", "--export", str(rep)[:-8]] + list(command)
-        _run(cmd, timeout_s)
-        if not rep.exists():
-            return []
-        try:
-            df = read_report(rep)
-        except GpuprobeError:
-            return []
-    return list(dict.fromkeys(tuple(s) for s in df["nvtx_stack"]))
 
 
 def import_raw_csv(report: str | Path, ncu: NcuInstall | str | Path | None = None, *, base_units: bool = True,

@@ -21,7 +21,7 @@ def advise_measured_curve(ctx: CheckContext) -> dict:
     require_cuda()
     _need_engine("gpuprobe.measure.throughput")
     from gpuprobe.advise.advisor import advise
-    from gpuprobe.cli.advise import measure_curve
+    from gpuprobe.advise.curves import measure_curve
     from gpuprobe.specs.gpus import detect_gpu
     from gpuprobe.specs.models import get_model
 
