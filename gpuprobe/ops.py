@@ -68,6 +68,19 @@ def nvtx_path(op: str, layer: int | None = None) -> str:
     return f"{STEP_RANGE}/{layer_range(layer)}/{op}/"
 
 
+def gemm_shapes(spec) -> dict[str, tuple[int, int]]:
+    """``(K, N)`` of each weight GEMM of a model (:class:`gpuprobe.specs.models.ModelSpec`), by op:
+    ``y[M, N] = x[M, K] @ W[K, N]`` with M the batch. The one table of GEMM shapes (analytic costs,
+    cross-checks, kernel benchmarks)."""
+    return {
+        "qkv_proj": (spec.hidden_size, spec.qkv_size),
+        "o_proj": (spec.q_size, spec.hidden_size),
+        "gate_up_proj": (spec.hidden_size, spec.gate_up_size),
+        "down_proj": (spec.intermediate_size, spec.hidden_size),
+        "lm_head": (spec.hidden_size, spec.vocab_size),
+    }
+
+
 def op_order(op: str) -> tuple[int, str]:
     """Sort key of op names for display: step order, then groups and others by name, ``other:*`` last."""
     if op in OPS:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from gpuprobe.ceilings.bandwidth import copy_bandwidth_and_source as copy_bandwidth
+from gpuprobe.ops import gemm_shapes
 
 #: Targets of the issue (H100, bf16, Qwen2-0.5B heads, page 16).
 TARGET_LARGE_BATCH_PCT = 90.0  # B=256, C=2048: % of copy bandwidth, at least
@@ -253,9 +254,7 @@ def model_gemm_shapes(model: str) -> dict[str, tuple[int, int]]:
     """(K, N) of each projection of ``model``'s layers: y[M, N] = x[M, K] W[K, N]."""
     from gpuprobe.specs.models import load_model_spec
 
-    s = load_model_spec(model)
-    return {"qkv_proj": (s.hidden_size, s.qkv_size), "o_proj": (s.q_size, s.hidden_size),
-            "gate_up_proj": (s.hidden_size, s.gate_up_size), "down_proj": (s.intermediate_size, s.hidden_size)}
+    return {op: kn for op, kn in gemm_shapes(load_model_spec(model)).items() if op != "lm_head"}
 
 
 def bench_gemm(*, m: int, n: int, k: int, dtype: str = "bf16", knobs: dict[str, int | None] | None = None,

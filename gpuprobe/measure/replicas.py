@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from gpuprobe.errors import GpuprobeError, NotAvailable
+from gpuprobe.measure.timing import StepStats, time_steps
 
 ENV_INDEX = "GPUPROBE_REPLICA_INDEX"
 ENV_COUNT = "GPUPROBE_REPLICA_COUNT"
@@ -473,7 +474,6 @@ def engine_decode_loop(model: str, batch: int, context: int, steps: int, min_sec
     ``steps`` steps and ``min_seconds`` seconds, timing every step with CUDA events. Each step runs at
     the same context, as in ``gpuprobe throughput``, so replicas are compared at exactly (B, C)."""
     import math
-    import statistics
 
     import torch
 
@@ -492,20 +492,14 @@ def engine_decode_loop(model: str, batch: int, context: int, steps: int, min_sec
         graph.replay()
     torch.cuda.synchronize()
     n = max(steps, math.ceil(min_seconds / max((time.perf_counter() - t) / 8, 1e-6)))
-    events = [torch.cuda.Event(enable_timing=True) for _ in range(n + 1)]
     wait_for_go()
     t_start = time.time()
-    events[0].record()
-    for i in range(n):
-        graph.replay()
-        events[i + 1].record()
-    torch.cuda.synchronize()
+    stats = StepStats.of(time_steps(graph.replay, n, 0, cuda=True))
     t_end = time.time()
-    times = sorted(events[i].elapsed_time(events[i + 1]) / 1e3 for i in range(n))
     mem = engine.memory(b)
     return {"tokens": batch * n, "steps": n, "batch": batch, "context": context, "t_start": t_start, "t_end": t_end,
-            "step_latency_p50_s": statistics.median(times), "step_latency_p90_s": times[int(0.9 * (n - 1))],
-            "step_latency_mean_s": statistics.fmean(times), "weights_bytes": mem.weights_bytes,
+            "step_latency_p50_s": stats.p50_s, "step_latency_p90_s": stats.p90_s,
+            "step_latency_mean_s": stats.mean_s, "weights_bytes": mem.weights_bytes,
             "kv_cache_bytes": mem.kv_cache_bytes, "peak_memory_bytes": mem.peak_memory_bytes,
             "memory_fraction": memory_fraction}
 

@@ -10,49 +10,17 @@ around each step; tokens/s is ``B / p50``. ``compile=True`` measures the ``torch
 """
 from __future__ import annotations
 
-import math
-import statistics
-import time
 from pathlib import Path
 from typing import Any
 
 from gpuprobe.ceilings.bandwidth import copy_bandwidth_and_source as copy_bandwidth  # noqa: F401  (callers' name)
 from gpuprobe.measure.sweep import run_sweep
+from gpuprobe.measure.timing import StepStats, time_steps
 
 #: Result columns, in order (other stages read these names).
 COLUMNS = ("batch", "tokens_per_s", "step_latency_s", "step_latency_p90_s", "weights_bytes", "kv_cache_bytes",
            "peak_memory_bytes", "status", "reason", "mode", "attention", "context", "model", "dtype")
 EXTRA_COLUMNS = ("step_latency_mean_s", "steps", "device", "page_size", "compiled", "compile_s")
-
-
-def _percentile(xs: list[float], q: float) -> float:
-    s = sorted(xs)
-    k = (len(s) - 1) * q
-    lo, hi = math.floor(k), math.ceil(k)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
-
-
-def time_steps(run, steps: int, warmup: int, cuda: bool) -> list[float]:
-    """Seconds of each of ``steps`` calls of ``run`` after ``warmup`` (CUDA events per step on a GPU)."""
-    import torch
-
-    for _ in range(warmup):
-        run()
-    if not cuda:
-        out = []
-        for _ in range(steps):
-            t0 = time.perf_counter()
-            run()
-            out.append(time.perf_counter() - t0)
-        return out
-    torch.cuda.synchronize()
-    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(steps)]
-    for a, b in events:
-        a.record()
-        run()
-        b.record()
-    torch.cuda.synchronize()
-    return [a.elapsed_time(b) / 1e3 for a, b in events]
 
 
 def measure_point(model: str, batch: int, context: int, attention: str | None = None, dtype: str = "bf16",
@@ -86,16 +54,16 @@ def measure_point(model: str, batch: int, context: int, attention: str | None = 
     else:
         def run():
             return engine.fast_step(b)
-    times = time_steps(run, steps, warmup, cuda)
-    p50 = statistics.median(times)
+    stats = StepStats.of(time_steps(run, steps, warmup, cuda))
+    p50 = stats.p50_s
     mem = engine.memory(b)
     row = {
         "batch": batch, "tokens_per_s": batch / p50, "step_latency_s": p50,
-        "step_latency_p90_s": _percentile(times, 0.9), "weights_bytes": mem.weights_bytes,
+        "step_latency_p90_s": stats.p90_s, "weights_bytes": mem.weights_bytes,
         "kv_cache_bytes": mem.kv_cache_bytes, "peak_memory_bytes": mem.peak_memory_bytes,
         "status": "ok", "reason": None, "mode": "graph" if graphs else "eager", "attention": engine.attention,
         "context": context, "model": model, "dtype": normalize_dtype(engine.dtype),
-        "step_latency_mean_s": statistics.fmean(times), "steps": steps,
+        "step_latency_mean_s": stats.mean_s, "steps": steps,
         "device": torch.cuda.get_device_name(engine.device) if cuda else engine.device.type,
         "page_size": page_size, "compiled": bool(compile), "compile_s": compile_s,
     }

@@ -21,8 +21,9 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from gpuprobe.jsonsafe import json_value
 from gpuprobe.ncu import metrics as M
-from gpuprobe.ops import OPS, STEP_OPS
+from gpuprobe.ops import STEP_OPS, op_order
 from gpuprobe.roofline.points import dram_pct_of_measured, judge_limiter, op_points
 
 KERNEL_COLUMNS = (
@@ -78,10 +79,6 @@ def kernel_table(df: pd.DataFrame, measured_dram_bytes_per_s: float | None = Non
     return t[list(KERNEL_COLUMNS)]
 
 
-def _op_key(op: str) -> tuple[int, str]:
-    return (OPS.index(op), op) if op in OPS else (len(OPS) + (0 if not op.startswith("other:") else 1), op)
-
-
 def _wmean(values: pd.Series, weights: pd.Series) -> float:
     m = np.isfinite(values) & np.isfinite(weights)
     if not m.any() or weights[m].sum() <= 0:
@@ -131,22 +128,10 @@ def op_table(kernels: pd.DataFrame, measured_dram_bytes_per_s: float | None = No
         rows.append(row)
     out = pd.DataFrame(rows)
     if len(out):
-        out = out.sort_values("op", key=lambda s: s.map(_op_key)).reset_index(drop=True)
+        out = out.sort_values("op", key=lambda s: s.map(op_order)).reset_index(drop=True)
         total = float(out["time_s"].sum())
         out["time_share"] = out["time_s"] / total if total else math.nan
     return out
-
-
-def _none(x: Any) -> Any:
-    if x is None:
-        return None
-    if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(x) else None
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if x is pd.NA:
-        return None
-    return x
 
 
 def report_to_roofline(df: pd.DataFrame, *, gpu: Any = None, dtype: str = "bf16",
@@ -201,7 +186,7 @@ def report_to_roofline(df: pd.DataFrame, *, gpu: Any = None, dtype: str = "bf16"
         table = kernels.assign(op=[f"{o}#{i}" for o, i in zip(kernels["op"], kernels["id"])],
                                n_kernels=1, layers_profiled=[None if pd.isna(x) else 1 for x in kernels["layer"]],
                                scaled=False)
-    kernel_rows = ([{k: _none(v) for k, v in row.items()} for row in kernels.to_dict("records")]
+    kernel_rows = ([{k: json_value(v) for k, v in row.items()} for row in kernels.to_dict("records")]
                    if by == "op" and include_kernels else None)
     points = op_points(table.to_dict("records"), batch=batch, ceilings=ceilings,
                        measured_dram_bytes_per_s=measured_dram_bytes_per_s, kernels=kernel_rows)
@@ -215,10 +200,10 @@ def report_to_roofline(df: pd.DataFrame, *, gpu: Any = None, dtype: str = "bf16"
         cache_control=prof.get("cache_control"), replay_mode=prof.get("replay_mode"),
         nvtx_filter=prof.get("nvtx_include"),
         clocks_seen={
-            "sm_hz_median": _none(float(sm_hz.median())) if sm_hz is not None else None,
-            "sm_hz_min": _none(float(sm_hz.min())) if sm_hz is not None else None,
-            "sm_hz_max": _none(float(sm_hz.max())) if sm_hz is not None else None,
-            "dram_hz_median": _none(float(dram_hz.median())) if dram_hz is not None else None,
+            "sm_hz_median": json_value(float(sm_hz.median())) if sm_hz is not None else None,
+            "sm_hz_min": json_value(float(sm_hz.min())) if sm_hz is not None else None,
+            "sm_hz_max": json_value(float(sm_hz.max())) if sm_hz is not None else None,
+            "dram_hz_median": json_value(float(dram_hz.median())) if dram_hz is not None else None,
         },
         missing_metrics=list(df.attrs.get("missing", [])),
         ceilings_note=note,
@@ -237,10 +222,10 @@ def check_attention_reads(op_rows: pd.DataFrame, kv_read_bytes: float) -> dict[s
     if row.empty:
         return {"read_ratio": None, "dram_read_bytes": None, "dram_write_bytes": None}
     r = row.iloc[0]
-    reads = _none(r["dram_read_bytes"])
+    reads = json_value(r["dram_read_bytes"])
     return {"read_ratio": reads / kv_read_bytes if reads is not None and kv_read_bytes else None,
-            "dram_read_bytes": reads, "dram_write_bytes": _none(r["dram_write_bytes"])}
+            "dram_read_bytes": reads, "dram_write_bytes": json_value(r["dram_write_bytes"])}
 
 
 def ops_in_order(ops: Sequence[str]) -> list[str]:
-    return sorted(ops, key=_op_key)
+    return sorted(ops, key=op_order)

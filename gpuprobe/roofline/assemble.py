@@ -10,7 +10,6 @@ alone, on any machine.
 """
 from __future__ import annotations
 
-import math
 import statistics
 from typing import Any, Iterable, Sequence
 

@@ -15,18 +15,8 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping, Sequence
 
+from gpuprobe.jsonsafe import finite
 from gpuprobe.roofline.schema import Ceilings, RooflinePoint, classify_limiter, make_point
-
-
-def finite(x: Any) -> float | None:
-    """A finite float, or None (None, NaN, inf, pandas NA and text are missing values)."""
-    if x is None:
-        return None
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def dram_pct_of_measured(dram_bytes: Any, time_s: Any, measured_dram_bytes_per_s: float | None) -> float | None:

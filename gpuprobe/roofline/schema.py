@@ -19,6 +19,7 @@ from typing import Any, Iterable
 
 from gpuprobe import __version__
 from gpuprobe.errors import UserError
+from gpuprobe.jsonsafe import dumps, json_default
 
 SCHEMA_VERSION = 1
 MODES = ("analytic", "timing", "ncu")
@@ -250,7 +251,7 @@ class RooflineResult:
         out.mkdir(parents=True, exist_ok=True)
         jpath, cpath = out / "roofline.json", out / "roofline.csv"
         tmp = jpath.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n")
+        tmp.write_text(dumps(self.to_dict(), indent=2) + "\n")
         tmp.replace(jpath)
         rows = [{k: v for k, v in p.to_dict().items() if not isinstance(v, (list, dict))} for p in self.points]
         cols: list[str] = []
@@ -271,14 +272,8 @@ class RooflineResult:
         return out
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    if hasattr(o, "item"):
-        return o.item()
-    if isinstance(o, (set, tuple)):
-        return list(o)
-    return str(o)
+#: ``json.dumps(default=...)`` of roofline results (the one in :mod:`gpuprobe.jsonsafe`).
+_json_default = json_default
 
 
 def git_sha() -> str | None:
