@@ -82,7 +82,7 @@ def test_worker_faults_name_the_cause(tmp_path, tiny_model, monkeypatch):
     log = _fake_ncu.use(monkeypatch, tmp_path / "bin", rep=NCU / B32_REP, mode="nokernels")
     with pytest.raises(NoKernelsProfiled) as e:
         profile_point(str(tiny_model), 3, 2, 16, "fp32", "torch", "one", tmp_path, warmup=1)
-    assert "--nvtx-include decode/layer1/" in str(e.value) and "measure_target pushes" in str(e.value)
+    assert "--nvtx-include decode/layer1/" in str(e.value) and "measure.target pushes" in str(e.value)
     assert len([c for c in _calls(log) if "target" in c]) == 1  # no second (diagnostic) run of the target
 
 

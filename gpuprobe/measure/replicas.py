@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from gpuprobe.errors import GpuprobeError, NotAvailable
+from gpuprobe.measure.children import end_group
 from gpuprobe.measure.timing import StepStats, time_steps
 
 ENV_INDEX = "GPUPROBE_REPLICA_INDEX"
@@ -323,24 +324,6 @@ def _tail(path: Path, lines: int = 3) -> str:
     return " | ".join(text[-lines:])
 
 
-def _end(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
-    """End one child we started (and its process group): terminate, then kill after a grace period."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, 15)
-    except (ProcessLookupError, PermissionError):
-        proc.terminate()
-    try:
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, 9)
-        except (ProcessLookupError, PermissionError):
-            proc.kill()
-        proc.wait()
-
-
 def run_replicas(command: Callable[[int], Sequence[str]] | Sequence[str], n: int, *,
                  env: dict[str, str] | None = None, setup_timeout_s: float = 300.0,
                  run_timeout_s: float = 600.0, telemetry: Any = None, work_dir: str | Path | None = None,
@@ -388,7 +371,7 @@ def run_replicas(command: Callable[[int], Sequence[str]] | Sequence[str], n: int
                                                f"{_tail(logs[i]) or 'no output'}", procs[i].returncode)
             if pending and time.monotonic() > deadline:
                 for i in pending:
-                    _end(procs[i])
+                    end_group(procs[i])
                     results[i] = ReplicaResult(i, False, f"not set up after {setup_timeout_s:g} s",
                                                procs[i].returncode)
                 pending.clear()
@@ -405,7 +388,7 @@ def run_replicas(command: Callable[[int], Sequence[str]] | Sequence[str], n: int
             try:
                 procs[i].wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                _end(procs[i])
+                end_group(procs[i])
                 results[i] = ReplicaResult(i, False, f"still running after {run_timeout_s:g} s", None)
         if sampling:
             summary, sampling = telemetry.stop(), False
@@ -414,7 +397,7 @@ def run_replicas(command: Callable[[int], Sequence[str]] | Sequence[str], n: int
                 results[i] = _collect(i, procs[i].returncode, root / f"result{i}.json", logs[i])
     finally:
         for p in procs.values():
-            _end(p)
+            end_group(p)
         if sampling:  # interrupted while sampling: end the sampler thread too
             telemetry.stop()
     for i, r in results.items():
@@ -625,7 +608,7 @@ def _readline(proc: subprocess.Popen, timeout_s: float) -> str:
     with selectors.DefaultSelector() as sel:
         sel.register(proc.stdout, selectors.EVENT_READ)
         if not sel.select(timeout_s):
-            _end(proc)
+            end_group(proc)
             return ""
     return proc.stdout.readline()
 
@@ -653,7 +636,7 @@ def measure_fixed_cost_bytes(timeout_s: float = 120.0) -> int | None:
             try:
                 proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
-                _end(proc)
+                end_group(proc)
         if not line.startswith("ready") or before is None or during is None:
             return None
         return max(0, during - before - int(line.split()[1]))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from gpuprobe.errors import GpuprobeError, NotAvailable, UserError
+from gpuprobe.measure.children import run_child
 from gpuprobe.ncu.metrics import get_metric_set
 from gpuprobe.ncu.nvtx_filter import check_expression
 
@@ -227,19 +228,10 @@ class ProfileResult:
 
 
 def _run(cmd: list[str], timeout_s: float | None, cwd: str | Path | None = None) -> tuple[int, str, bool]:
-    """Run, returning (exit status, combined output, timed_out); kills the whole process group on timeout."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            errors="replace", start_new_session=True, cwd=cwd)
-    try:
-        out, _ = proc.communicate(timeout=timeout_s)
-        return proc.returncode, out or "", False
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, 9)
-        except OSError:
-            proc.kill()
-        out, _ = proc.communicate()
-        return proc.returncode if proc.returncode is not None else -9, out or "", True
+    """Run, returning (exit status, combined output, timed_out); the whole process group is ended on a
+    timeout or Ctrl-C (:func:`gpuprobe.measure.children.run_child`)."""
+    r = run_child(cmd, timeout_s, cwd=cwd)
+    return r.returncode, r.output, r.timed_out
 
 
 def profile(command: list[str], out_rep: str | Path, metric_set: str = "roofline",
