@@ -6,10 +6,11 @@ import os
 import time
 from pathlib import Path
 
+from gpuprobe.engine.backends import BACKENDS
 from gpuprobe.errors import UserError
 from gpuprobe.parsing import parse_int_list  # noqa: F401  (the subcommands' name for it)
 
-ATTENTION_BACKENDS = ("triton", "sdpa-dense", "torch")
+ATTENTION_BACKENDS = BACKENDS  # the engine's list (gpuprobe.engine.backends), without importing torch
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 

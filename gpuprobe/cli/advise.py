@@ -5,7 +5,10 @@ import argparse
 import json
 import sys
 
-from gpuprobe.cli._common import add_attention_argument, add_dtype_argument, output_dir, positive_float, positive_int
+from gpuprobe.advise.advisor import (DEFAULT_EPSILON, DEFAULT_FIXED_COST_BYTES, PAPER_LATENCY_FACTOR,
+                                     PAPER_MIN_EFFICIENCY, PAPER_REFERENCE_BATCH, RULES)
+from gpuprobe.cli._common import (DEFAULT_BATCHES, add_attention_argument, add_dtype_argument, output_dir,
+                                  positive_float, positive_int)
 
 NAME = "advise"
 HELP = "recommend a batch size (B_opt) from a throughput curve, and the memory and replicas it frees"
@@ -27,7 +30,7 @@ Rules (docs/advisor.md):
 `gpuprobe throughput` (throughput.csv or results.jsonl); a folder with roofline.json whose
 `throughput` section holds tokens/s per batch."""
 
-MEASURE_BATCHES = "1,2,4,8,16,32,64,128,256,512"
+MEASURE_BATCHES = ",".join(map(str, DEFAULT_BATCHES))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,22 +41,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="context length in tokens (default 1024 when measuring; with --from, the file's)")
     p.add_argument("--from", dest="from_path", metavar="FILE",
                    help="read the curve instead of measuring: CSV, or a throughput/roofline results folder")
-    p.add_argument("--rule", choices=("default", "paper", "marginal"), default="default",
+    p.add_argument("--rule", choices=RULES, default="default",
                    help="how to choose B_opt (default: %(default)s; marginal = paper)")
-    p.add_argument("--epsilon", type=float, default=0.05,
+    p.add_argument("--epsilon", type=float, default=DEFAULT_EPSILON,
                    help="default rule: tolerated shortfall from the best tokens/s, a fraction (default %(default)s)")
     p.add_argument("--latency-slo-ms", type=positive_float("--latency-slo-ms"), default=None,
                    help="only batches whose step latency is at most this many milliseconds")
-    p.add_argument("--min-efficiency", type=float, default=0.2,
+    p.add_argument("--min-efficiency", type=float, default=PAPER_MIN_EFFICIENCY,
                    help="paper rule: E(B) must exceed this (default %(default)s)")
-    p.add_argument("--latency-factor", type=positive_float("--latency-factor"), default=5.0,
+    p.add_argument("--latency-factor", type=positive_float("--latency-factor"), default=PAPER_LATENCY_FACTOR,
                    help="paper rule: latency limit as a multiple of the reference latency (default %(default)s)")
-    p.add_argument("--reference-batch", type=positive_int("--reference-batch"), default=32,
+    p.add_argument("--reference-batch", type=positive_int("--reference-batch"), default=PAPER_REFERENCE_BATCH,
                    help="paper rule: the reference latency is at the measured batch nearest this (default %(default)s)")
     p.add_argument("--batch", default=MEASURE_BATCHES, help="batches to measure (default %(default)s)")
     p.add_argument("--gpu", help="GPU registry name for its memory (default: the detected GPU)")
     p.add_argument("--fixed-cost-mib", type=positive_float("--fixed-cost-mib"), default=None,
-                   help="per-replica memory beyond weights and KV cache (default: measured on a GPU, else 1024)")
+                   help="per-replica memory beyond weights and KV cache (default: measured on a GPU, else "
+                        f"{DEFAULT_FIXED_COST_BYTES // 2**20})")
     add_dtype_argument(p)
     add_attention_argument(p)
     p.add_argument("--json", action="store_true", help="print the advice as one JSON object on stdout")
