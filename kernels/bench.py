@@ -18,13 +18,18 @@ The pure parts (byte counts, targets, knob parsing) run anywhere; timing needs C
 """
 from __future__ import annotations
 
+import csv
 import itertools
+import json
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from gpuprobe.ceilings.bandwidth import copy_bandwidth_and_source as copy_bandwidth
+from gpuprobe.errors import NotAvailable
 from gpuprobe.ops import gemm_shapes
+from gpuprobe.specs.models import load_model_spec
 
 #: Targets of the issue (H100, bf16, Qwen2-0.5B heads, page 16).
 TARGET_LARGE_BATCH_PCT = 90.0  # B=256, C=2048: % of copy bandwidth, at least
@@ -46,8 +51,6 @@ class HeadShape:
 
     @classmethod
     def of_model(cls, name: str) -> "HeadShape":
-        from gpuprobe.specs.models import load_model_spec
-
         spec = load_model_spec(name)
         return cls(spec.num_heads, spec.num_kv_heads, spec.head_dim)
 
@@ -138,7 +141,6 @@ def parse_knobs(text: str | None, allowed: tuple[str, ...]) -> list[dict[str, in
 def require_cuda() -> None:
     import torch
 
-    from gpuprobe.errors import NotAvailable
 
     if not torch.cuda.is_available():
         raise NotAvailable("this benchmark times CUDA kernels and no CUDA GPU is visible here; run it on a GPU node.")
@@ -252,8 +254,6 @@ def bench_attention(*, model: str | None = None, shape: HeadShape | None = None,
 
 def model_gemm_shapes(model: str) -> dict[str, tuple[int, int]]:
     """(K, N) of each projection of ``model``'s layers: y[M, N] = x[M, K] W[K, N]."""
-    from gpuprobe.specs.models import load_model_spec
-
     return {op: kn for op, kn in gemm_shapes(load_model_spec(model)).items() if op != "lm_head"}
 
 
@@ -308,10 +308,6 @@ def output_format(args) -> str:
 def print_rows(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]], fmt: str = "table",
                title: str | None = None) -> None:
     """Print rows as a rich table, Markdown, CSV or JSON lines. ``columns``: (key, header, format spec)."""
-    import csv
-    import json
-    import sys
-
     def cell(r: dict[str, Any], key: str, spec: str) -> str:
         v = r.get(key)
         return "-" if v is None else (format(v, spec) if spec else str(v))

@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from gpuprobe.errors import UserError
+from gpuprobe.measure.throughput import sweep_throughput
 from gpuprobe.parsing import parse_int_list
+from gpuprobe.render.throughput import write_results
 
 #: Column names accepted for each field, first match wins (the engine's names first).
 _ALIASES: dict[str, tuple[str, ...]] = {
@@ -300,9 +302,6 @@ def measure_curve(model: str, batches: str | Iterable[int], context: int, dtype:
     """Tokens/s and memory against batch, measured now: the engine's throughput sweep in CUDA-graph mode
     (:func:`gpuprobe.measure.throughput.sweep_throughput`) into ``out/throughput`` (its CSV, JSON,
     figure and ``results.jsonl``, as ``gpuprobe throughput`` writes them); returns the curve."""
-    from gpuprobe.measure.throughput import sweep_throughput  # the engine (torch) loads with the sweep
-    from gpuprobe.render.throughput import write_results
-
     wanted = parse_int_list(batches, "batch") if isinstance(batches, str) else sorted(set(batches))
     folder = Path(out) / "throughput"
     folder.mkdir(parents=True, exist_ok=True)

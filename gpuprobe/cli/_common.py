@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
 from gpuprobe.engine.backends import BACKENDS
-from gpuprobe.errors import UserError
+from gpuprobe.errors import GpuprobeError, UserError
 from gpuprobe.parsing import parse_int_list  # noqa: F401  (the subcommands' name for it)
 
 ATTENTION_BACKENDS = BACKENDS  # the engine's list (gpuprobe.engine.backends), without importing torch
@@ -86,10 +87,6 @@ def output_dir(out: str | None, prefix: str) -> Path:
 def run_script(main, argv: list[str] | None = None) -> None:
     """Run a script's ``main`` the way the CLI runs a subcommand: a gpuprobe error (or a bad value) is
     one line on stderr and exit code 2, never a traceback. Used by the scripts in ``benchmarks/``."""
-    import sys
-
-    from gpuprobe.errors import GpuprobeError
-
     try:
         code = main() if argv is None else main(argv)
     except (GpuprobeError, ValueError) as e:

@@ -5,10 +5,16 @@ import argparse
 import json
 import sys
 
+from gpuprobe.advise import advisor
 from gpuprobe.advise.advisor import (DEFAULT_EPSILON, DEFAULT_FIXED_COST_BYTES, PAPER_LATENCY_FACTOR,
                                      PAPER_MIN_EFFICIENCY, PAPER_REFERENCE_BATCH, RULES)
+from gpuprobe.advise.curves import load_curve, measure_curve, with_meta
 from gpuprobe.cli._common import (DEFAULT_BATCHES, add_attention_argument, add_dtype_argument, output_dir,
                                   positive_float, positive_int)
+from gpuprobe.errors import UserError
+from gpuprobe.measure.replicas import measure_fixed_cost_bytes
+from gpuprobe.specs.gpus import detect_gpu, get_gpu
+from gpuprobe.specs.models import load_model_spec
 
 NAME = "advise"
 HELP = "recommend a batch size (B_opt) from a throughput curve, and the memory and replicas it frees"
@@ -65,10 +71,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gpuprobe.advise import advisor
-    from gpuprobe.advise.curves import load_curve, measure_curve
-    from gpuprobe.errors import UserError
-
     if not 0 <= args.epsilon < 1:
         raise UserError(f"--epsilon is a fraction of the best throughput (0 <= epsilon < 1), got {args.epsilon}.")
     if args.min_efficiency < 0:
@@ -88,7 +90,6 @@ def run(args: argparse.Namespace) -> int:
         curve = measure_curve(args.model, args.batch, args.context or 1024, args.dtype, args.attention, out)
     if spec is None and curve.model:
         spec = _spec(curve.model, quiet=True)
-    from gpuprobe.advise.curves import with_meta
 
     curve = with_meta(curve, model=spec.name if spec is not None else None, context=args.context)
     if gpu_bytes is None and curve.gpu:
@@ -121,9 +122,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _spec(name: str, quiet: bool = False):
-    from gpuprobe.errors import UserError
-    from gpuprobe.specs.models import load_model_spec
-
     try:
         return load_model_spec(name)
     except UserError:
@@ -133,9 +131,6 @@ def _spec(name: str, quiet: bool = False):
 
 
 def _registry_memory(name: str):
-    from gpuprobe.errors import UserError
-    from gpuprobe.specs.gpus import get_gpu
-
     try:
         g = get_gpu(name)
     except UserError:
@@ -145,8 +140,6 @@ def _registry_memory(name: str):
 
 def _gpu_memory(name: str | None):
     """(name, memory bytes, detected GPU or None): --gpu wins, else the GPU on this machine."""
-    from gpuprobe.specs.gpus import detect_gpu, get_gpu
-
     det = detect_gpu()
     if name:
         g = get_gpu(name)
@@ -159,7 +152,6 @@ def _gpu_memory(name: str | None):
 def _measured_fixed_cost(detected):
     if detected is None:
         return None, "default"
-    from gpuprobe.measure.replicas import measure_fixed_cost_bytes
 
     got = measure_fixed_cost_bytes()
     return (got, "measured") if got is not None else (None, "default")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from gpuprobe.specs.gpus import detect_gpu, list_gpus
+
 NAME = "gpus"
 HELP = "list datasheet figures of known GPUs and detect the present one"
 ORDER = 81
@@ -17,7 +19,6 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from gpuprobe.specs.gpus import detect_gpu, list_gpus
 
     det = detect_gpu()
     if args.json:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from gpuprobe.specs.models import list_models, load_model_spec
+
 NAME = "models"
 HELP = "list the built-in model architectures (or show one, or a local config.json)"
 ORDER = 80
@@ -18,7 +20,6 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from gpuprobe.specs.models import list_models, load_model_spec
 
     specs = [load_model_spec(args.name)] if args.name else list_models()
     if args.json:

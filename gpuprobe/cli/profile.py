@@ -3,6 +3,13 @@ from __future__ import annotations
 
 import argparse
 
+from gpuprobe.cli import report as report_cli
+from gpuprobe.cli._common import output_dir, positive_float, positive_int
+from gpuprobe.errors import UserError
+from gpuprobe.ncu import load_report
+from gpuprobe.ncu.metrics import METRIC_SETS
+from gpuprobe.ncu.runner import CACHE_CONTROLS, CLOCK_CONTROLS, REPLAY_MODES
+
 NAME = "profile"
 HELP = "run a command under Nsight Compute (ncu): .ncu-rep + parsed per-kernel CSV + per-op table"
 DESCRIPTION = """\
@@ -27,10 +34,6 @@ ORDER = 41
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from gpuprobe.cli._common import positive_float, positive_int
-    from gpuprobe.ncu.metrics import METRIC_SETS
-    from gpuprobe.ncu.runner import CACHE_CONTROLS, CLOCK_CONTROLS, REPLAY_MODES
-
     p.add_argument("--set", dest="metric_set", choices=tuple(METRIC_SETS), default="roofline",
                    help="metric set (default %(default)s)")
     p.add_argument("--metrics", default="", help="extra metric names, comma separated")
@@ -53,9 +56,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gpuprobe.cli._common import output_dir
-    from gpuprobe.errors import UserError
-    from gpuprobe.ncu import load_report
     from gpuprobe.ncu.diagnose import profile
 
     cmd = list(args.cmd)
@@ -74,7 +74,6 @@ def run(args: argparse.Namespace) -> int:
     table = write_table(df, out / f"{args.name}.csv")
     print(f"profiled {len(df)} kernels in {res.seconds:.1f} s with ncu {res.ncu.version or '?'}: "
           f"{res.report}, {table}")
-    from gpuprobe.cli import report as report_cli
 
     return report_cli.run(argparse.Namespace(file=str(res.report), by="op", json=False, plot=None, out=None,
                                              gpu=None, dtype="bf16", measured_dram_tbps=None))

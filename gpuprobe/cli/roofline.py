@@ -5,11 +5,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from gpuprobe.cli._common import (
-    DEFAULT_BATCHES, add_attention_argument, add_context_argument, add_dtype_argument,
-    add_model_argument, check_context, output_dir, parse_int_list,
-)
+from gpuprobe.cli._common import (DEFAULT_BATCHES, add_attention_argument, add_context_argument, add_dtype_argument,
+                                  add_model_argument, check_context, output_dir, parse_int_list)
+from gpuprobe.render.tables import print_roofline_table
+from gpuprobe.roofline.analytic import analytic_roofline
+from gpuprobe.roofline.measured import run_measured_roofline
 from gpuprobe.roofline.plan import MODES, RooflineOptions, cached_roofs, choose_mode
+from gpuprobe.specs.gpus import DEFAULT_GPU, DTYPE_BYTES, detect_gpu, get_gpu, normalize_dtype
+from gpuprobe.specs.models import load_model_spec
 
 NAME = "roofline"
 HELP = "roofline of a model's decode step per op and batch size (analytic, timing or ncu mode)"
@@ -40,8 +43,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _resolve_gpu(name: str | None):
-    from gpuprobe.specs.gpus import DEFAULT_GPU, detect_gpu, get_gpu
-
     if name:
         return get_gpu(name), None
     det = detect_gpu()
@@ -52,8 +53,6 @@ def _resolve_gpu(name: str | None):
 
 def options_from_args(args: argparse.Namespace) -> RooflineOptions:
     """The one :class:`~gpuprobe.roofline.plan.RooflineOptions` of this run (checked values)."""
-    from gpuprobe.specs.gpus import normalize_dtype
-
     given = args.batch is not None
     return RooflineOptions(
         model=args.model, batches=tuple(parse_int_list(args.batch, "batch") if given else DEFAULT_BATCHES),
@@ -63,15 +62,11 @@ def options_from_args(args: argparse.Namespace) -> RooflineOptions:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gpuprobe.specs.models import load_model_spec
-
     spec = load_model_spec(args.model)
     options = options_from_args(args)
     gpu, detected = _resolve_gpu(options.gpu)
     mode, why = choose_mode(options.mode, has_gpu=detected is not None)
     if mode != "analytic":
-        from gpuprobe.roofline.measured import run_measured_roofline
-
         out = Path(options.resume) if options.resume else output_dir(options.out, f"roofline-{spec.name}")
         return run_measured_roofline(options, spec=spec, gpu=gpu, mode=mode, why=why, out=out)
     out = output_dir(options.out, f"roofline-{spec.name}")
@@ -83,9 +78,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_analytic(spec, gpu, batches, context, dtype, roofs, out) -> int:
     from gpuprobe.render.plots.roofline import plot_roofline
-    from gpuprobe.render.tables import print_roofline_table
-    from gpuprobe.roofline.analytic import analytic_roofline
-    from gpuprobe.specs.gpus import DTYPE_BYTES
 
     result = analytic_roofline(spec, gpu, batches, context, dtype, extra_roofs=roofs)
     mem = result.extra["memory"]

@@ -3,10 +3,15 @@ from __future__ import annotations
 
 import argparse
 
-from gpuprobe.cli._common import (add_attention_argument, add_batch_argument, add_context_argument,
-                                  add_dtype_argument, add_model_argument, check_context, output_dir,
-                                  parse_int_list, positive_float, positive_int)
+from gpuprobe.cli._common import (add_attention_argument, add_batch_argument, add_context_argument, add_dtype_argument,
+                                  add_model_argument, check_context, output_dir, parse_int_list, positive_float,
+                                  positive_int)
 from gpuprobe.errors import NotAvailable
+from gpuprobe.measure.throughput import sweep_throughput
+from gpuprobe.render.plots.throughput import series
+from gpuprobe.render.throughput import write_results
+from gpuprobe.specs.gpus import normalize_dtype
+from gpuprobe.specs.models import load_model_spec
 
 NAME = "throughput"
 HELP = "decode tokens/s, step latency p50/p90 and memory per batch size (CUDA graphs or eager)"
@@ -55,10 +60,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from gpuprobe.engine.attention import default_attention
-    from gpuprobe.measure.throughput import sweep_throughput
-    from gpuprobe.render.throughput import write_results
-    from gpuprobe.specs.gpus import normalize_dtype
-    from gpuprobe.specs.models import load_model_spec
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise NotAvailable("throughput needs a CUDA GPU and none is visible; `gpuprobe roofline` works "
@@ -87,7 +88,6 @@ def _print_table(rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from gpuprobe.render.plots.throughput import series
 
     t = Table(title="decode throughput")
     for col in ("batch", "mode", "tokens/s", "step p50", "step p90", "weights", "KV cache", "peak", "status"):

@@ -27,7 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from gpuprobe.jsonsafe import json_value
+from gpuprobe.measure.telemetry import BENIGN_REASONS
 from gpuprobe.measure.timing import time_steps
+from gpuprobe.ncu import load_report
+from gpuprobe.ncu.runner import NoKernelsProfiled, profile
+from gpuprobe.ops import STEP_RANGE, nvtx_path
+from gpuprobe.specs.models import load_model_spec
 
 #: Whole-step ops profiled besides the representative layer (ncu mode, ``layers="one"``).
 STEP_OPS_PROFILED: tuple[str, ...] = ("lm_head",)
@@ -43,8 +48,6 @@ def representative_layer(num_layers: int) -> int:
 
 def nvtx_includes(layers: str, num_layers: int) -> list[str]:
     """The ``--nvtx-include`` expressions of a point: one layer plus the profiled step ops, or all."""
-    from gpuprobe.ops import nvtx_path, STEP_RANGE
-
     if layers == "all":
         return [f"{STEP_RANGE}/"]
     k = representative_layer(num_layers)
@@ -117,7 +120,6 @@ def throttle_verdict(before: dict[str, Any], after: dict[str, Any], window: dict
         for r in snap.get("throttle_reasons") or []:
             if r not in reasons:
                 reasons.append(r)
-    from gpuprobe.measure.telemetry import BENIGN_REASONS
 
     return {"throttled": throttled, "reasons": [r for r in reasons if r not in BENIGN_REASONS],
             "all_reasons": reasons}
@@ -138,9 +140,6 @@ def profile_point(model: str, num_layers: int, batch: int, context: int, dtype: 
                   layers: str, out_dir: str | Path, warmup: int = 3, timeout_s: float | None = 480,
                   keep_report: bool = True) -> dict[str, Any]:
     """Run the target under ncu (metric set ``roofline``) and summarize the report."""
-    from gpuprobe.ncu import load_report
-    from gpuprobe.ncu.runner import NoKernelsProfiled, profile
-
     includes = nvtx_includes(layers, num_layers)
     rep = Path(out_dir) / "ncu" / f"b{batch}_c{context}.ncu-rep"
     try:
@@ -243,8 +242,6 @@ def measure_point(*, model: str, batch: int, context: int, dtype: str = "bf16", 
                   mode: str = "ncu", layers: str = "one", out_dir: str = ".", warmup: int = 3,
                   graph_iters: int = 50, ncu_timeout_s: float | None = 480, keep_report: bool = True) -> dict[str, Any]:
     """Measure one batch size; see the module docstring. Raises on any failure (the sweep records it)."""
-    from gpuprobe.specs.models import load_model_spec
-
     if mode not in ("ncu", "timing"):
         raise ValueError(f"mode must be 'ncu' or 'timing', got {mode!r}")
     spec = load_model_spec(model)

@@ -27,7 +27,9 @@ from __future__ import annotations
 import argparse
 import atexit
 import json
+import math
 import os
+import selectors
 import shutil
 import subprocess
 import sys
@@ -456,8 +458,6 @@ def engine_decode_loop(model: str, batch: int, context: int, steps: int, min_sec
     capture one decode step as a CUDA graph, wait at the barrier, then replay it for at least
     ``steps`` steps and ``min_seconds`` seconds, timing every step with CUDA events. Each step runs at
     the same context, as in ``gpuprobe throughput``, so replicas are compared at exactly (B, C)."""
-    import math
-
     import torch
 
     from gpuprobe import Engine
@@ -601,8 +601,6 @@ sys.stdin.read()
 
 def _readline(proc: subprocess.Popen, timeout_s: float) -> str:
     """One line of a child's stdout, or "" once ``timeout_s`` passes (the child is then ended)."""
-    import selectors
-
     if proc.stdout is None:
         return ""
     with selectors.DefaultSelector() as sel:

@@ -16,6 +16,7 @@ from typing import Any
 from gpuprobe.ceilings.bandwidth import copy_bandwidth_and_source as copy_bandwidth  # noqa: F401  (callers' name)
 from gpuprobe.measure.sweep import run_sweep
 from gpuprobe.measure.timing import StepStats, time_steps
+from gpuprobe.specs.gpus import normalize_dtype
 
 #: Result columns, in order (other stages read these names).
 COLUMNS = ("batch", "tokens_per_s", "step_latency_s", "step_latency_p90_s", "weights_bytes", "kv_cache_bytes",
@@ -39,7 +40,6 @@ def measure_point(model: str, batch: int, context: int, attention: str | None = 
     import torch
 
     from gpuprobe.engine import Engine
-    from gpuprobe.specs.gpus import normalize_dtype
 
     engine = Engine.from_pretrained(model, dtype=dtype, device=device, attention=attention, seed=seed,
                                     page_size=page_size, compile=compile)

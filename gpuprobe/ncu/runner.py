@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Callable, Sequence
 
 from gpuprobe.errors import GpuprobeError, NotAvailable, UserError
 from gpuprobe.measure.children import run_child
+from gpuprobe.ncu import profile_meta_path
 from gpuprobe.ncu.metrics import get_metric_set
 from gpuprobe.ncu.nvtx_filter import check_expression
 
@@ -254,8 +256,6 @@ def profile(command: list[str], out_rep: str | Path, metric_set: str = "roofline
     (:func:`gpuprobe.ncu.diagnose.profile` passes :func:`gpuprobe.ncu.diagnose.seen_nvtx_stacks`);
     None or False: no second run.
     """
-    from gpuprobe.ncu import profile_meta_path
-
     opts = ProfileOptions(metric_set=metric_set, extra_metrics=tuple(extra_metrics),
                           nvtx_include=tuple(nvtx_include or ()), nvtx_exclude=tuple(nvtx_exclude or ()),
                           kernel_name=kernel_name, launch_skip=launch_skip, launch_count=launch_count,
@@ -368,7 +368,6 @@ def check_counter_permission(ncu: NcuInstall | str | Path | None = None, timeout
     is_root = hasattr(os, "geteuid") and os.geteuid() == 0
     if _driver_restricts_profiling() and not is_root:
         return "failing", "driver has RmProfilingAdminOnly=1 and this user is not root: " + PERMISSION_FIX
-    import tempfile
 
     with tempfile.TemporaryDirectory(prefix="gpuprobe-perm-") as tmp:
         rep = Path(tmp) / "perm"

@@ -6,13 +6,13 @@ from pathlib import Path
 from typing import Any
 
 from gpuprobe.measure.throughput import COLUMNS, EXTRA_COLUMNS
+from gpuprobe.render.plots.throughput import plot_throughput
 
 
 def write_results(rows: list[dict[str, Any]], out_dir: str | Path, meta: dict[str, Any] | None = None) -> dict[str, Path]:
     """``throughput.csv``, ``throughput.json`` and ``throughput.png`` in ``out_dir``."""
     import pandas as pd
 
-    from gpuprobe.render.plots.throughput import plot_throughput  # matplotlib: loaded when drawing
 
     out = Path(out_dir)
     df = pd.DataFrame(rows, columns=list(COLUMNS + EXTRA_COLUMNS))

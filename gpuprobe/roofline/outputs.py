@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gpuprobe.render.plots.throughput import plot_result_throughput
 from gpuprobe.render.report_md import verdict_lines, write_report
 from gpuprobe.render.tables import print_roofline_table
 from gpuprobe.roofline.schema import RooflineResult
@@ -17,7 +18,6 @@ def write_outputs(result: RooflineResult, out: str | Path) -> dict[str, Path]:
     from gpuprobe.render.plots.bandwidth import plot_bandwidth_vs_batch  # matplotlib: loaded when drawing
     from gpuprobe.render.plots.breakdown import plot_time_breakdown
     from gpuprobe.render.plots.roofline import plot_roofline
-    from gpuprobe.render.plots.throughput import plot_result_throughput
 
     out = Path(out)
     files: dict[str, Path] = {}

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from gpuprobe.analytic import max_batch_that_fits
+from gpuprobe.ceilings import cached_ceilings, measured_roofs
 from gpuprobe.errors import NotAvailable, UserError
 from gpuprobe.measure.sweep import RESULTS_FILE
+from gpuprobe.ncu.runner import check_counter_permission
 
 MODES = ("auto", "analytic", "timing", "ncu")
 LAYERS = ("one", "all")
@@ -54,8 +56,6 @@ class RooflineOptions:
 # ---- mode ------------------------------------------------------------------------------------------
 def ncu_status() -> tuple[bool, str]:
     """(usable, why): Nsight Compute found and allowed to read the GPU counters."""
-    from gpuprobe.ncu.runner import check_counter_permission
-
     state, msg = check_counter_permission()
     first = msg.strip().splitlines()[0] if msg.strip() else state
     return state == "ok", first
@@ -94,7 +94,6 @@ def cached_roofs(gpu, dtype: str, use: bool = True) -> list:
     """Measured roofs of this GPU cached by ``gpuprobe ceilings`` (none when absent or not wanted)."""
     if not use:
         return []
-    from gpuprobe.ceilings import cached_ceilings, measured_roofs
 
     cached = cached_ceilings(gpu.display_name)
     return measured_roofs(cached, dtype) if cached else []

@@ -20,6 +20,7 @@ from typing import Any, Iterable
 from gpuprobe import __version__
 from gpuprobe.errors import UserError
 from gpuprobe.jsonsafe import dumps, json_default
+from gpuprobe.specs.gpus import normalize_dtype
 
 SCHEMA_VERSION = 1
 MODES = ("analytic", "timing", "ncu")
@@ -83,8 +84,6 @@ def datasheet_roofs(gpu, dtype: str) -> list[Roof]:
 
 
 def compute_roof_name(dtype: str) -> str:
-    from gpuprobe.specs.gpus import normalize_dtype
-
     d = normalize_dtype(dtype)
     return "fp32" if d == "fp32" else f"tensor_{d}"
 

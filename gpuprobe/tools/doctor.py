@@ -17,12 +17,16 @@ import platform
 import shutil
 import subprocess
 import sys
+import sysconfig
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import gpuprobe
+from gpuprobe import __version__
 from gpuprobe.measure.telemetry import device_handle
 from gpuprobe.ncu import runner as ncu_runner
+from gpuprobe.specs.gpus import match_device_name
 
 OK, MISSING, FAILING = "ok", "missing", "failing"
 STATUSES = (OK, MISSING, FAILING)
@@ -89,8 +93,6 @@ class Report:
         return {i.name: i.status for i in self.items}
 
     def to_dict(self) -> dict[str, Any]:
-        from gpuprobe import __version__
-
         return {
             "gpuprobe": __version__,
             "python": platform.python_version(),
@@ -132,8 +134,6 @@ def _import(module: str) -> tuple[Any | None, str]:
 
 
 def _probe_python() -> list[Item]:
-    import gpuprobe
-
     items = [Item("python", "python", OK, f"{platform.python_version()} ({sys.executable})",
                   data={"version": platform.python_version(), "executable": sys.executable})]
     if sys.version_info < (3, 10):
@@ -189,8 +189,6 @@ def _probe_packages(ncu_path: str | None) -> list[Item]:
 
 def _probe_launcher_toolchain() -> Item:
     """Triton builds a small C launcher per kernel at first use: it needs a C compiler and Python.h."""
-    import sysconfig
-
     cc = os.environ.get("CC") or next((c for c in ("gcc", "clang", "cc") if shutil.which(c)), None)
     header = Path(sysconfig.get_paths().get("include") or "") / "Python.h"
     missing = [what for what, ok in (("a C compiler (gcc, clang or $CC)", cc), ("Python.h", header.is_file()))
@@ -298,8 +296,6 @@ def _probe_cuda(torch: Any | None, cuda: bool, nvml: tuple[Any, Any, str]) -> li
         items.append(Item("gpu", "gpu", MISSING, "no NVIDIA GPU found (neither torch nor NVML sees one)",
                           f"run on a GPU node; {NO_GPU_NOTE}"))
     else:
-        from gpuprobe.specs.gpus import match_device_name
-
         spec = match_device_name(gpu["name"])
         gpu["registry"] = spec.name if spec else None
         parts = [gpu["name"], f"sm_{gpu['compute_capability'].replace('.', '')}" if gpu["compute_capability"] else None,
