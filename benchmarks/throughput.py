@@ -2,7 +2,7 @@
 
 Prints one table (tokens/s, step time, graph speed-up, graph step over the weight-read floor) and
 writes the sweep's files (throughput.csv/.json/.png, results.jsonl) to --out. Needs a CUDA GPU.
-Target (CONTRACTS.md section 10): the graph-mode step at batch 1 within 2x of weight bytes / measured
+Target (docs/contracts.md section 10): the graph-mode step at batch 1 within 2x of weight bytes / measured
 copy bandwidth (the issue's 1.3x needs fused elementwise kernels). ``--compile`` adds a third series:
 the graph of the ``torch.compile``-fused step (tens of seconds of compilation per batch size).
 

@@ -1,5 +1,5 @@
 """Missing values for strict JSON, in one place: NaN, inf and pandas' NA become ``None`` (``null``), numpy
-scalars become Python numbers (docs/contracts.md: missing values stay missing, never 0, never NaN)."""
+scalars become Python numbers (docs/contracts.md section 2: missing values stay missing, never 0, never NaN)."""
 from __future__ import annotations
 
 import json

@@ -1,5 +1,5 @@
 """Op names, groups and their members, display order, and the NVTX naming scheme shared by every stage
-(docs/contracts.md, "Op names and NVTX ranges").
+(docs/contracts.md section 1).
 
 The NVTX range name *is* the op name. Ranges nest as ``decode/`` > ``layer{i}/`` > ``{op}/``;
 whole-step ops (``embed``, ``final_norm``, ``lm_head``, ``sample``) sit directly under ``decode/``.

@@ -1,5 +1,5 @@
 """The package's layering: every module imports, no import cycles between modules, nothing outside
-``gpuprobe.cli`` imports it (docs/contracts.md, "Where each shared piece lives").
+``gpuprobe.cli`` imports it (docs/contracts.md section 6).
 
 The graph is built with ``ast`` from every ``import`` and ``from ... import`` of every module, at the
 top of the file and inside functions alike (an import inside a function is still a dependency); imports

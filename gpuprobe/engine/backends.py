@@ -1,4 +1,4 @@
-"""Names of the attention backends (docs/contracts.md, "--attention"): the one list, light enough for the
+"""Names of the attention backends (docs/contracts.md section 4): the one list, light enough for the
 command line to offer as choices without importing torch; the backends themselves are in
 :mod:`gpuprobe.engine.attention`."""
 from __future__ import annotations

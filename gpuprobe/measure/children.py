@@ -1,4 +1,4 @@
-"""Child processes that end with their whole process group (docs/contracts.md, "Shared pieces, one home each").
+"""Child processes that end with their whole process group (docs/contracts.md section 6).
 
 Every child gpuprobe starts (a sweep point, ncu and the program it profiles, a replica) runs in a new
 session, so that it and everything it starts form one process group; :func:`end_group` ends that

@@ -217,7 +217,7 @@ def report_to_roofline(df: pd.DataFrame, *, gpu: Any = None, dtype: str = "bf16"
 
 
 def check_attention_reads(op_rows: pd.DataFrame, kv_read_bytes: float) -> dict[str, float | None]:
-    """Attention's DRAM reads and writes against the analytic KV bytes (reads vs reads, CONTRACTS.md section 3)."""
+    """Attention's DRAM reads and writes against the analytic KV bytes (reads vs reads, docs/contracts.md section 3)."""
     row = op_rows[op_rows["op"] == "attention"]
     if row.empty:
         return {"read_ratio": None, "dram_read_bytes": None, "dram_write_bytes": None}

@@ -1,6 +1,6 @@
 """Find and run Nsight Compute (``ncu``): command lines from metric sets, timeouts, clear faults.
 
-Defaults (CONTRACTS.md sections 2 and 7): ``--clock-control none`` (the card's clocks are left as
+Defaults (docs/contracts.md sections 2 and 7): ``--clock-control none`` (the card's clocks are left as
 they are; ``base`` locks them to base clock and must be asked for), ``--cache-control all`` (caches
 flushed before each kernel: DRAM bytes are cold-cache figures; recorded in the provenance),
 ``--target-processes all``, ``--nvtx`` on, ``--replay-mode kernel``.

@@ -1,6 +1,6 @@
 """Assembly: the records of a sweep (``results.jsonl``) -> one :class:`~gpuprobe.roofline.schema.RooflineResult`.
 
-:func:`assemble_result` builds ``roofline.json`` (docs/contracts.md, "roofline.json"): per op and
+:func:`assemble_result` builds ``roofline.json`` (docs/contracts.md section 2): per op and
 batch, counter figures (ncu mode, through the one op-table -> points path of
 :mod:`gpuprobe.roofline.points`) or CUDA-event times with analytic bytes and FLOPs (timing mode),
 ``flops_useful`` from the cost model, ``dram_pct_of_measured`` over the measured copy bandwidth,

@@ -1,4 +1,4 @@
-"""Cross-checks of counter figures against the analytic cost model (CONTRACTS.md section 3).
+"""Cross-checks of counter figures against the analytic cost model (docs/contracts.md section 3).
 
 Two checks, each a ratio ``measured / expected`` over one whole decode step (per-layer counters
 already scaled to the step):
@@ -115,7 +115,7 @@ def check_point(op: str, batch: int, *, spec: ModelSpec, context: int, dtype: st
         r = _ratio(dram_write_bytes, written)
         note = ("writes match the output bytes" if not _off(r, tol) else
                 "writes include L2 write-backs of earlier kernels' data, charged to the kernel that evicts "
-                "them (CONTRACTS.md section 3): compare reads for the claim" if r is not None else
+                "them (docs/contracts.md section 3): compare reads for the claim" if r is not None else
                 "no DRAM write counter in the report")
         out.append(CrossCheck("attention_dram_write", op, batch, dram_write_bytes, written, r,
                               _off(r, tol), note))

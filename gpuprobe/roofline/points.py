@@ -1,4 +1,4 @@
-"""The one path from a per-op table to roofline points (docs/contracts.md, "Shared pieces, one home each").
+"""The one path from a per-op table to roofline points (docs/contracts.md section 6).
 
 ``gpuprobe report`` (:func:`gpuprobe.ncu.counter_roofline.report_to_roofline`) and the measured sweep
 (:func:`gpuprobe.roofline.assemble.assemble_result`) both hand their per-op rows to :func:`op_points`;
@@ -20,7 +20,7 @@ from gpuprobe.roofline.schema import Ceilings, RooflinePoint, classify_limiter, 
 
 
 def dram_pct_of_measured(dram_bytes: Any, time_s: Any, measured_dram_bytes_per_s: float | None) -> float | None:
-    """Achieved DRAM bytes/s as % of the measured copy bandwidth (docs/contracts.md, "Roof names")."""
+    """Achieved DRAM bytes/s as % of the measured copy bandwidth (docs/contracts.md section 11)."""
     b, t = finite(dram_bytes), finite(time_s)
     if b is None or not t or not measured_dram_bytes_per_s:
         return None

@@ -1,7 +1,7 @@
 """Roofline points, bound and limiter classes, and the ``roofline.json`` contract (schema_version 1).
 
 Every mode (``analytic``, ``timing``, ``ncu``) produces a :class:`RooflineResult`; ``write`` stores
-``roofline.json`` and ``roofline.csv``. Field names and meanings are fixed by CONTRACTS.md
+``roofline.json`` and ``roofline.csv``. Field names and meanings are fixed by docs/contracts.md
 section 2: add fields freely, never rename. Each point is one op summed over all layers of one
 decode step at one batch size; times in seconds, bytes in bytes, FLOPs in FLOPs.
 """
