@@ -181,13 +181,24 @@ def test_every_module_imports(module):
     importlib.import_module(module)
 
 
-def test_core_modules_import_without_cli_or_heavy_libraries():
-    """Importing the roofline pipeline's modules loads no command-line module and no torch."""
-    mods = ["gpuprobe.roofline.points", "gpuprobe.roofline.plan", "gpuprobe.roofline.assemble",
-            "gpuprobe.roofline.measured", "gpuprobe.ncu.counter_roofline", "gpuprobe.advise.curves"]
-    code = ("import sys\n" + "".join(f"import {m}\n" for m in mods) +
-            "bad = sorted(m for m in sys.modules if m.startswith('gpuprobe.cli') or m in ('torch', 'triton'))\n"
-            "print(','.join(bad))")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+def _loaded_after(code: str, watch: tuple[str, ...]) -> list[str]:
+    probe = code + f"\nimport sys\nprint(','.join(sorted(m for m in sys.modules if m in {watch!r} or m.startswith('gpuprobe.cli'))))"
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == ""
+    return [m for m in r.stdout.strip().split(",") if m]
+
+
+def test_core_modules_import_without_cli_or_torch():
+    """The torch-free core (analytic and report paths, the measured roofline's stages, the advisor) loads
+    no command-line module, no torch and no triton."""
+    mods = ["gpuprobe.analytic", "gpuprobe.roofline.points", "gpuprobe.roofline.plan", "gpuprobe.roofline.assemble",
+            "gpuprobe.roofline.measured", "gpuprobe.roofline.analytic", "gpuprobe.ncu.counter_roofline",
+            "gpuprobe.advise.advisor", "gpuprobe.advise.curves", "gpuprobe.measure.point", "gpuprobe.tools.doctor"]
+    assert _loaded_after("".join(f"import {m}\n" for m in mods), ("torch", "triton")) == []
+
+
+def test_command_line_loads_no_heavy_library():
+    """Building the whole parser (what `gpuprobe --help` does) loads none of the heavy optional libraries."""
+    heavy = ("torch", "triton", "matplotlib", "pandas", "ncu_report", "pynvml")
+    got = _loaded_after("import gpuprobe.cli as c\nc.build_parser()", heavy)
+    assert [m for m in got if not m.startswith("gpuprobe.cli")] == []
