@@ -2,7 +2,7 @@
 
 Prints one table (tokens/s, step time, graph speed-up, graph step over the weight-read floor) and
 writes the sweep's files (throughput.csv/.json/.png, results.jsonl) to --out. Needs a CUDA GPU.
-Target (CONTRACTS.md section 10): the graph-mode step at batch 1 within 2x of weight bytes / measured
+Target (docs/contracts.md section 10): the graph-mode step at batch 1 within 2x of weight bytes / measured
 copy bandwidth (the issue's 1.3x needs fused elementwise kernels). ``--compile`` adds a third series:
 the graph of the ``torch.compile``-fused step (tens of seconds of compilation per batch size).
 
@@ -36,8 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         print("benchmarks/throughput.py needs a CUDA GPU.", file=sys.stderr)
         return 2
     from gpuprobe.engine.attention import default_attention
-    from gpuprobe.measure.throughput import (copy_bandwidth, rows_from_records, series, weight_read_floor_s,
-                                            write_results)
+    from gpuprobe.ceilings.bandwidth import copy_bandwidth_and_source
+    from gpuprobe.measure.throughput import rows_from_records, weight_read_floor_s
+    from gpuprobe.render.plots.throughput import series
+    from gpuprobe.render.throughput import write_results
     from gpuprobe.measure.sweep import run_sweep
 
     attention = a.attention or default_attention(torch.device("cuda"))
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                                          f"batch {pt['batch']}")
     rows = rows_from_records(records)
     write_results(rows, a.out, {"model": a.model, "context": a.context, "attention": attention, "dtype": a.dtype})
-    bw, source = copy_bandwidth()
+    bw, source = copy_bandwidth_and_source()
     by = {(series(r), r["batch"]): r for r in rows}
     print(f"\n{a.model}, context {a.context}, {a.dtype}, attention {attention}; copy bandwidth "
           f"{bw / 1e12:.2f} TB/s ({source})\n")

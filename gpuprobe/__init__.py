@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Engine": ("gpuprobe.engine", "Engine"),
     "instrument": ("gpuprobe.engine.instrument", "instrument"),
-    "load_report": ("gpuprobe.ncu", "load_report"),
+    "load_report": ("gpuprobe.reports", "load_report"),
     "ModelSpec": ("gpuprobe.specs", "ModelSpec"),
     "GPUSpec": ("gpuprobe.specs", "GPUSpec"),
     "get_model": ("gpuprobe.specs", "get_model"),

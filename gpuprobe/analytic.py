@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from gpuprobe.errors import UserError
-from gpuprobe.ops import GEMM_OPS, OPS
+from gpuprobe.ops import GEMM_OPS, OPS, gemm_shapes
 from gpuprobe.specs.gpus import DTYPE_BYTES, GPUSpec, normalize_dtype
 from gpuprobe.specs.models import ModelSpec
 
@@ -107,7 +107,8 @@ def op_costs_per_layer(spec: ModelSpec, batch: int, context: int, dtype: str = "
     b, c, h = batch, context, spec.hidden_size
     hq, hkv, d = spec.num_heads, spec.num_kv_heads, spec.head_dim
     inter = spec.intermediate_size
-    out = [_norm("input_norm", spec, b, s, True), _linear("qkv_proj", b, h, spec.qkv_size, spec.qkv_bias, s)]
+    gemm = gemm_shapes(spec)
+    out = [_norm("input_norm", spec, b, s, True), _linear("qkv_proj", b, *gemm["qkv_proj"], spec.qkv_bias, s)]
     if spec.positional == "rope":
         rotated = b * (hq + hkv) * d
         out.append(_cost("rope", 3 * rotated, rotated * s + 2 * b * d * s, rotated * s))
@@ -115,15 +116,15 @@ def op_costs_per_layer(spec: ModelSpec, batch: int, context: int, dtype: str = "
     out.append(_cost("kv_write", 0, kv_new + b * ID_BYTES, kv_new, kv_write=kv_new))
     kv_read = 2 * b * c * hkv * d * s
     out.append(_cost("attention", 4 * b * hq * c * d, kv_read + b * hq * d * s, b * hq * d * s, kv_read=kv_read))
-    out.append(_linear("o_proj", b, spec.q_size, h, spec.o_bias, s))
+    out.append(_linear("o_proj", b, *gemm["o_proj"], spec.o_bias, s))
     out.append(_cost("residual_add", 2 * b * h, 2 * (2 * b * h * s), 2 * (b * h * s), count=2))
     out.append(_norm("post_norm", spec, b, s, True))
-    out.append(_linear("gate_up_proj", b, h, spec.gate_up_size, spec.mlp_bias, s))
+    out.append(_linear("gate_up_proj", b, *gemm["gate_up_proj"], spec.mlp_bias, s))
     if spec.gated_mlp:
         out.append(_cost("act", 5 * b * inter, 2 * b * inter * s, b * inter * s))
     else:
         out.append(_cost("act", b * inter, b * inter * s, b * inter * s))
-    out.append(_linear("down_proj", b, inter, h, spec.mlp_bias, s))
+    out.append(_linear("down_proj", b, *gemm["down_proj"], spec.mlp_bias, s))
     return out
 
 
@@ -138,7 +139,7 @@ def op_costs_per_step_only(spec: ModelSpec, batch: int, dtype: str = "bf16") -> 
     return [
         embed,
         _norm("final_norm", spec, b, s, False),
-        _linear("lm_head", b, h, v, False, s, per_layer=False),
+        _linear("lm_head", b, *gemm_shapes(spec)["lm_head"], False, s, per_layer=False),
         _cost("sample", b * v, b * v * s, b * ID_BYTES, per_layer=False),
     ]
 

@@ -1,7 +1,7 @@
 """Two reports side by side, per op or per kernel: time, DRAM bytes, achieved bandwidth, their ratios.
 
 Each side is a per-op or per-kernel table (:func:`side_table`) read from an Nsight Compute report
-(anything :func:`gpuprobe.ncu.load_report` reads) or from a ``roofline.json`` (any mode; one batch).
+(anything :func:`gpuprobe.reports.load_report` reads) or from a ``roofline.json`` (any mode; one batch).
 :func:`compare` joins the two on the op name or the kernel key (short name + template signature, so
 two GEMMs of different tiles stay two rows); a row present on one side only says so. Ratios are
 B / A; ``time_change_pct`` is how much slower B is (negative: faster). Missing values stay missing:
@@ -67,7 +67,7 @@ def _group_kernels(kernels: pd.DataFrame, key: str) -> pd.DataFrame:
 
 
 def _from_report(path: Path, by: str, rules: str | None) -> Side:
-    from gpuprobe.ncu import load_report
+    from gpuprobe.reports import load_report
     from gpuprobe.ncu.counter_roofline import kernel_table, op_table
 
     df = load_report(path, rules=rules)

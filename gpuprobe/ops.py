@@ -1,4 +1,5 @@
-"""Op names, groups and the NVTX naming scheme shared by every stage (CONTRACTS.md section 1).
+"""Op names, groups and their members, display order, and the NVTX naming scheme shared by every stage
+(docs/contracts.md section 1).
 
 The NVTX range name *is* the op name. Ranges nest as ``decode/`` > ``layer{i}/`` > ``{op}/``;
 whole-step ops (``embed``, ``final_norm``, ``lm_head``, ``sample``) sit directly under ``decode/``.
@@ -28,6 +29,19 @@ OPS: tuple[str, ...] = (
 
 #: Coarser ranges that hold several ops (e.g. the ``mlp`` range of the shipped ncu fixtures).
 GROUPS: tuple[str, ...] = ("attn_block", "mlp")
+
+#: The ops each group range holds (the analytic side of a group's point sums them).
+GROUP_MEMBERS: dict[str, tuple[str, ...]] = {
+    "attn_block": ("qkv_proj", "rope", "kv_write", "attention", "o_proj"),
+    "mlp": ("gate_up_proj", "act", "down_proj"),
+}
+
+#: Op classes of the kernel rule table (docs/kernel-rules.md) that hold several ops: a trace without
+#: NVTX ranges names its GEMMs ``gemm`` and its norms ``norm``; their analytic figures are the members' sum.
+CLASS_MEMBERS: dict[str, tuple[str, ...]] = {
+    "gemm": ("qkv_proj", "o_proj", "gate_up_proj", "down_proj", "lm_head"),
+    "norm": ("input_norm", "post_norm", "final_norm"),
+}
 
 #: Ops that run once per step rather than once per layer.
 STEP_OPS: frozenset[str] = frozenset({"embed", "final_norm", "lm_head", "sample"})
@@ -59,6 +73,26 @@ def nvtx_path(op: str, layer: int | None = None) -> str:
     if layer is None:
         return f"{STEP_RANGE}/{op}/"
     return f"{STEP_RANGE}/{layer_range(layer)}/{op}/"
+
+
+def gemm_shapes(spec) -> dict[str, tuple[int, int]]:
+    """``(K, N)`` of each weight GEMM of a model (:class:`gpuprobe.specs.models.ModelSpec`), by op:
+    ``y[M, N] = x[M, K] @ W[K, N]`` with M the batch. The one table of GEMM shapes (analytic costs,
+    cross-checks, kernel benchmarks)."""
+    return {
+        "qkv_proj": (spec.hidden_size, spec.qkv_size),
+        "o_proj": (spec.q_size, spec.hidden_size),
+        "gate_up_proj": (spec.hidden_size, spec.gate_up_size),
+        "down_proj": (spec.intermediate_size, spec.hidden_size),
+        "lm_head": (spec.hidden_size, spec.vocab_size),
+    }
+
+
+def op_order(op: str) -> tuple[int, str]:
+    """Sort key of op names for display: step order, then groups and others by name, ``other:*`` last."""
+    if op in OPS:
+        return (OPS.index(op), op)
+    return (len(OPS) + (1 if op.startswith("other:") else 0), op)
 
 
 def is_known(name: str) -> bool:

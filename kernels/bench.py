@@ -7,8 +7,9 @@ Used by ``gpuprobe attention-bench``, ``benchmarks/attention.py``, ``benchmarks/
   repetition, so each run reads its KV from DRAM as in a decode step).
 * bytes: the minimum DRAM traffic, each byte once: K and V of every context token of every KV
   head, plus q read and out written (:func:`attention_bytes`); the GEMM reads x and W and writes y.
-* % of copy bandwidth: bytes / time over ``gpuprobe.ceilings.copy_bandwidth()`` when that module
-  exists, else over a device-to-device ``torch`` copy of 1 GiB timed here (read + written bytes).
+* % of copy bandwidth: bytes / time over the project's one measured copy bandwidth
+  (:func:`gpuprobe.ceilings.bandwidth.copy_bandwidth_and_source`: the cached ``gpuprobe ceilings``
+  figure, else a quick torch device-to-device copy; read + written bytes).
 * baselines: ``torch.nn.functional.scaled_dot_product_attention(enable_gqa=True)`` on a dense cache
   ``[B, Hkv, C, D]`` of the same shape (cuDNN / flash on a GPU), the paged reference
   (gather then SDPA, :mod:`.reference`), and ``torch.matmul`` (cuBLAS) for the GEMM.
@@ -17,10 +18,18 @@ The pure parts (byte counts, targets, knob parsing) run anywhere; timing needs C
 """
 from __future__ import annotations
 
+import csv
 import itertools
+import json
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable
+
+from gpuprobe.ceilings.bandwidth import copy_bandwidth_and_source as copy_bandwidth
+from gpuprobe.errors import NotAvailable
+from gpuprobe.ops import gemm_shapes
+from gpuprobe.specs.models import load_model_spec
 
 #: Targets of the issue (H100, bf16, Qwen2-0.5B heads, page 16).
 TARGET_LARGE_BATCH_PCT = 90.0  # B=256, C=2048: % of copy bandwidth, at least
@@ -42,8 +51,6 @@ class HeadShape:
 
     @classmethod
     def of_model(cls, name: str) -> "HeadShape":
-        from gpuprobe.specs.models import load_model_spec
-
         spec = load_model_spec(name)
         return cls(spec.num_heads, spec.num_kv_heads, spec.head_dim)
 
@@ -134,7 +141,6 @@ def parse_knobs(text: str | None, allowed: tuple[str, ...]) -> list[dict[str, in
 def require_cuda() -> None:
     import torch
 
-    from gpuprobe.errors import NotAvailable
 
     if not torch.cuda.is_available():
         raise NotAvailable("this benchmark times CUDA kernels and no CUDA GPU is visible here; run it on a GPU node.")
@@ -145,36 +151,6 @@ def time_s(fn: Callable[[], Any], *, warmup_ms: int = 25, rep_ms: int = 100) -> 
     from triton.testing import do_bench
 
     return float(do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median")) * 1e-3
-
-
-_COPY_BW: dict[str, tuple[float, str]] = {}
-
-
-def copy_bandwidth(device=None) -> tuple[float, str]:
-    """(bytes/s, source) of a device-to-device copy: the project's ceilings module, else timed here."""
-    import torch
-
-    key = str(device or torch.cuda.current_device())
-    if key in _COPY_BW:
-        return _COPY_BW[key]
-    try:
-        from gpuprobe import ceilings  # the one measured copy figure, when built
-
-        res = ceilings.copy_bandwidth()
-        bw = float(getattr(res, "bytes_per_s", res))
-        if bw > 0:
-            _COPY_BW[key] = (bw, "gpuprobe.ceilings.copy_bandwidth")
-            return _COPY_BW[key]
-    except Exception:  # noqa: BLE001 - absent or failing: fall back to a local measurement
-        pass
-    n = 1 << 30
-    src = torch.empty(n, dtype=torch.uint8, device="cuda")
-    src.random_(0, 255)  # real data, never zeros
-    dst = torch.empty_like(src)
-    t = time_s(lambda: dst.copy_(src), warmup_ms=10, rep_ms=100)
-    del src, dst
-    _COPY_BW[key] = (2 * n / t, "torch device-to-device copy of 1 GiB, read + write bytes")
-    return _COPY_BW[key]
 
 
 def make_paged_inputs(batch: int, context: int | list[int], shape: HeadShape, *, page_size: int = 16,
@@ -278,11 +254,7 @@ def bench_attention(*, model: str | None = None, shape: HeadShape | None = None,
 
 def model_gemm_shapes(model: str) -> dict[str, tuple[int, int]]:
     """(K, N) of each projection of ``model``'s layers: y[M, N] = x[M, K] W[K, N]."""
-    from gpuprobe.specs.models import load_model_spec
-
-    s = load_model_spec(model)
-    return {"qkv_proj": (s.hidden_size, s.qkv_size), "o_proj": (s.q_size, s.hidden_size),
-            "gate_up_proj": (s.hidden_size, s.gate_up_size), "down_proj": (s.intermediate_size, s.hidden_size)}
+    return {op: kn for op, kn in gemm_shapes(load_model_spec(model)).items() if op != "lm_head"}
 
 
 def bench_gemm(*, m: int, n: int, k: int, dtype: str = "bf16", knobs: dict[str, int | None] | None = None,
@@ -336,10 +308,6 @@ def output_format(args) -> str:
 def print_rows(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]], fmt: str = "table",
                title: str | None = None) -> None:
     """Print rows as a rich table, Markdown, CSV or JSON lines. ``columns``: (key, header, format spec)."""
-    import csv
-    import json
-    import sys
-
     def cell(r: dict[str, Any], key: str, spec: str) -> str:
         v = r.get(key)
         return "-" if v is None else (format(v, spec) if spec else str(v))

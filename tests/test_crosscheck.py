@@ -102,7 +102,7 @@ def test_check_points_use_each_points_own_context():
 
 def test_selftest_verdict_on_recorded_results():
     """The selftest check's pure parts on the recorded H100 sweep (batches 32 and 64, not 1 and 64)."""
-    from gpuprobe.roofline.measured import assemble_result
+    from gpuprobe.roofline.assemble import assemble_result
     from gpuprobe.tools.selftest.checks.roofline import figures_of, verify
     from gpuprobe.specs.gpus import get_gpu
     from gpuprobe.measure.sweep import read_results

@@ -138,7 +138,8 @@ def test_cli_compile_flag_records_compiled(tiny_dir, tmp_path):
 
 
 def test_rows_of_failed_compiled_points_say_compiled():
-    from gpuprobe.measure.throughput import rows_from_records, series
+    from gpuprobe.measure.throughput import rows_from_records
+    from gpuprobe.render.plots.throughput import series
 
     rec = {"point": {"batch": 1, "graphs": True, "compile": True}, "status": "failed", "reason": "x", "result": None}
     old = {"point": {"batch": 2, "graphs": True}, "status": "ok", "reason": None,

@@ -11,7 +11,8 @@ pytest.importorskip("transformers")
 
 from engine_helpers import save_hf  # noqa: E402
 from gpuprobe.cli import main  # noqa: E402
-from gpuprobe.measure.throughput import COLUMNS, measure_point, rows_from_records, write_results  # noqa: E402
+from gpuprobe.measure.throughput import COLUMNS, measure_point, rows_from_records  # noqa: E402
+from gpuprobe.render.throughput import write_results  # noqa: E402
 
 
 @pytest.fixture(scope="module")

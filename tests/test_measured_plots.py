@@ -14,7 +14,7 @@ MEASURED = Path(__file__).resolve().parent / "fixtures" / "measured"
 
 
 def _result(mode: str, copy_bw: float | None = 3.01e12):
-    from gpuprobe.roofline.measured import assemble_result
+    from gpuprobe.roofline.assemble import assemble_result
 
     return assemble_result(read_results(MEASURED / mode / "results.jsonl"), spec=get_model("qwen2-0.5b"),
                            gpu=get_gpu("h100-sxm"), dtype="bf16", copy_bw=copy_bw, copy_source="test")
@@ -69,7 +69,7 @@ def test_throughput_series_and_bandwidth_without_measured_copy(tmp_path):
 
 def test_report_md_verdicts_are_backed_by_numbers(tmp_path):
     from gpuprobe.render.report_md import attention_claim, verdict_lines
-    from gpuprobe.roofline.measured import write_outputs
+    from gpuprobe.roofline.outputs import write_outputs
 
     res = _result("timing")
     files = write_outputs(res, tmp_path)

@@ -1,4 +1,4 @@
-"""Counter FLOPs and bytes (CONTRACTS.md section 3) on the real H100 fixtures."""
+"""Counter FLOPs and bytes (docs/contracts.md section 3) on the real H100 fixtures."""
 from __future__ import annotations
 
 import math

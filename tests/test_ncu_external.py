@@ -128,11 +128,11 @@ def test_missing_time_stays_missing_per_op(capsys):
 
 
 def test_gh200_is_not_the_h200(capsys):
-    from gpuprobe.ncu.counter_roofline import registry_gpu
+    from gpuprobe.ncu.counter_roofline import resolve_gpu
 
-    gh200 = registry_gpu("NVIDIA GH200 480GB")
+    gh200 = resolve_gpu(None, "NVIDIA GH200 480GB")
     assert gh200 is None or gh200.name != "h200"
-    assert registry_gpu("NVIDIA H100 80GB HBM3").name == "h100-sxm"
+    assert resolve_gpu(None, "NVIDIA H100 80GB HBM3").name == "h100-sxm"
     assert main(["report", str(EXT / "cs599k_silu-v8.ncu-rep.xz"), "--json"]) == 0
     d = _strict(capsys.readouterr().out)
     assert d["gpu"] != "h200"
@@ -158,7 +158,7 @@ def test_gpu_unknown_to_the_registry_gets_the_reports_own_peaks(capsys, monkeypa
     """An H800 the registry does not know: only its report's peaks (DRAM, FP32), never another GPU's."""
     from gpuprobe.ncu import counter_roofline
 
-    monkeypatch.setattr(counter_roofline, "registry_gpu", lambda name: None)
+    monkeypatch.setattr(counter_roofline, "gpu_from_device_name", lambda name: None)
     assert main(["report", str(EXT / "sglang_profile.ncu-rep.xz"), "--json"]) == 0
     d = _strict(capsys.readouterr().out)
     assert d["gpu"] == "NVIDIA H800"

@@ -152,9 +152,11 @@ def test_permission_error_gives_the_fix(tmp_path):
 
 def test_no_kernel_matched_prints_filter_and_ranges_seen(tmp_path, monkeypatch):
     ncu = _fake_ncu(tmp_path, f"printf '%s\\n' '{NO_KERNELS.splitlines()[0]}'\nexit 0\n")
-    monkeypatch.setattr(runner, "seen_nvtx_stacks", lambda *a, **k: [("decode", "layer0", "attention")])
+    from gpuprobe.ncu import diagnose
+
+    monkeypatch.setattr(diagnose, "seen_nvtx_stacks", lambda *a, **k: [("decode", "layer0", "attention")])
     with pytest.raises(NoKernelsProfiled) as e:
-        profile(["python", "x.py"], tmp_path / "r.ncu-rep", nvtx_include=["decode/layer9/"], ncu=ncu)
+        diagnose.profile(["python", "x.py"], tmp_path / "r.ncu-rep", nvtx_include=["decode/layer9/"], ncu=ncu)
     assert "--nvtx-include decode/layer9/" in str(e.value) and "decode/layer0/attention/" in str(e.value)
 
 

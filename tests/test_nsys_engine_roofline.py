@@ -3,7 +3,6 @@ stand-in ``nsys`` writes, for the traced command's batch and context, a trace bu
 schema with what gpuprobe.nsys.engine_target leaves in it (no real node-traced fixture exists yet)."""
 from __future__ import annotations
 
-import argparse
 import json
 import stat
 import sys
@@ -60,13 +59,15 @@ def test_worker_traces_aligns_and_returns_a_record(fake_nsys, tmp_path):
 
 def test_nsys_mode_sweep_writes_roofline_json(fake_nsys, tmp_path):
     from gpuprobe.nsys.engine_roofline import run_nsys_roofline
+    from gpuprobe.roofline.plan import RooflineOptions
     from gpuprobe.specs.gpus import get_gpu
     from gpuprobe.specs.models import get_model
 
     out = tmp_path / "roof"
-    args = argparse.Namespace(model="qwen2-0.5b", batch="8,32", out=str(out), resume=None, attention=None)
-    rc = run_nsys_roofline(args, spec=get_model("qwen2-0.5b"), gpu=get_gpu("h100-sxm"), batches=[8, 32],
-                           context=256, dtype="bf16")
+    out.mkdir()
+    options = RooflineOptions(model="qwen2-0.5b", batches=(8, 32), batches_given=True, context=256, dtype="bf16",
+                              mode="nsys", out=str(out))
+    rc = run_nsys_roofline(options, spec=get_model("qwen2-0.5b"), gpu=get_gpu("h100-sxm"), out=out)
     assert rc == 0
     d = json.loads((out / "roofline.json").read_text())
     assert d["mode"] == "nsys" and d["batch"] == [8, 32] and d["context"] == 256

@@ -76,7 +76,7 @@ def test_nsys_rep_is_exported_then_read(fake_nsys, tmp_path):
     env, log = fake_nsys
     rep = tmp_path / "r.nsys-rep"
     rep.write_bytes(b"x")
-    code = ("import sys; from gpuprobe.ncu import load_report; df = load_report(sys.argv[1]); "
+    code = ("import sys; from gpuprobe import load_report; df = load_report(sys.argv[1]); "
             "print(len(df), df.attrs['format'], df.attrs['source'])")
     r = subprocess.run([sys.executable, "-c", code, str(rep)], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr

@@ -223,8 +223,8 @@ def test_nvtx_kern_sum_csv(tmp_path):
     assert list(df["instances"]) == [4, 8] and df["time_s"].sum() == pytest.approx(20e-6)
 
 
-def test_ncu_load_report_dispatches_nsys_inputs():
-    from gpuprobe.ncu import load_report
+def test_load_report_dispatches_nsys_inputs():
+    from gpuprobe.reports import load_report
 
     df = load_report(FIX / "sc23_openmp_report3.sqlite.xz")
     assert df.attrs["format"] == "nsys-sqlite" and len(df) == 50

@@ -145,7 +145,7 @@ def test_ctrl_c_between_points_keeps_finished_points(tmp_path, replay_env):
 
 # ---- ncu records: assembly and cross-checks --------------------------------------------------------
 def _ncu_result():
-    from gpuprobe.roofline.measured import assemble_result
+    from gpuprobe.roofline.assemble import assemble_result
 
     return assemble_result(read_results(MEASURED / "ncu" / "results.jsonl"), spec=SPEC, gpu=GPU, dtype="bf16",
                            copy_bw=COPY_BW, copy_source="test")
@@ -186,7 +186,7 @@ def test_ncu_crosschecks_match_the_ratios_seen_on_the_h100():
 
 
 def test_ncu_report_md_from_recorded_results(tmp_path):
-    from gpuprobe.roofline.measured import write_outputs
+    from gpuprobe.roofline.outputs import write_outputs
 
     files = write_outputs(_ncu_result(), tmp_path)
     assert "throughput" not in files  # no step times were recorded with these reports
@@ -217,7 +217,7 @@ def test_summarize_report_and_recorded_records_agree():
 
 # ---- planning ----------------------------------------------------------------------------------------
 def test_choose_measured_mode():
-    from gpuprobe.roofline.measured import choose_measured_mode
+    from gpuprobe.roofline.plan import choose_measured_mode
 
     assert choose_measured_mode("auto", (True, "ncu 2025.3.1 can read the counters"))[0] == "ncu"
     mode, why = choose_measured_mode("auto", (False, "Nsight Compute is not installed"))
@@ -230,7 +230,7 @@ def test_choose_measured_mode():
 def test_plan_batches_cuts_the_default_list_at_what_fits():
     from gpuprobe.analytic import max_batch_that_fits
     from gpuprobe.cli._common import DEFAULT_BATCHES
-    from gpuprobe.roofline.measured import plan_batches
+    from gpuprobe.roofline.plan import plan_batches
 
     kept, note = plan_batches(DEFAULT_BATCHES, SPEC, GPU, 1024, "bf16", explicit=False)
     assert kept == list(DEFAULT_BATCHES) and note is None
@@ -242,7 +242,7 @@ def test_plan_batches_cuts_the_default_list_at_what_fits():
 
 
 def test_resume_with_other_settings_is_refused(tmp_path):
-    from gpuprobe.roofline.measured import SWEEP_FILE, check_resume, sweep_config
+    from gpuprobe.roofline.plan import SWEEP_FILE, check_resume, sweep_config
 
     cfg = sweep_config("qwen2-0.5b", context=1024, dtype="bf16", attention=None, mode="ncu", layers="one",
                        batches=[1, 2])
@@ -365,7 +365,7 @@ def test_selftest_limits_fit_the_budget():
     for b in (budget, 120.0, 60.0):
         point, ncu = limits(b)
         assert ncu <= point - 15 and point <= max(30.0, b - OVERHEAD_S)
-    points = __import__("gpuprobe.roofline.measured", fromlist=["make_points"]).make_points(
+    points = __import__("gpuprobe.roofline.plan", fromlist=["make_points"]).make_points(
         "qwen2-0.5b", [1], context=8, dtype="bf16", attention=None, mode="ncu", layers="one", out_dir=".",
         keep_reports=False, ncu_timeout_s=40, graph_iters=5)
     assert points[0]["ncu_timeout_s"] == 40.0 and points[0]["graph_iters"] == 5 and points[0]["keep_report"] is False

@@ -27,6 +27,7 @@ from typing import Any
 
 from gpuprobe.advise.curves import Curve
 from gpuprobe.errors import UserError
+from gpuprobe.specs.gpus import DTYPE_BYTES, normalize_dtype
 
 RULES = ("default", "paper", "marginal")
 RULE_ALIASES = {"marginal": "paper"}
@@ -267,8 +268,6 @@ def kv_bytes(curve: Curve, batch: int, spec=None, context: int | None = None, dt
     if p.kv_cache_bytes is not None:
         return int(p.kv_cache_bytes), "measured"
     if spec is not None and context:
-        from gpuprobe.specs.gpus import DTYPE_BYTES, normalize_dtype
-
         nbytes = DTYPE_BYTES[normalize_dtype(dtype or "bf16")]
         return int(spec.kv_bytes_per_token(nbytes) * batch * context), "analytic"
     return None, None
@@ -307,8 +306,6 @@ def plan_memory(curve: Curve, b_opt: int | None, *, spec=None, context: int | No
         freed, basis = None, None
     weights, w_src = curve.point(b_opt).weights_bytes, "measured"
     if weights is None and spec is not None:
-        from gpuprobe.specs.gpus import DTYPE_BYTES, normalize_dtype
-
         weights, w_src = int(spec.weight_bytes(DTYPE_BYTES[normalize_dtype(dtype or "bf16")])), "analytic"
     if weights is None:
         w_src = None

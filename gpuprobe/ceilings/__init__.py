@@ -31,7 +31,8 @@ package on machines without a GPU.
 from __future__ import annotations
 
 from gpuprobe.ceilings.backends import BACKENDS, choose_backend, compile_kernels
-from gpuprobe.ceilings.bandwidth import copy_bandwidth, quick_copy_bandwidth
+from gpuprobe.ceilings.bandwidth import (copy_bandwidth, copy_bandwidth_and_source, copy_bandwidth_or_none,
+                                        quick_copy_bandwidth, read_bandwidth)
 from gpuprobe.ceilings.cache import cache_dir, cache_path, cached_ceilings, save_cached
 from gpuprobe.ceilings.device import NO_GPU_MESSAGE, gpu_or_raise, present_gpu_identity
 from gpuprobe.ceilings.expected import fma_expected, mma_expected, mma_fragments, u32_checksum
@@ -50,9 +51,9 @@ __all__ = [
     "BACKENDS", "BenchPlan", "CeilingsResult", "GiB", "Kernel", "KernelSignature", "MEASUREMENTS", "MMA_INPUT_MAX",
     "Measurement", "MeasurementInfo", "MiB", "NO_GPU_MESSAGE", "SCHEMA_VERSION", "SOURCE_FILES", "TARGETS",
     "all_kernels", "cache_dir", "cache_path", "cached_ceilings", "check_args", "choose_backend", "compile_kernels",
-    "constants", "copy_bandwidth", "datasheet_value", "evaluate_targets", "find_kernel", "fma_expected",
+    "constants", "copy_bandwidth", "copy_bandwidth_and_source", "copy_bandwidth_or_none", "datasheet_value", "evaluate_targets", "find_kernel", "fma_expected",
     "fma_max_iters", "fp32_scaled_datasheet", "gpu_or_raise", "load_libnvrtc", "load_source", "measure_ceilings",
     "measured_roofs", "mma_expected", "mma_fragments", "mma_max_iters", "nvrtc_compile", "pack_ctypes",
     "pack_numpy", "parse_constants", "parse_kernels", "plan_benchmarks", "present_gpu_identity",
-    "quick_copy_bandwidth", "run_ceilings", "save_cached", "select_ceilings", "u32_checksum", "within",
+    "quick_copy_bandwidth", "read_bandwidth", "run_ceilings", "save_cached", "select_ceilings", "u32_checksum", "within",
 ]

@@ -1,10 +1,13 @@
-"""THE measured copy bandwidth every "% of bandwidth" divides by (:func:`copy_bandwidth`)."""
+"""THE measured copy bandwidth every "% of bandwidth" divides by (:func:`copy_bandwidth`), and the
+read-only figure beside it for kernels that only read (:func:`read_bandwidth`). docs/contracts.md,
+"Roof names", says who divides by which."""
 from __future__ import annotations
 
 from gpuprobe.ceilings.cache import cached_ceilings
 from gpuprobe.ceilings.device import gpu_or_raise
 from gpuprobe.ceilings.plan import GiB, MiB
 from gpuprobe.ceilings.timing import Timer, rate
+from gpuprobe.errors import GpuprobeError
 
 _QUICK_COPY: dict[str, float] = {}
 
@@ -33,14 +36,38 @@ def copy_bandwidth(refresh: bool = False) -> float:
     is false; else a quick torch copy measured now (remembered for this process). Raises
     :class:`NotAvailable` without a GPU.
     """
+    return copy_bandwidth_and_source(refresh)[0]
+
+
+def copy_bandwidth_and_source(refresh: bool = False) -> tuple[float, str]:
+    """:func:`copy_bandwidth` and where the figure came from (for provenance and reports)."""
     gpu_or_raise()
     if not refresh:
         cached = cached_ceilings()
         if cached is not None and cached.copy_bytes_per_s:
-            return cached.copy_bytes_per_s
+            return cached.copy_bytes_per_s, "gpuprobe ceilings (cached run)"
     import torch
 
     key = torch.cuda.get_device_name(torch.cuda.current_device())
     if refresh or key not in _QUICK_COPY:
         _QUICK_COPY[key] = quick_copy_bandwidth()
-    return _QUICK_COPY[key]
+    return _QUICK_COPY[key], "torch device-to-device copy measured now (gpuprobe.ceilings.quick_copy_bandwidth)"
+
+
+def copy_bandwidth_or_none() -> tuple[float | None, str]:
+    """``(bytes/s, source)``, or ``(None, why)`` when there is no figure: for runs whose other results
+    must survive a missing or failing copy measurement (the measured roofline's assembly)."""
+    try:
+        return copy_bandwidth_and_source()
+    except GpuprobeError as e:
+        return None, f"no measured copy bandwidth ({e})"
+    except Exception as e:  # noqa: BLE001 - a failed measurement must not lose a finished sweep
+        return None, f"copy bandwidth measurement failed ({type(e).__name__}: {e})"
+
+
+def read_bandwidth() -> float | None:
+    """The read-only DRAM figure (bytes/s) of the present GPU's cached ``gpuprobe ceilings`` run, beside
+    :func:`copy_bandwidth` for kernels that only read (a read-only stream runs a little faster than a
+    copy); None when no verified read figure is cached."""
+    cached = cached_ceilings()
+    return cached.value("dram_read") if cached is not None else None

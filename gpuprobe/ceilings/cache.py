@@ -9,6 +9,7 @@ from pathlib import Path
 from gpuprobe.ceilings.device import present_gpu_identity
 from gpuprobe.ceilings.result import CeilingsResult
 from gpuprobe.errors import GpuprobeError
+from gpuprobe.specs.gpus import get_gpu, match_device_name
 
 
 def cache_dir() -> Path:
@@ -51,7 +52,6 @@ def _same_gpu(result: CeilingsResult, gpu_name: str) -> bool:
     """Whether a cached result is of ``gpu_name``: a device name, registry name or display name."""
     if result.device_name.strip().lower() == gpu_name.strip().lower():
         return True
-    from gpuprobe.specs.gpus import get_gpu, match_device_name
 
     try:
         wanted = get_gpu(gpu_name).name

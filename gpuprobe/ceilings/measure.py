@@ -17,6 +17,7 @@ from gpuprobe.ceilings.result import CeilingsResult
 from gpuprobe.ceilings.runner import Runner
 from gpuprobe.ceilings.sources import SOURCE_FILES
 from gpuprobe.ceilings.timing import Timer
+from gpuprobe.specs.gpus import match_device_name
 
 
 def measure_ceilings(*, quick: bool = False, backend: str | None = None, trial_s: float | None = None,
@@ -25,7 +26,6 @@ def measure_ceilings(*, quick: bool = False, backend: str | None = None, trial_s
     gpu_or_raise()
     import torch
 
-    from gpuprobe.specs.gpus import match_device_name
 
     log = log or (lambda msg: None)
     t0 = time.perf_counter()

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from gpuprobe.ceilings.result import CeilingsResult
+from gpuprobe.roofline import schema as roofline
+from gpuprobe.specs.gpus import match_device_name, normalize_dtype
 
 
 def measured_roofs(result: CeilingsResult, dtype: str) -> list:
@@ -9,15 +11,12 @@ def measured_roofs(result: CeilingsResult, dtype: str) -> list:
     ``dram`` (the copy bandwidth), ``l2``, ``smem``, ``fp32``, ``tensor_<dtype>`` (the best verified
     tensor rate, cuBLAS in practice), ``mma_sync_<dtype>`` (the hand-written kernel). Only verified
     figures become roofs."""
-    from gpuprobe.roofline.schema import Roof
-    from gpuprobe.specs.gpus import normalize_dtype
-
     d = normalize_dtype(dtype)
     roofs = []
 
     def add(name: str, kind: str, value: float | None) -> None:
         if value:
-            roofs.append(Roof(name, kind, float(value), "measured"))
+            roofs.append(roofline.Roof(name, kind, float(value), "measured"))
 
     add("dram", "memory", result.copy_bytes_per_s)
     add("l2", "memory", result.value("l2_read"))
@@ -35,10 +34,8 @@ def select_ceilings(gpu_spec, dtype: str, cached: CeilingsResult | None):
     ``(dram_roof, compute_roof, source)``: measured DRAM copy bandwidth when ``cached`` holds it
     (and is of ``gpu_spec``'s GPU), else the datasheet; the compute roof of the dtype likewise.
     ``source`` is ``measured``, ``datasheet`` or ``mixed``. The rule itself is
-    :func:`gpuprobe.roofline.select_ceilings`, so every roofline picks roofs the same way.
+    :func:`gpuprobe.roofline.schema.select_ceilings`, so every roofline picks roofs the same way.
     """
-    from gpuprobe.roofline import schema as roofline
-
     roofs = list(roofline.datasheet_roofs(gpu_spec, dtype))
     if cached is not None and _result_is_of(cached, gpu_spec):
         roofs += measured_roofs(cached, dtype)
@@ -50,7 +47,5 @@ def select_ceilings(gpu_spec, dtype: str, cached: CeilingsResult | None):
 
 
 def _result_is_of(result: CeilingsResult, gpu_spec) -> bool:
-    from gpuprobe.specs.gpus import match_device_name
-
     have = result.gpu or getattr(match_device_name(result.device_name), "name", None)
     return have == gpu_spec.name

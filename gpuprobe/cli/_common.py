@@ -3,55 +3,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
-from gpuprobe.errors import UserError
+from gpuprobe.engine.backends import BACKENDS
+from gpuprobe.errors import GpuprobeError, UserError
+from gpuprobe.parsing import LIMITS, parse_int_list, show_int  # noqa: F401  (parse_int_list: the subcommands' name)
+from gpuprobe.specs.models import check_context as model_context_error
 
-ATTENTION_BACKENDS = ("triton", "sdpa-dense", "torch")
+ATTENTION_BACKENDS = BACKENDS  # the engine's list (gpuprobe.engine.backends), without importing torch
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
-#: Upper limits of integer options: far above any real decode batch or context, low enough that the
-#: arithmetic downstream stays exact and fast.
-LIMITS = {"batch": 1 << 16, "context": 1 << 22}
-
-
-def _show_int(v: int) -> str:
-    text = str(v)
-    return text if len(text) <= 20 else f"a {len(text)}-digit number"
-
-
-def parse_int_list(text: str, what: str = "batch") -> list[int]:
-    """'1,2,4' or '1-8' (powers of two) -> sorted unique positive ints; bad input -> UserError."""
-    text = str(text).strip()
-    out: set[int] = set()
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if not part:
-                raise ValueError
-            if "-" in part:
-                lo, hi = (int(x) for x in part.split("-", 1))
-                if lo <= 0 or hi < lo:
-                    raise ValueError
-                b = lo
-                while b <= hi:
-                    out.add(b)
-                    b *= 2
-            else:
-                out.add(int(part))
-    except ValueError:
-        raise UserError(
-            f"malformed {what} list '{text}'; give positive integers separated by commas, e.g. 1,2,4,8 "
-            "(or a range of powers of two, e.g. 1-512)."
-        ) from None
-    if not out or min(out) <= 0:
-        raise UserError(f"{what} values must be positive integers, got '{text}'.")
-    limit = LIMITS.get(what)
-    if limit is not None and max(out) > limit:
-        raise UserError(f"{what} {_show_int(max(out))} is above the limit of {limit:,}; give smaller values.")
-    return sorted(out)
-
-
 def positive_int(what: str):
     def conv(text: str) -> int:
         try:
@@ -111,11 +73,9 @@ def check_context(context: int, spec=None, beyond_max: bool = False) -> int:
     if context is None or context <= 0:
         raise UserError(f"--context must be a positive number of tokens, got {context}.")
     if context > LIMITS["context"]:
-        raise UserError(f"--context {_show_int(context)} is above the limit of {LIMITS['context']:,} tokens; "
+        raise UserError(f"--context {show_int(context)} is above the limit of {LIMITS['context']:,} tokens; "
                         "give a smaller one.")
     if spec is not None and not beyond_max:
-        from gpuprobe.specs.models import check_context as model_context_error
-
         why = model_context_error(spec, context)
         if why:
             raise UserError(f"--{why} (--beyond-max-context allows it as a what-if)")
@@ -137,10 +97,6 @@ def output_dir(out: str | None, prefix: str) -> Path:
 def run_script(main, argv: list[str] | None = None) -> None:
     """Run a script's ``main`` the way the CLI runs a subcommand: a gpuprobe error (or a bad value) is
     one line on stderr and exit code 2, never a traceback. Used by the scripts in ``benchmarks/``."""
-    import sys
-
-    from gpuprobe.errors import GpuprobeError
-
     try:
         code = main() if argv is None else main(argv)
     except (GpuprobeError, ValueError) as e:

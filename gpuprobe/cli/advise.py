@@ -5,7 +5,16 @@ import argparse
 import json
 import sys
 
-from gpuprobe.cli._common import add_attention_argument, add_dtype_argument, output_dir, positive_float, positive_int
+from gpuprobe.advise import advisor
+from gpuprobe.advise.advisor import (DEFAULT_EPSILON, DEFAULT_FIXED_COST_BYTES, PAPER_LATENCY_FACTOR,
+                                     PAPER_MIN_EFFICIENCY, PAPER_REFERENCE_BATCH, RULES)
+from gpuprobe.advise.curves import load_curve, measure_curve, with_meta
+from gpuprobe.cli._common import (DEFAULT_BATCHES, add_attention_argument, add_dtype_argument, output_dir,
+                                  positive_float, positive_int)
+from gpuprobe.errors import UserError
+from gpuprobe.measure.replicas import measure_fixed_cost_bytes
+from gpuprobe.specs.gpus import detect_gpu, get_gpu
+from gpuprobe.specs.models import load_model_spec
 
 NAME = "advise"
 HELP = "recommend a batch size (B_opt) from a throughput curve, and the memory and replicas it frees"
@@ -27,7 +36,7 @@ Rules (docs/advisor.md):
 `gpuprobe throughput` (throughput.csv or results.jsonl); a folder with roofline.json whose
 `throughput` section holds tokens/s per batch."""
 
-MEASURE_BATCHES = "1,2,4,8,16,32,64,128,256,512"
+MEASURE_BATCHES = ",".join(map(str, DEFAULT_BATCHES))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,22 +47,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="context length in tokens (default 1024 when measuring; with --from, the file's)")
     p.add_argument("--from", dest="from_path", metavar="FILE",
                    help="read the curve instead of measuring: CSV, or a throughput/roofline results folder")
-    p.add_argument("--rule", choices=("default", "paper", "marginal"), default="default",
+    p.add_argument("--rule", choices=RULES, default="default",
                    help="how to choose B_opt (default: %(default)s; marginal = paper)")
-    p.add_argument("--epsilon", type=float, default=0.05,
+    p.add_argument("--epsilon", type=float, default=DEFAULT_EPSILON,
                    help="default rule: tolerated shortfall from the best tokens/s, a fraction (default %(default)s)")
     p.add_argument("--latency-slo-ms", type=positive_float("--latency-slo-ms"), default=None,
                    help="only batches whose step latency is at most this many milliseconds")
-    p.add_argument("--min-efficiency", type=float, default=0.2,
+    p.add_argument("--min-efficiency", type=float, default=PAPER_MIN_EFFICIENCY,
                    help="paper rule: E(B) must exceed this (default %(default)s)")
-    p.add_argument("--latency-factor", type=positive_float("--latency-factor"), default=5.0,
+    p.add_argument("--latency-factor", type=positive_float("--latency-factor"), default=PAPER_LATENCY_FACTOR,
                    help="paper rule: latency limit as a multiple of the reference latency (default %(default)s)")
-    p.add_argument("--reference-batch", type=positive_int("--reference-batch"), default=32,
+    p.add_argument("--reference-batch", type=positive_int("--reference-batch"), default=PAPER_REFERENCE_BATCH,
                    help="paper rule: the reference latency is at the measured batch nearest this (default %(default)s)")
     p.add_argument("--batch", default=MEASURE_BATCHES, help="batches to measure (default %(default)s)")
     p.add_argument("--gpu", help="GPU registry name for its memory (default: the detected GPU)")
     p.add_argument("--fixed-cost-mib", type=positive_float("--fixed-cost-mib"), default=None,
-                   help="per-replica memory beyond weights and KV cache (default: measured on a GPU, else 1024)")
+                   help="per-replica memory beyond weights and KV cache (default: measured on a GPU, else "
+                        f"{DEFAULT_FIXED_COST_BYTES // 2**20})")
     add_dtype_argument(p)
     add_attention_argument(p)
     p.add_argument("--json", action="store_true", help="print the advice as one JSON object on stdout")
@@ -61,10 +71,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gpuprobe.advise import advisor
-    from gpuprobe.advise.curves import load_curve
-    from gpuprobe.errors import UserError
-
     if not 0 <= args.epsilon < 1:
         raise UserError(f"--epsilon is a fraction of the best throughput (0 <= epsilon < 1), got {args.epsilon}.")
     if args.min_efficiency < 0:
@@ -84,7 +90,6 @@ def run(args: argparse.Namespace) -> int:
         curve = measure_curve(args.model, args.batch, args.context or 1024, args.dtype, args.attention, out)
     if spec is None and curve.model:
         spec = _spec(curve.model, quiet=True)
-    from gpuprobe.advise.curves import with_meta
 
     curve = with_meta(curve, model=spec.name if spec is not None else None, context=args.context)
     if gpu_bytes is None and curve.gpu:
@@ -121,9 +126,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _spec(name: str, quiet: bool = False):
-    from gpuprobe.errors import UserError
-    from gpuprobe.specs.models import load_model_spec
-
     try:
         return load_model_spec(name)
     except UserError:
@@ -133,9 +135,6 @@ def _spec(name: str, quiet: bool = False):
 
 
 def _registry_memory(name: str):
-    from gpuprobe.errors import UserError
-    from gpuprobe.specs.gpus import get_gpu
-
     try:
         g = get_gpu(name)
     except UserError:
@@ -145,8 +144,6 @@ def _registry_memory(name: str):
 
 def _gpu_memory(name: str | None):
     """(name, memory bytes, detected GPU or None): --gpu wins, else the GPU on this machine."""
-    from gpuprobe.specs.gpus import detect_gpu, get_gpu
-
     det = detect_gpu()
     if name:
         g = get_gpu(name)
@@ -159,33 +156,9 @@ def _gpu_memory(name: str | None):
 def _measured_fixed_cost(detected):
     if detected is None:
         return None, "default"
-    from gpuprobe.measure.replicas import measure_fixed_cost_bytes
 
     got = measure_fixed_cost_bytes()
     return (got, "measured") if got is not None else (None, "default")
-
-
-def measure_curve(model: str, batches: str, context: int, dtype: str, attention: str | None, out):
-    """Tokens/s and memory against batch from the engine's throughput sweep (CUDA-graph mode),
-    run as `gpuprobe throughput` into ``out/throughput``; returns the curve it wrote."""
-    import importlib.util
-    import subprocess
-
-    from gpuprobe.advise.curves import load_curve
-    from gpuprobe.errors import NotAvailable
-
-    if importlib.util.find_spec("gpuprobe.measure.throughput") is None:
-        raise NotAvailable("the engine's throughput sweep (gpuprobe.measure.throughput) is not installed; "
-                           "pass --from FILE with a measured curve.")
-    folder = out / "throughput"
-    cmd = [sys.executable, "-m", "gpuprobe", "throughput", "--model", model, "--batch", batches,
-           "--context", str(context), "--dtype", dtype, "--out", str(folder)]
-    if attention:
-        cmd += ["--attention", attention]
-    proc = subprocess.run(cmd)
-    if proc.returncode != 0 and not folder.exists():
-        raise NotAvailable(f"`{' '.join(cmd[2:])}` failed (exit {proc.returncode}); see its output above.")
-    return load_curve(folder, context=context, model=model)
 
 
 def _maybe_pareto(curve, out) -> None:

@@ -5,6 +5,8 @@ import argparse
 
 from gpuprobe.cli._common import add_dtype_argument, add_model_argument, parse_int_list, positive_int
 from gpuprobe.errors import UserError
+from gpuprobe.kernels import bench
+from gpuprobe.specs.gpus import normalize_dtype
 
 NAME = "attention-bench"
 HELP = "time the Triton paged decode attention kernel (v1 / split-K) against dense SDPA and the reference"
@@ -39,9 +41,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gpuprobe.kernels import bench
-    from gpuprobe.specs.gpus import normalize_dtype
-
     batches = parse_int_list(args.batch, "batch")
     contexts = parse_int_list(args.context, "context")
     dtype = normalize_dtype(args.dtype)

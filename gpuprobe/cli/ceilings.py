@@ -6,6 +6,9 @@ import json
 import sys
 from typing import Any
 
+from gpuprobe.ceilings import MEASUREMENTS, datasheet_value, fp32_scaled_datasheet, gpu_or_raise, run_ceilings
+from gpuprobe.specs.gpus import match_device_name
+
 NAME = "ceilings"
 HELP = "measure the GPU's empirical ceilings (DRAM, L2, shared memory, FP32, tensor) and cache them"
 DESCRIPTION = """\
@@ -31,7 +34,6 @@ def ceilings_table(result, spec) -> Any:
     """A rich table of a :class:`~gpuprobe.ceilings.CeilingsResult`: measured, datasheet, ratio, check."""
     from rich.table import Table
 
-    from gpuprobe.ceilings import MEASUREMENTS, datasheet_value, fp32_scaled_datasheet
 
     t = Table(title=f"gpuprobe ceilings: {result.device_name}")
     for col, just in (("ceiling", "left"), ("unit", "left"), ("measured", "right"), ("datasheet", "right"),
@@ -73,9 +75,6 @@ def _footer(result, path, from_cache: bool) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gpuprobe.ceilings import gpu_or_raise, run_ceilings
-    from gpuprobe.specs.gpus import match_device_name
-
     gpu_or_raise()  # NotAvailable: one line, exit 2
     quiet = args.json
 

@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from gpuprobe.tools import doctor
+
 NAME = "doctor"
 HELP = "check this machine: packages, GPU, driver, NVML, ncu and counter permission, MPS; which modes work"
 DESCRIPTION = """\
@@ -23,8 +25,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gpuprobe.tools import doctor
-
     report = doctor.collect(probe_counters=not args.quick)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))

@@ -5,22 +5,21 @@ import argparse
 import json
 import sys
 
+from gpuprobe.specs.gpus import detect_gpu, list_gpus
+from gpuprobe.render.tables import FORMATS, Column, choose_format, emit, fmt_num, fmt_text
+
 NAME = "gpus"
 HELP = "list datasheet figures of known GPUs and detect the present one"
 ORDER = 81
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from gpuprobe.render.tables import FORMATS
-
     p.add_argument("--json", action="store_true", help="print JSON (registry rows and the detected GPU)")
     p.add_argument("--format", choices=FORMATS, default=None,
                    help="table (default on a terminal), tsv (default when piped), csv, json")
 
 
 def _columns():
-    from gpuprobe.render.tables import Column, fmt_num, fmt_text
-
     def num(key, header, short, legend, scale):
         return Column(key, header, short, legend, fmt=lambda x, s=scale: fmt_num(x, s))
 
@@ -37,9 +36,6 @@ def _columns():
 
 
 def run(args: argparse.Namespace) -> int:
-    from gpuprobe.render.tables import choose_format, emit
-    from gpuprobe.specs.gpus import detect_gpu, list_gpus
-
     det = detect_gpu()
     if args.json:
         print(json.dumps({

@@ -4,14 +4,15 @@ from __future__ import annotations
 import argparse
 import json
 
+from gpuprobe.specs.models import list_models, load_model_spec
+from gpuprobe.render.tables import FORMATS, Column, emit, fmt_text
+
 NAME = "models"
 HELP = "list the built-in model architectures (or show one, or a local config.json)"
 ORDER = 80
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from gpuprobe.render.tables import FORMATS
-
     p.add_argument("name", nargs="?", help="a registry name or a folder holding config.json")
     p.add_argument("--json", action="store_true", help="print JSON (every field, with the parameter count)")
     p.add_argument("--format", choices=FORMATS, default=None,
@@ -20,8 +21,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _columns():
-    from gpuprobe.render.tables import Column, fmt_text
-
     def col(key, header, short="", legend="", numeric=True):
         return Column(key, header, short, legend, fmt=fmt_text, numeric=numeric)
 
@@ -50,9 +49,6 @@ def _row(s) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gpuprobe.render.tables import emit
-    from gpuprobe.specs.models import list_models, load_model_spec
-
     specs = [load_model_spec(args.name)] if args.name else list_models()
     if args.json:
         print(json.dumps([dict(s.to_dict(), num_params=s.num_params()) for s in specs], indent=2, allow_nan=False))

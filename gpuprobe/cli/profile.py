@@ -3,6 +3,13 @@ from __future__ import annotations
 
 import argparse
 
+from gpuprobe.cli import report as report_cli
+from gpuprobe.cli._common import output_dir, positive_float, positive_int
+from gpuprobe.errors import UserError
+from gpuprobe.ncu import load_report
+from gpuprobe.ncu.metrics import METRIC_SETS
+from gpuprobe.ncu.runner import CACHE_CONTROLS, CLOCK_CONTROLS, REPLAY_MODES
+
 NAME = "profile"
 HELP = "run a command under Nsight Compute (ncu) or Nsight Systems (--nsys): report + per-op table"
 DESCRIPTION = """\
@@ -33,10 +40,6 @@ ORDER = 41
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from gpuprobe.cli._common import positive_float, positive_int
-    from gpuprobe.ncu.metrics import METRIC_SETS
-    from gpuprobe.ncu.runner import CACHE_CONTROLS, CLOCK_CONTROLS, REPLAY_MODES
-
     p.add_argument("--set", dest="metric_set", choices=tuple(METRIC_SETS), default="roofline",
                    help="metric set (default %(default)s)")
     p.add_argument("--metrics", default="", help="extra metric names, comma separated")
@@ -55,17 +58,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default="profile", help="file name stem (default %(default)s)")
     p.add_argument("--timeout", type=positive_float("--timeout"), metavar="S", help="stop the run after S seconds")
     p.add_argument("--ncu", metavar="PATH", help="the ncu executable (default: found on PATH, CUDA_HOME...)")
-    from gpuprobe.nsys.profile import add_nsys_arguments
+    from gpuprobe.cli._nsys_profile import add_nsys_arguments
 
     add_nsys_arguments(p)
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- the command to profile")
 
 
 def run(args: argparse.Namespace) -> int:
-    from gpuprobe.cli._common import output_dir
-    from gpuprobe.errors import UserError
-    from gpuprobe.ncu import load_report
-    from gpuprobe.ncu.runner import profile
+    from gpuprobe.ncu.diagnose import profile
 
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if not cmd:
         raise UserError("no command to profile; put it after `--`, e.g. gpuprobe profile -- python script.py")
     if args.nsys:
-        from gpuprobe.nsys.profile import run_nsys_profile
+        from gpuprobe.cli._nsys_profile import run_nsys_profile
 
         return run_nsys_profile(args, cmd)
     out = output_dir(args.out, "profile")
@@ -87,7 +87,6 @@ def run(args: argparse.Namespace) -> int:
     table = write_table(df, out / f"{args.name}.csv")
     print(f"profiled {len(df)} kernels in {res.seconds:.1f} s with ncu {res.ncu.version or '?'}: "
           f"{res.report}, {table}")
-    from gpuprobe.cli import report as report_cli
 
     return report_cli.run(argparse.Namespace(file=str(res.report), by="op", json=False, plot=None, out=None,
                                              gpu=None, dtype="bf16", measured_dram_tbps=None))

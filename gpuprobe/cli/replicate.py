@@ -6,10 +6,12 @@ import json
 import signal
 import sys
 
-from gpuprobe.cli._common import (
-    add_attention_argument, add_dtype_argument, add_model_argument, output_dir, parse_int_list, positive_float,
-    positive_int,
-)
+from gpuprobe.cli._common import (add_attention_argument, add_dtype_argument, add_model_argument, output_dir,
+                                  parse_int_list, positive_float, positive_int)
+from gpuprobe.errors import NotAvailable, UserError
+from gpuprobe.measure.replicas import measure_fixed_cost_bytes, replicate
+from gpuprobe.specs.gpus import detect_gpu
+from gpuprobe.specs.models import load_model_spec
 
 NAME = "replicate"
 HELP = "run N replicas of a model on one GPU together: aggregate tokens/s, latency, utilization, energy"
@@ -44,8 +46,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _batches(text: str, counts: list[int]) -> list[int]:
-    from gpuprobe.errors import UserError
-
     values = [int(x) for x in parse_int_list_keep_order(text)]
     if len(values) == 1:
         return values * len(counts)
@@ -64,17 +64,12 @@ def parse_int_list_keep_order(text: str) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gpuprobe.errors import NotAvailable
-    from gpuprobe.specs.gpus import detect_gpu
-    from gpuprobe.specs.models import load_model_spec
-
     load_model_spec(args.model)  # a bad name fails here, in one line
     counts = parse_int_list_keep_order(args.replicas)
     batches = _batches(args.batch, counts)
     if detect_gpu() is None:
         raise NotAvailable("replicate runs engine processes on a CUDA GPU and this machine has none.")
     out = output_dir(args.out, "replicate")
-    from gpuprobe.measure.replicas import measure_fixed_cost_bytes, replicate
 
     def _term(signum, frame):  # a killed run still ends its children and stops MPS
         raise KeyboardInterrupt

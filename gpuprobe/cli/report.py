@@ -48,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rules", metavar="RULES",
                    help="your kernel rules file (CSV: pattern,op,example,engine), matched before the built-in table "
                         "for kernels outside NVTX op ranges")
-    from gpuprobe.nsys.report import add_trace_arguments
+    from gpuprobe.cli._nsys_report import add_trace_arguments
 
     add_trace_arguments(p)
 
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     from gpuprobe.roofline.schema import LIMITER_RULE
 
     if is_nsys_input(args.file):
-        from gpuprobe.nsys.report import run_trace_report
+        from gpuprobe.cli._nsys_report import run_trace_report
 
         return run_trace_report(args)
     df = load_report(args.file, rules=args.rules)

@@ -3,11 +3,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from gpuprobe.cli._common import (
-    DEFAULT_BATCHES, add_attention_argument, add_batch_argument, add_context_argument, add_dtype_argument,
-    add_model_argument, check_context, output_dir, parse_int_list,
-)
+from gpuprobe.cli._common import (DEFAULT_BATCHES, add_attention_argument, add_context_argument, add_dtype_argument,
+                                  add_model_argument, check_context, output_dir, parse_int_list)
+from gpuprobe.errors import UserError
+from gpuprobe.nsys.engine_roofline import run_nsys_roofline
+from gpuprobe.render.plots.roofline import plot_roofline
+from gpuprobe.render.tables import print_roofline_table
+from gpuprobe.roofline.analytic import analytic_roofline
+from gpuprobe.roofline.measured import run_measured_roofline
+from gpuprobe.roofline.plan import MODES, RooflineOptions, cached_roofs, choose_mode
+from gpuprobe.specs.gpus import DEFAULT_GPU, DTYPE_BYTES, detect_gpu, get_gpu, normalize_dtype
+from gpuprobe.specs.models import load_model_spec
 
 NAME = "roofline"
 HELP = "roofline of a model's decode step per op and batch size (analytic, timing or ncu mode)"
@@ -24,11 +32,12 @@ roofline.csv and roofline.png in --out."""
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_argument(p)
     p.add_argument("--gpu", help="GPU registry name (default: the detected GPU, else h100-sxm)")
-    add_batch_argument(p, default=",".join(map(str, DEFAULT_BATCHES)))
+    p.add_argument("--batch", default=None, help="batch sizes, e.g. 1,8,64 or 1-512 (powers of two); default "
+                   f"{','.join(map(str, DEFAULT_BATCHES))}, cut at the largest batch that fits in measured modes")
     add_context_argument(p)
     add_dtype_argument(p)
     add_attention_argument(p)
-    p.add_argument("--mode", choices=("auto", "analytic", "timing", "ncu", "nsys"), default="auto",
+    p.add_argument("--mode", choices=MODES, default="auto",
                    help="force a mode (default: the best this machine supports; nsys: graph-replayed steps "
                         "timed by Nsight Systems, docs/nsys.md)")
     p.add_argument("--layers", default="one", help="measured modes: 'one' representative layer (default) or 'all'")
@@ -41,8 +50,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _resolve_gpu(name: str | None):
-    from gpuprobe.specs.gpus import DEFAULT_GPU, detect_gpu, get_gpu
-
     if name:
         return get_gpu(name), None
     det = detect_gpu()
@@ -51,75 +58,42 @@ def _resolve_gpu(name: str | None):
     return get_gpu(DEFAULT_GPU), det
 
 
-def _cached_roofs(gpu, dtype: str, use: bool):
-    """Measured roofs cached by `gpuprobe ceilings` for this GPU, if any."""
-    if not use:
-        return []
-    try:
-        from gpuprobe.ceilings import cached_ceilings, measured_roofs
-    except ImportError:
-        return []
-    cached = cached_ceilings(gpu.display_name)
-    return measured_roofs(cached, dtype) if cached else []
-
-
-def choose_mode(requested: str, detected) -> tuple[str, str]:
-    """The mode to run and why (the banner's reason)."""
-    if requested == "analytic":
-        return "analytic", "forced with --mode analytic"
-    if detected is None:
-        if requested in ("timing", "ncu", "nsys"):
-            from gpuprobe.errors import NotAvailable
-
-            raise NotAvailable(f"--mode {requested} needs a CUDA GPU and this machine has none; "
-                               "drop --mode (or use --mode analytic) for the analytic roofline.")
-        return "analytic", "no GPU on this machine"
-    return requested, "requested" if requested != "auto" else "auto"
+def options_from_args(args: argparse.Namespace, spec) -> RooflineOptions:
+    """The one :class:`~gpuprobe.roofline.plan.RooflineOptions` of this run (checked values)."""
+    given = args.batch is not None
+    return RooflineOptions(
+        model=args.model, batches=tuple(parse_int_list(args.batch, "batch") if given else DEFAULT_BATCHES),
+        batches_given=given, context=check_context(args.context, spec, args.beyond_max_context),
+        dtype=normalize_dtype(args.dtype), gpu=args.gpu,
+        attention=args.attention, mode=args.mode, layers=args.layers, out=args.out, resume=args.resume,
+        use_cached_roofs=not args.datasheet)
 
 
 def run(args: argparse.Namespace) -> int:
-    from gpuprobe.specs.gpus import normalize_dtype
-    from gpuprobe.specs.models import load_model_spec
-
     spec = load_model_spec(args.model)
-    batches = parse_int_list(args.batch, "batch")
-    context = check_context(args.context, spec, args.beyond_max_context)
-    dtype = normalize_dtype(args.dtype)
-    gpu, detected = _resolve_gpu(args.gpu)
-    if args.layers not in ("one", "all"):
-        from gpuprobe.errors import UserError
-
-        raise UserError(f"--layers must be 'one' or 'all', got '{args.layers}'.")
-    mode, why = choose_mode(args.mode, detected)
-    if mode == "analytic" and args.resume:
-        from gpuprobe.errors import UserError
-
+    options = options_from_args(args, spec)
+    gpu, detected = _resolve_gpu(options.gpu)
+    mode, why = choose_mode(options.mode, has_gpu=detected is not None)
+    if mode == "analytic" and options.resume:
         raise UserError("--resume continues a measured sweep; the analytic roofline has nothing to resume "
                         "(drop --resume, or run on a GPU with --mode timing|ncu|nsys).")
-    if mode == "nsys":
-        from gpuprobe.nsys.engine_roofline import run_nsys_roofline
-
-        return run_nsys_roofline(args, spec=spec, gpu=gpu, batches=batches, context=context, dtype=dtype)
     if mode != "analytic":
-        from gpuprobe.roofline.measured import run_measured_roofline
-
-        return run_measured_roofline(args, spec=spec, gpu=gpu, batches=batches, context=context,
-                                     dtype=dtype, mode=mode)
-    out = output_dir(args.out, f"roofline-{spec.name}")
-    roofs = _cached_roofs(gpu, dtype, not args.datasheet)
+        out = Path(options.resume) if options.resume else output_dir(options.out, f"roofline-{spec.name}")
+        if mode == "nsys":
+            return run_nsys_roofline(options, spec=spec, gpu=gpu, out=out)
+        return run_measured_roofline(options, spec=spec, gpu=gpu, mode=mode, why=why, out=out)
+    out = output_dir(options.out, f"roofline-{spec.name}")
+    roofs = cached_roofs(gpu, options.dtype, options.use_cached_roofs)
     say = sys.stderr if args.json else sys.stdout
     print(f"gpuprobe roofline: ANALYTIC mode ({why}): times are predicted from the cost model and "
-          f"{'measured' if roofs else 'datasheet'} ceilings of {gpu.display_name}, not measured.", file=say, flush=True)
-    return _run_analytic(spec, gpu, batches, context, dtype, roofs, out, as_json=args.json, fmt=args.format)
+          f"{'measured' if roofs else 'datasheet'} ceilings of {gpu.display_name}, not measured.", file=say,
+          flush=True)
+    return _run_analytic(spec, gpu, list(options.batches), options.context, options.dtype, roofs, out,
+                         as_json=args.json, fmt=args.format)
 
 
 def _run_analytic(spec, gpu, batches, context, dtype, roofs, out, as_json: bool = False,
                   fmt: str | None = None) -> int:
-    from gpuprobe.render.plots.roofline import plot_roofline
-    from gpuprobe.render.tables import print_roofline_table
-    from gpuprobe.roofline.analytic import analytic_roofline
-    from gpuprobe.specs.gpus import DTYPE_BYTES
-
     result = analytic_roofline(spec, gpu, batches, context, dtype, extra_roofs=roofs)
     mem = result.extra["memory"]
     if as_json:

@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from gpuprobe.cli._common import (add_attention_argument, add_batch_argument, add_context_argument,
-                                  add_dtype_argument, add_model_argument, check_context, output_dir,
-                                  parse_int_list, positive_float, positive_int)
+from gpuprobe.cli._common import (add_attention_argument, add_batch_argument, add_context_argument, add_dtype_argument,
+                                  add_model_argument, check_context, output_dir, parse_int_list, positive_float,
+                                  positive_int)
 from gpuprobe.errors import NotAvailable
+from gpuprobe.jsonsafe import dumps
+from gpuprobe.measure.throughput import sweep_throughput
+from gpuprobe.render.plots.throughput import series
+from gpuprobe.render.tables import Column, emit, fmt_num, fmt_text
+from gpuprobe.render.throughput import write_results
+from gpuprobe.specs.gpus import normalize_dtype
+from gpuprobe.specs.models import load_model_spec
 
 NAME = "throughput"
 HELP = "decode tokens/s, step latency p50/p90 and memory per batch size (CUDA graphs or eager)"
@@ -60,10 +66,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from gpuprobe.engine.attention import default_attention
-    from gpuprobe.measure.throughput import rows_from_records, write_results
-    from gpuprobe.specs.gpus import normalize_dtype
-    from gpuprobe.specs.models import load_model_spec
-    from gpuprobe.measure.sweep import run_sweep
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise NotAvailable("throughput needs a CUDA GPU and none is visible; `gpuprobe roofline` works "
@@ -75,23 +77,16 @@ def run(args: argparse.Namespace) -> int:
     attention = args.attention or default_attention(torch.device(args.device))
     out = output_dir(args.resume or args.out, "throughput")
     graphs = not args.eager and args.device == "cuda"
-    points = [dict(model=str(args.model), batch=b, context=context, attention=attention, dtype=dtype,
-                   steps=args.steps, warmup=args.warmup, graphs=graphs, seed=args.seed, device=args.device,
-                   page_size=args.page_size, compile=args.compile) for b in batches]
-    records = run_sweep(points, "gpuprobe.measure.throughput:measure_point", out, resume=bool(args.resume),
-                        timeout_s=args.timeout, label=lambda p: f"{spec.name} batch {p['batch']}",
-                        isolate=not args.inline)
-    def key(p: dict) -> tuple:
-        return p.get("batch"), p.get("graphs"), bool(p.get("compile", False))
-
-    keys = {key(p) for p in points}
-    rows = rows_from_records([r for r in records if key(r["point"]) in keys])
+    rows = sweep_throughput(args.model, batches, context, out, dtype=dtype, attention=attention, steps=args.steps,
+                            warmup=args.warmup, graphs=graphs, compile=args.compile, seed=args.seed,
+                            device=args.device, page_size=args.page_size, resume=bool(args.resume),
+                            timeout_s=args.timeout, isolate=not args.inline, name=spec.name)
     meta = {"model": spec.name, "context": context, "dtype": dtype, "attention": attention,
             "mode": "graph" if graphs else "eager", "compiled": args.compile, "steps": args.steps,
             "warmup": args.warmup}
     paths = write_results(rows, out, meta)
     if args.json:
-        print(json.dumps({"meta": meta, "rows": rows}, indent=2, allow_nan=False, default=str))
+        print(dumps({"meta": meta, "rows": rows}, indent=2))
     else:
         _print_table(rows, args.format)
     print(f"wrote {paths['csv']}, {paths['json']}, {paths['png']}, {out / 'results.jsonl'}",
@@ -100,8 +95,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _columns():
-    from gpuprobe.render.tables import Column, fmt_num, fmt_text
-
     def num(key, header, short, legend, scale):
         return Column(key, header, short, legend, fmt=lambda x, s=scale: fmt_num(x, s))
 
@@ -117,9 +110,6 @@ def _columns():
 
 
 def _print_table(rows: list[dict], fmt: str | None = None) -> None:
-    from gpuprobe.measure.throughput import series
-    from gpuprobe.render.tables import emit
-
     shown = [dict(r, series=series(r), status=r["status"] if r["status"] == "ok"
                   else f"{r['status']}: {r['reason'] or ''}") for r in rows]
     emit(_columns(), shown, fmt, title="decode throughput")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from gpuprobe.tools.wheelhouse import build_wheelhouse
+
 NAME = "wheelhouse"
 HELP = "build an offline wheelhouse (gpuprobe + its dependencies) for a GPU node's Python and platform"
 DESCRIPTION = """\
@@ -39,8 +41,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gpuprobe.tools.wheelhouse import build_wheelhouse
-
     house = build_wheelhouse(args.out, python=args.python, platforms=args.platform or (),
                              with_torch=args.with_torch, add=args.add, only=args.only, exclude=args.exclude,
                              source=args.source, say=lambda msg: print(msg, flush=True))

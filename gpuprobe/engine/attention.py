@@ -23,13 +23,11 @@ import torch
 import torch.nn.functional as F
 
 from gpuprobe.engine import compiled
+from gpuprobe.engine.backends import BACKENDS
 from gpuprobe.errors import NotAvailable, UserError
 
 if TYPE_CHECKING:
     from gpuprobe.engine.batch import DecodeBatch
-
-BACKENDS = ("triton", "sdpa-dense", "torch")
-
 
 class AttentionBackend:
     name: str = ""

@@ -14,7 +14,7 @@ under ``fail_on_recompile`` so that a guard miss raises instead of compiling ins
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
@@ -24,13 +24,23 @@ from gpuprobe.errors import NotAvailable
 
 if TYPE_CHECKING:
     from gpuprobe.engine.batch import DecodeBatch
-    from gpuprobe.engine.engine import Engine
+
+
+class Stepper(Protocol):
+    """What a capture needs of :class:`gpuprobe.engine.engine.Engine` (graphs does not import the engine)."""
+
+    device: torch.device
+    compile: bool
+
+    def warm_compiled(self, batch: DecodeBatch) -> Any: ...
+
+    def fast_step(self, batch: DecodeBatch) -> torch.Tensor: ...
 
 
 class StepGraph:
     """One captured decode step of one batch; :meth:`replay` runs it, returning the static logits."""
 
-    def __init__(self, engine: "Engine", batch: "DecodeBatch", warmup: int = 2, pool: Any = None) -> None:
+    def __init__(self, engine: Stepper, batch: "DecodeBatch", warmup: int = 2, pool: Any = None) -> None:
         if engine.device.type != "cuda":
             raise NotAvailable("CUDA graphs need a CUDA device; use eager steps (graphs=False) on a CPU.")
         self.batch, self.version = batch, batch.version

@@ -1,6 +1,6 @@
 """The paged KV cache: one pool of pages, a page allocator, and per-sequence page lists.
 
-Layout (CONTRACTS.md section 4), per layer: K and V each ``[num_pages, page_size, num_kv_heads,
+Layout (docs/contracts.md section 4), per layer: K and V each ``[num_pages, page_size, num_kv_heads,
 head_dim]``. The pool is one allocation ``[num_layers, 2, num_pages, page_size, num_kv_heads,
 head_dim]``; ``k(i)`` / ``v(i)`` are views of it. Token ``t`` of a sequence lives in page
 ``pages[t // page_size]``, slot ``t % page_size``; a batch's block table lists each sequence's pages

@@ -1,6 +1,6 @@
 """NVTX ranges of the decode step, and a per-op CUDA-event timer hooked at the same points.
 
-Naming (CONTRACTS.md section 1): ranges nest ``decode`` > ``layer{i}`` > ``{op}``, with the
+Naming (docs/contracts.md section 1): ranges nest ``decode`` > ``layer{i}`` > ``{op}``, with the
 whole-step ops (``embed``, ``final_norm``, ``lm_head``, ``sample``) directly under ``decode``.
 So ``ncu --nvtx --nvtx-include "decode/layer3/"`` selects layer 3's kernels and
 ``--nvtx-include "decode/layer3/attention/"`` its attention kernel.

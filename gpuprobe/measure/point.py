@@ -16,16 +16,23 @@
 The returned dict (JSON-able) is the ``result`` of the point's record in ``results.jsonl``; it holds
 raw figures only (bytes, seconds, counter FLOPs, ncu's percentages): ``% of measured bandwidth``,
 ``limiter`` and the analytic side are computed when the sweep is assembled
-(:func:`gpuprobe.roofline.measured.assemble_result`), so a record never goes stale.
+(:func:`gpuprobe.roofline.assemble.assemble_result`), so a record never goes stale.
 """
 from __future__ import annotations
 
-import math
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from gpuprobe.jsonsafe import json_value
+from gpuprobe.measure.telemetry import BENIGN_REASONS
+from gpuprobe.measure.timing import time_steps
+from gpuprobe.ncu import load_report
+from gpuprobe.ncu.runner import NoKernelsProfiled, profile
+from gpuprobe.ops import STEP_RANGE, nvtx_path
+from gpuprobe.specs.models import load_model_spec
 
 #: Whole-step ops profiled besides the representative layer (ncu mode, ``layers="one"``).
 STEP_OPS_PROFILED: tuple[str, ...] = ("lm_head",)
@@ -41,28 +48,10 @@ def representative_layer(num_layers: int) -> int:
 
 def nvtx_includes(layers: str, num_layers: int) -> list[str]:
     """The ``--nvtx-include`` expressions of a point: one layer plus the profiled step ops, or all."""
-    from gpuprobe.ops import nvtx_path, STEP_RANGE
-
     if layers == "all":
         return [f"{STEP_RANGE}/"]
     k = representative_layer(num_layers)
     return [f"{STEP_RANGE}/layer{k}/"] + [nvtx_path(op) for op in STEP_OPS_PROFILED]
-
-
-def _clean(x: Any) -> Any:
-    """JSON-safe scalars: NaN/inf -> None, numpy -> Python."""
-    if x is None:
-        return None
-    if hasattr(x, "item") and not isinstance(x, (list, dict, str)):
-        try:
-            x = x.item()
-        except (ValueError, AttributeError):
-            pass
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if x.__class__.__name__ in ("NAType", "NaTType"):
-        return None
-    return x
 
 
 def summarize_report(df, num_layers: int) -> dict[str, Any]:
@@ -78,10 +67,10 @@ def summarize_report(df, num_layers: int) -> dict[str, Any]:
     ops = op_table(kernels, None, scale_to_layers=num_layers)
     keep = ("op", "n_kernels", "layers_profiled", "scaled", "time_s", "flops", "flops_tensor", "flops_fp32",
             "dram_read_bytes", "dram_write_bytes", "dram_bytes", "dram_pct_of_ncu_peak", "sm_pct", "tensor_pct")
-    op_rows = [{k: _clean(r[k]) for k in keep} for r in ops.to_dict("records")]
+    op_rows = [{k: json_value(r[k]) for k in keep} for r in ops.to_dict("records")]
     kcols = ("op", "layer", "kernel_short", "time_s", "flops", "flops_tensor", "flops_fp32", "dram_read_bytes",
              "dram_write_bytes", "dram_pct_of_ncu_peak", "sm_pct", "tensor_pct")
-    kernel_rows = [{k: _clean(r[k]) for k in kcols} for r in kernels.to_dict("records")]
+    kernel_rows = [{k: json_value(r[k]) for k in kcols} for r in kernels.to_dict("records")]
 
     def med(col: str) -> float | None:
         if col not in df.columns:
@@ -89,12 +78,12 @@ def summarize_report(df, num_layers: int) -> dict[str, Any]:
         import pandas as pd
 
         s = pd.to_numeric(df[col], errors="coerce").dropna()
-        return _clean(float(s.median())) if len(s) else None
+        return json_value(float(s.median())) if len(s) else None
 
     return {
         "ops": op_rows,
         "kernels": kernel_rows,
-        "peaks": {k: _clean(v) for k, v in (df.attrs.get("peaks") or {}).items()},
+        "peaks": {k: json_value(v) for k, v in (df.attrs.get("peaks") or {}).items()},
         "clocks": {"sm_hz_median": med("sm_hz"), "dram_hz_median": med("dram_hz")},
         "device_name": df.attrs.get("device_name"),
         "missing_metrics": list(df.attrs.get("missing", [])),
@@ -131,7 +120,6 @@ def throttle_verdict(before: dict[str, Any], after: dict[str, Any], window: dict
         for r in snap.get("throttle_reasons") or []:
             if r not in reasons:
                 reasons.append(r)
-    from gpuprobe.measure.telemetry import BENIGN_REASONS
 
     return {"throttled": throttled, "reasons": [r for r in reasons if r not in BENIGN_REASONS],
             "all_reasons": reasons}
@@ -152,9 +140,6 @@ def profile_point(model: str, num_layers: int, batch: int, context: int, dtype: 
                   layers: str, out_dir: str | Path, warmup: int = 3, timeout_s: float | None = 480,
                   keep_report: bool = True) -> dict[str, Any]:
     """Run the target under ncu (metric set ``roofline``) and summarize the report."""
-    from gpuprobe.ncu import load_report
-    from gpuprobe.ncu.runner import NoKernelsProfiled, profile
-
     includes = nvtx_includes(layers, num_layers)
     rep = Path(out_dir) / "ncu" / f"b{batch}_c{context}.ncu-rep"
     try:
@@ -194,9 +179,8 @@ def build_batch(model: str, batch: int, context: int, dtype: str, attention: str
 
 
 def time_engine(eng, b, *, repeats: int = 3, graph_iters: int = 50, warmup: int = 3) -> dict[str, Any]:
-    """Per-op eager times (CUDA events, median of ``repeats``), eager step wall time, CUDA-graph replay time."""
-    import torch
-
+    """Per-op eager times (CUDA events, median of ``repeats``), eager step time, CUDA-graph replay time
+    (:func:`gpuprobe.measure.timing.time_steps`, mean)."""
     batch = b.size
     cuda = eng.device.type == "cuda"
     runs = [eng.time_step(b, warmup=warmup if i == 0 else 1) for i in range(repeats)]
@@ -204,27 +188,13 @@ def time_engine(eng, b, *, repeats: int = 3, graph_iters: int = 50, warmup: int 
     per_op = {op: statistics.median(r.per_op.get(op, 0.0) for r in runs) for op in ops}
     op_step_s = statistics.median(r.step_s for r in runs)
 
-    sync = torch.cuda.synchronize if cuda else (lambda *a: None)
     n_eager = 10
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(n_eager):
-        eng.step(b)
-    sync()
-    eager_s = (time.perf_counter() - t0) / n_eager
+    eager_s = statistics.fmean(time_steps(lambda: eng.step(b), n_eager, 0, cuda))
 
     graph: dict[str, Any] | None = None
     if cuda:
         g = eng.capture(b)
-        for _ in range(3):
-            g.replay()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(graph_iters):
-            g.replay()
-        end.record()
-        end.synchronize()
-        step = start.elapsed_time(end) / 1e3 / graph_iters
+        step = statistics.fmean(time_steps(g.replay, graph_iters, 3, cuda))
         graph = {"step_s": step, "tokens_per_s": batch / step, "replays": graph_iters}
         del g
     mem = eng.memory(b).to_dict()
@@ -239,7 +209,7 @@ def time_engine(eng, b, *, repeats: int = 3, graph_iters: int = 50, warmup: int 
     }
 
 
-def _versions() -> dict[str, Any]:
+def versions() -> dict[str, Any]:
     out: dict[str, Any] = {"python": sys.version.split()[0]}
     try:
         import torch
@@ -272,8 +242,6 @@ def measure_point(*, model: str, batch: int, context: int, dtype: str = "bf16", 
                   mode: str = "ncu", layers: str = "one", out_dir: str = ".", warmup: int = 3,
                   graph_iters: int = 50, ncu_timeout_s: float | None = 480, keep_report: bool = True) -> dict[str, Any]:
     """Measure one batch size; see the module docstring. Raises on any failure (the sweep records it)."""
-    from gpuprobe.specs.models import load_model_spec
-
     if mode not in ("ncu", "timing"):
         raise ValueError(f"mode must be 'ncu' or 'timing', got {mode!r}")
     spec = load_model_spec(model)
@@ -302,7 +270,7 @@ def measure_point(*, model: str, batch: int, context: int, dtype: str = "bf16", 
     after = tel.snapshot()
     rec["telemetry"] = {"before": before, "after": after, "window": window,
                         **throttle_verdict(before, after, window)}
-    rec["versions"] = _versions()
+    rec["versions"] = versions()
     rec["phases"] = phases
     if hasattr(tel, "close"):
         tel.close()

@@ -27,7 +27,9 @@ from __future__ import annotations
 import argparse
 import atexit
 import json
+import math
 import os
+import selectors
 import shutil
 import subprocess
 import sys
@@ -39,6 +41,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from gpuprobe.errors import GpuprobeError, NotAvailable
+from gpuprobe.measure.children import end_group
+from gpuprobe.measure.timing import StepStats, time_steps
 
 ENV_INDEX = "GPUPROBE_REPLICA_INDEX"
 ENV_COUNT = "GPUPROBE_REPLICA_COUNT"
@@ -322,24 +326,6 @@ def _tail(path: Path, lines: int = 3) -> str:
     return " | ".join(text[-lines:])
 
 
-def _end(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
-    """End one child we started (and its process group): terminate, then kill after a grace period."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, 15)
-    except (ProcessLookupError, PermissionError):
-        proc.terminate()
-    try:
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, 9)
-        except (ProcessLookupError, PermissionError):
-            proc.kill()
-        proc.wait()
-
-
 def run_replicas(command: Callable[[int], Sequence[str]] | Sequence[str], n: int, *,
                  env: dict[str, str] | None = None, setup_timeout_s: float = 300.0,
                  run_timeout_s: float = 600.0, telemetry: Any = None, work_dir: str | Path | None = None,
@@ -387,7 +373,7 @@ def run_replicas(command: Callable[[int], Sequence[str]] | Sequence[str], n: int
                                                f"{_tail(logs[i]) or 'no output'}", procs[i].returncode)
             if pending and time.monotonic() > deadline:
                 for i in pending:
-                    _end(procs[i])
+                    end_group(procs[i])
                     results[i] = ReplicaResult(i, False, f"not set up after {setup_timeout_s:g} s",
                                                procs[i].returncode)
                 pending.clear()
@@ -404,7 +390,7 @@ def run_replicas(command: Callable[[int], Sequence[str]] | Sequence[str], n: int
             try:
                 procs[i].wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                _end(procs[i])
+                end_group(procs[i])
                 results[i] = ReplicaResult(i, False, f"still running after {run_timeout_s:g} s", None)
         if sampling:
             summary, sampling = telemetry.stop(), False
@@ -413,7 +399,7 @@ def run_replicas(command: Callable[[int], Sequence[str]] | Sequence[str], n: int
                 results[i] = _collect(i, procs[i].returncode, root / f"result{i}.json", logs[i])
     finally:
         for p in procs.values():
-            _end(p)
+            end_group(p)
         if sampling:  # interrupted while sampling: end the sampler thread too
             telemetry.stop()
     for i, r in results.items():
@@ -472,9 +458,6 @@ def engine_decode_loop(model: str, batch: int, context: int, steps: int, min_sec
     capture one decode step as a CUDA graph, wait at the barrier, then replay it for at least
     ``steps`` steps and ``min_seconds`` seconds, timing every step with CUDA events. Each step runs at
     the same context, as in ``gpuprobe throughput``, so replicas are compared at exactly (B, C)."""
-    import math
-    import statistics
-
     import torch
 
     from gpuprobe import Engine
@@ -492,20 +475,14 @@ def engine_decode_loop(model: str, batch: int, context: int, steps: int, min_sec
         graph.replay()
     torch.cuda.synchronize()
     n = max(steps, math.ceil(min_seconds / max((time.perf_counter() - t) / 8, 1e-6)))
-    events = [torch.cuda.Event(enable_timing=True) for _ in range(n + 1)]
     wait_for_go()
     t_start = time.time()
-    events[0].record()
-    for i in range(n):
-        graph.replay()
-        events[i + 1].record()
-    torch.cuda.synchronize()
+    stats = StepStats.of(time_steps(graph.replay, n, 0, cuda=True))
     t_end = time.time()
-    times = sorted(events[i].elapsed_time(events[i + 1]) / 1e3 for i in range(n))
     mem = engine.memory(b)
     return {"tokens": batch * n, "steps": n, "batch": batch, "context": context, "t_start": t_start, "t_end": t_end,
-            "step_latency_p50_s": statistics.median(times), "step_latency_p90_s": times[int(0.9 * (n - 1))],
-            "step_latency_mean_s": statistics.fmean(times), "weights_bytes": mem.weights_bytes,
+            "step_latency_p50_s": stats.p50_s, "step_latency_p90_s": stats.p90_s,
+            "step_latency_mean_s": stats.mean_s, "weights_bytes": mem.weights_bytes,
             "kv_cache_bytes": mem.kv_cache_bytes, "peak_memory_bytes": mem.peak_memory_bytes,
             "memory_fraction": memory_fraction}
 
@@ -624,14 +601,12 @@ sys.stdin.read()
 
 def _readline(proc: subprocess.Popen, timeout_s: float) -> str:
     """One line of a child's stdout, or "" once ``timeout_s`` passes (the child is then ended)."""
-    import selectors
-
     if proc.stdout is None:
         return ""
     with selectors.DefaultSelector() as sel:
         sel.register(proc.stdout, selectors.EVENT_READ)
         if not sel.select(timeout_s):
-            _end(proc)
+            end_group(proc)
             return ""
     return proc.stdout.readline()
 
@@ -659,7 +634,7 @@ def measure_fixed_cost_bytes(timeout_s: float = 120.0) -> int | None:
             try:
                 proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
-                _end(proc)
+                end_group(proc)
         if not line.startswith("ready") or before is None or during is None:
             return None
         return max(0, during - before - int(line.split()[1]))

@@ -15,13 +15,14 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterable
+
+from gpuprobe.measure.children import run_child
 
 RESULTS_FILE = "results.jsonl"
 _OOM_MARKERS = ("OutOfMemoryError", "CUDA out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "out of memory")
@@ -93,13 +94,9 @@ def run_point_in_child(worker: str, point: dict[str, Any], timeout_s: float | No
         args_path, res_path = Path(tmp) / "args.json", Path(tmp) / "result.json"
         args_path.write_text(json.dumps({"worker": worker, "point": point}, default=str))
         cmd = [sys.executable, "-m", "gpuprobe.measure.sweep", str(args_path), str(res_path)]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
-                                  env={**os.environ, **(env or {})})
-            out, rc = (proc.stdout or "") + (proc.stderr or ""), proc.returncode
-        except subprocess.TimeoutExpired as e:
-            out = ((e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or ""))
-            out += ((e.stderr or b"").decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or ""))
+        child = run_child(cmd, timeout_s, env={**os.environ, **(env or {})})
+        out, rc = child.output, child.returncode
+        if child.timed_out:
             if log_path:
                 log_path.write_text(out)
             return {"point": point, "status": "timeout", "reason": f"over the {timeout_s:g} s limit",

@@ -173,12 +173,24 @@ def energy_between(samples: list[Sample], t0: float, t1: float) -> float | None:
     return at(t1) - at(t0)
 
 
-def _default_device() -> int | str:
-    """The NVML device the first visible CUDA device is: an index or a UUID from CUDA_VISIBLE_DEVICES."""
+def visible_device() -> int | str:
+    """The NVML device the first visible CUDA device is: an index or a UUID from CUDA_VISIBLE_DEVICES
+    (the one choice of NVML device in gpuprobe; ``doctor`` and :class:`Telemetry` use it)."""
     first = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
     if first.isdigit():
         return int(first)
     return first if first.startswith(("GPU-", "MIG-")) else 0
+
+
+def device_handle(nvml: Any, device: int | str | None = None) -> Any:
+    """NVML's handle of ``device`` (default :func:`visible_device`); raises LookupError when NVML sees
+    fewer devices than the index asks for, NVML's own error otherwise."""
+    dev = visible_device() if device is None else device
+    if isinstance(dev, str):
+        return nvml.nvmlDeviceGetHandleByUUID(dev)
+    if hasattr(nvml, "nvmlDeviceGetCount") and nvml.nvmlDeviceGetCount() <= dev:
+        raise LookupError("NVML sees no GPU")
+    return nvml.nvmlDeviceGetHandleByIndex(dev)
 
 
 class Telemetry:
@@ -202,11 +214,7 @@ class Telemetry:
             self._nvml = nvml if nvml is not None else load_nvml()
             if nvml is not None:
                 nvml.nvmlInit()
-            dev = _default_device() if device is None else device
-            if isinstance(dev, str):
-                self._handle = self._nvml.nvmlDeviceGetHandleByUUID(dev)
-            else:
-                self._handle = self._nvml.nvmlDeviceGetHandleByIndex(dev)
+            self._handle = device_handle(self._nvml, device)
             name = self._nvml.nvmlDeviceGetName(self._handle)
             self.device_name = name.decode() if isinstance(name, bytes) else str(name)
             self.available = True

@@ -1,4 +1,5 @@
-"""Decode throughput per batch size: one sweep point (:func:`measure_point`), result rows, files, plot.
+"""Decode throughput per batch size: one sweep point (:func:`measure_point`) and its result rows (files and
+figure: :mod:`gpuprobe.render.throughput`).
 
 A point builds an engine (random weights), prepares B sequences at context C with a random KV fill,
 and times ``steps`` decode steps after ``warmup``: replays of one captured CUDA graph (``graphs=True``)
@@ -9,47 +10,18 @@ around each step; tokens/s is ``B / p50``. ``compile=True`` measures the ``torch
 """
 from __future__ import annotations
 
-import json
-import math
-import statistics
-import time
 from pathlib import Path
 from typing import Any
+
+from gpuprobe.ceilings.bandwidth import copy_bandwidth_and_source as copy_bandwidth  # noqa: F401  (callers' name)
+from gpuprobe.measure.sweep import run_sweep
+from gpuprobe.measure.timing import StepStats, time_steps
+from gpuprobe.specs.gpus import normalize_dtype
 
 #: Result columns, in order (other stages read these names).
 COLUMNS = ("batch", "tokens_per_s", "step_latency_s", "step_latency_p90_s", "weights_bytes", "kv_cache_bytes",
            "peak_memory_bytes", "status", "reason", "mode", "attention", "context", "model", "dtype")
 EXTRA_COLUMNS = ("step_latency_mean_s", "steps", "device", "page_size", "compiled", "compile_s")
-
-
-def _percentile(xs: list[float], q: float) -> float:
-    s = sorted(xs)
-    k = (len(s) - 1) * q
-    lo, hi = math.floor(k), math.ceil(k)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
-
-
-def time_steps(run, steps: int, warmup: int, cuda: bool) -> list[float]:
-    """Seconds of each of ``steps`` calls of ``run`` after ``warmup`` (CUDA events per step on a GPU)."""
-    import torch
-
-    for _ in range(warmup):
-        run()
-    if not cuda:
-        out = []
-        for _ in range(steps):
-            t0 = time.perf_counter()
-            run()
-            out.append(time.perf_counter() - t0)
-        return out
-    torch.cuda.synchronize()
-    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(steps)]
-    for a, b in events:
-        a.record()
-        run()
-        b.record()
-    torch.cuda.synchronize()
-    return [a.elapsed_time(b) / 1e3 for a, b in events]
 
 
 def measure_point(model: str, batch: int, context: int, attention: str | None = None, dtype: str = "bf16",
@@ -68,7 +40,6 @@ def measure_point(model: str, batch: int, context: int, attention: str | None = 
     import torch
 
     from gpuprobe.engine import Engine
-    from gpuprobe.specs.gpus import normalize_dtype
 
     engine = Engine.from_pretrained(model, dtype=dtype, device=device, attention=attention, seed=seed,
                                     page_size=page_size, compile=compile)
@@ -83,16 +54,16 @@ def measure_point(model: str, batch: int, context: int, attention: str | None = 
     else:
         def run():
             return engine.fast_step(b)
-    times = time_steps(run, steps, warmup, cuda)
-    p50 = statistics.median(times)
+    stats = StepStats.of(time_steps(run, steps, warmup, cuda))
+    p50 = stats.p50_s
     mem = engine.memory(b)
     row = {
         "batch": batch, "tokens_per_s": batch / p50, "step_latency_s": p50,
-        "step_latency_p90_s": _percentile(times, 0.9), "weights_bytes": mem.weights_bytes,
+        "step_latency_p90_s": stats.p90_s, "weights_bytes": mem.weights_bytes,
         "kv_cache_bytes": mem.kv_cache_bytes, "peak_memory_bytes": mem.peak_memory_bytes,
         "status": "ok", "reason": None, "mode": "graph" if graphs else "eager", "attention": engine.attention,
         "context": context, "model": model, "dtype": normalize_dtype(engine.dtype),
-        "step_latency_mean_s": statistics.fmean(times), "steps": steps,
+        "step_latency_mean_s": stats.mean_s, "steps": steps,
         "device": torch.cuda.get_device_name(engine.device) if cuda else engine.device.type,
         "page_size": page_size, "compiled": bool(compile), "compile_s": compile_s,
     }
@@ -133,33 +104,39 @@ def weight_read_floor_s(weights_bytes: int, copy_bytes_per_s: float) -> float:
     return weights_bytes / copy_bytes_per_s
 
 
-def copy_bandwidth() -> tuple[float, str]:
-    """``(bytes/s, source)``: ``gpuprobe.ceilings.copy_bandwidth()`` (the project's one figure), or, when
-    that is unavailable, a 1 GiB device-to-device copy timed here (bytes read + written)."""
-    try:
-        from gpuprobe.ceilings import copy_bandwidth as measured
-
-        return float(measured()), "gpuprobe.ceilings.copy_bandwidth"
-    except Exception:  # not built or no figure yet: measure a plain copy
-        pass
-    import torch
-
-    n = 1 << 30
-    src = torch.empty(n, dtype=torch.uint8, device="cuda").random_(0, 255)
-    dst = torch.empty_like(src)
-    for _ in range(3):
-        dst.copy_(src)
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record()
-    for _ in range(10):
-        dst.copy_(src)
-    b.record()
-    b.synchronize()
-    del src, dst
-    return 2 * n / (a.elapsed_time(b) / 1e3 / 10), "torch device-to-device copy, 1 GiB, read + written"
+# ---- a sweep ----------------------------------------------------------------------------------------
+WORKER = "gpuprobe.measure.throughput:measure_point"
 
 
-# ---- rows, files, plot ----------------------------------------------------------------------------
+def sweep_throughput(model: str, batches: list[int], context: int, out: str | Path, *, dtype: str = "bf16",
+                     attention: str | None = None, steps: int = 64, warmup: int = 8, graphs: bool = True,
+                     compile: bool = False, seed: int = 0, device: str = "cuda", page_size: int = 16,
+                     resume: bool = False, timeout_s: float = 900.0, isolate: bool = True,
+                     name: str | None = None) -> list[dict[str, Any]]:
+    """Throughput of ``batches`` (one child process per batch, :func:`gpuprobe.measure.sweep.run_sweep`
+    into ``out``); the rows of these points (:func:`rows_from_records`), failed batches included.
+    ``attention`` None: the engine's default backend on ``device``."""
+    if attention is None:
+        import torch
+
+        from gpuprobe.engine.attention import default_attention
+
+        attention = default_attention(torch.device(device))
+    graphs = graphs and device == "cuda"
+    points = [dict(model=str(model), batch=b, context=context, attention=attention, dtype=dtype, steps=steps,
+                   warmup=warmup, graphs=graphs, seed=seed, device=device, page_size=page_size, compile=compile)
+              for b in batches]
+    records = run_sweep(points, WORKER, out, resume=resume, timeout_s=timeout_s,
+                        label=lambda p: f"{name or model} batch {p['batch']}", isolate=isolate)
+
+    def key(p: dict) -> tuple:
+        return p.get("batch"), p.get("graphs"), bool(p.get("compile", False))
+
+    keys = {key(p) for p in points}
+    return rows_from_records([r for r in records if key(r["point"]) in keys])
+
+
+# ---- rows ----------------------------------------------------------------------------
 def rows_from_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per sweep record (``results.jsonl``): the worker's result, or the point with its failure."""
     rows = []
@@ -176,53 +153,5 @@ def rows_from_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row.update(status=rec["status"], reason=rec.get("reason"))
         row.setdefault("compiled", bool(p.get("compile", False)))  # rows of workers before the column
         rows.append({c: row.get(c) for c in COLUMNS + EXTRA_COLUMNS})
-    rows.sort(key=lambda r: (series(r), r["batch"] or 0))
+    rows.sort(key=lambda r: (r["mode"] or "", bool(r["compiled"]), r["batch"] or 0))  # by series, then batch
     return rows
-
-
-def series(row: dict[str, Any]) -> str:
-    """A row's line in tables and plots: ``graph``, ``eager``, ``graph+compile``, ``eager+compile``."""
-    return f"{row.get('mode') or ''}{'+compile' if row.get('compiled') else ''}"
-
-
-def write_results(rows: list[dict[str, Any]], out_dir: str | Path, meta: dict[str, Any] | None = None) -> dict[str, Path]:
-    """``throughput.csv``, ``throughput.json`` and ``throughput.png`` in ``out_dir``."""
-    import pandas as pd
-
-    out = Path(out_dir)
-    df = pd.DataFrame(rows, columns=list(COLUMNS + EXTRA_COLUMNS))
-    paths = {"csv": out / "throughput.csv", "json": out / "throughput.json", "png": out / "throughput.png"}
-    df.to_csv(paths["csv"], index=False)
-    paths["json"].write_text(json.dumps({"meta": meta or {}, "rows": rows}, indent=2, default=str))
-    plot_throughput(rows, paths["png"])
-    return paths
-
-
-def plot_throughput(rows: list[dict[str, Any]], path: str | Path) -> Path:
-    """Tokens/s against batch (log-log), one line per :func:`series`; out-of-memory batches marked on the axis."""
-    from gpuprobe.render.plots.style import new_figure
-
-    fig = new_figure(figsize=(6.4, 4.2))
-    ax = fig.subplots()
-    for line in sorted({series(r) for r in rows if r["mode"]}):
-        ok = [r for r in rows if series(r) == line and r["status"] == "ok"]
-        if ok:
-            ax.plot([r["batch"] for r in ok], [r["tokens_per_s"] for r in ok], marker="o", label=line)
-        bad = [r for r in rows if series(r) == line and r["status"] != "ok"]
-        for r in bad:
-            ax.axvline(r["batch"], color="tab:red", alpha=0.3, ls="--")
-            ax.annotate(r["status"], (r["batch"], 0.02), xycoords=("data", "axes fraction"), color="tab:red",
-                        fontsize=8, rotation=90)
-    first = rows[0] if rows else {}
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("tokens / s")
-    ax.set_title(f"{first.get('model')}  context {first.get('context')}  {first.get('dtype')}  "
-                 f"attention {first.get('attention')}", fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return Path(path)

@@ -58,7 +58,7 @@ def profile_meta_path(report: str | Path) -> Path:
 def load_report(path: str | Path, rule: AttributionRule | None = None,
                 rules: str | Path | None = None) -> pd.DataFrame:
     """Read a ``.ncu-rep`` (or ``.ncu-rep.xz``) or an ncu CSV page into the normalized per-kernel table
-    (an Nsight Systems ``.sqlite``/``.nsys-rep``/stats CSV goes to :func:`gpuprobe.nsys.load_report`).
+    (:func:`gpuprobe.reports.load_report` reads Nsight Systems traces too).
     ``rules``: a user's kernel rules file (docs/kernel-rules.md), matched before the built-in table.
 
     One row per kernel launch: identity columns (``kernel_name``, ``kernel_short``, ``grid``,
@@ -69,12 +69,6 @@ def load_report(path: str | Path, rule: AttributionRule | None = None,
     ``peaks`` (the report's own ceilings), ``missing`` (metrics it lacks), and ``profile`` (ncu
     version, clock and cache control, NVTX filter) when ``gpuprobe profile`` made it.
     """
-    from gpuprobe.nsys import is_nsys_input
-
-    if is_nsys_input(path):  # Nsight Systems traces give the same table (docs/nsys.md)
-        from gpuprobe.nsys import load_report as load_nsys_report
-
-        return load_nsys_report(path, rule, rules=rules)
     from gpuprobe.ncu.attribution import attribute, default_rule
     from gpuprobe.ncu.counter_roofline import report_peaks
     from gpuprobe.ncu.counters import add_standard_columns

@@ -6,7 +6,7 @@ clock, FP32 = 2 x the FFMA per-cycle peak x SM clock, L2 = ``lts__t_bytes.sum.pe
 clock (medians over kernels: with ``--clock-control none`` clocks vary per kernel). Datasheet roofs
 of a named GPU and a measured copy bandwidth are added when given; ``bound`` then uses the measured
 DRAM roof, else the datasheet's, else ncu's (:func:`gpuprobe.roofline.select_ceilings`). A GPU the
-registry does not know (matched exactly by :func:`registry_gpu`: the GH200 is not the H200) gets the
+registry does not know (matched exactly by :func:`resolve_gpu`: the GH200 is not the H200) gets the
 report's own peaks only; a GPU with no tensor roof of the dtype is judged against FP32; a report with
 no roof at all has ``ceilings: null`` and no ``bound`` (:func:`report_roofs`).
 
@@ -19,14 +19,16 @@ known, else on ``dram_pct_of_ncu_peak``.
 from __future__ import annotations
 
 import math
-import re
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
+from gpuprobe.jsonsafe import json_value
 from gpuprobe.ncu import metrics as M
-from gpuprobe.ops import OPS, STEP_OPS
+from gpuprobe.ops import STEP_OPS, op_order
+from gpuprobe.roofline.points import dram_pct_of_measured, judge_limiter, op_points
+from gpuprobe.specs.gpus import get_gpu, gpu_from_device_name
 
 KERNEL_COLUMNS = (
     "id", "op", "layer", "kernel_short", "kernel_key", "time_s", "time_derived", "flops", "flops_tensor", "flops_fp32",
@@ -62,15 +64,6 @@ def report_peaks(df: pd.DataFrame) -> dict[str, float]:
     return {k: v for k, v in peaks.items() if v}
 
 
-def _limiter(dram_pct: float | None, sm_pct: float | None, tensor_pct: float | None) -> str | None:
-    from gpuprobe.roofline.schema import classify_limiter
-
-    def ok(x):
-        return None if x is None or not math.isfinite(x) else float(x)
-
-    return classify_limiter(ok(dram_pct), ok(sm_pct), ok(tensor_pct))
-
-
 def kernel_table(df: pd.DataFrame, measured_dram_bytes_per_s: float | None = None) -> pd.DataFrame:
     """One row per kernel launch with the roofline quantities (needs ``load_report``'s columns)."""
     df = df.copy()
@@ -89,15 +82,10 @@ def kernel_table(df: pd.DataFrame, measured_dram_bytes_per_s: float | None = Non
     if peak:
         pct = pct.fillna(t["dram_bytes_per_s"] / peak * 100.0)
     t["dram_pct_of_ncu_peak"] = pct
-    t["dram_pct_of_measured"] = (t["dram_bytes_per_s"] / measured_dram_bytes_per_s * 100.0
-                                 if measured_dram_bytes_per_s else math.nan)
-    judge = t["dram_pct_of_measured"] if measured_dram_bytes_per_s else t["dram_pct_of_ncu_peak"]
-    t["limiter"] = [_limiter(d, s, x) for d, s, x in zip(judge, t["sm_pct"], t["tensor_pct"])]
+    measured = [dram_pct_of_measured(b, s, measured_dram_bytes_per_s) for b, s in zip(t["dram_bytes"], t["time_s"])]
+    t["dram_pct_of_measured"] = pd.Series(measured, index=t.index, dtype=float)
+    t["limiter"] = [judge_limiter(*r) for r in zip(measured, pct, t["sm_pct"], t["tensor_pct"])]
     return t[list(KERNEL_COLUMNS)]
-
-
-def _op_key(op: str) -> tuple[int, str]:
-    return (OPS.index(op), op) if op in OPS else (len(OPS) + (0 if not op.startswith("other:") else 1), op)
 
 
 def _wmean(values: pd.Series, weights: pd.Series) -> float:
@@ -143,61 +131,26 @@ def op_table(kernels: pd.DataFrame, measured_dram_bytes_per_s: float | None = No
         row["intensity"] = row["flops"] / row["dram_bytes"] if row["dram_bytes"] else math.nan
         row["flops_per_s"] = row["flops"] / time_s if time_s and math.isfinite(time_s) else math.nan
         row["dram_bytes_per_s"] = row["dram_bytes"] / time_s if time_s and math.isfinite(time_s) else math.nan
-        row["dram_pct_of_measured"] = (row["dram_bytes_per_s"] / measured_dram_bytes_per_s * 100.0
-                                       if measured_dram_bytes_per_s else math.nan)
-        judge = row["dram_pct_of_measured"] if measured_dram_bytes_per_s else row["dram_pct_of_ncu_peak"]
-        row["limiter"] = _limiter(judge, row["sm_pct"], row["tensor_pct"])
+        measured = dram_pct_of_measured(row["dram_bytes"], time_s, measured_dram_bytes_per_s)
+        row["dram_pct_of_measured"] = math.nan if measured is None else measured
+        row["limiter"] = judge_limiter(measured, row["dram_pct_of_ncu_peak"], row["sm_pct"], row["tensor_pct"])
         rows.append(row)
     out = pd.DataFrame(rows)
     if len(out):
-        out = out.sort_values("op", key=lambda s: s.map(_op_key)).reset_index(drop=True)
+        out = out.sort_values("op", key=lambda s: s.map(op_order)).reset_index(drop=True)
         total = _nansum_strict(out["time_s"])
         out["time_share"] = out["time_s"] / total if total and math.isfinite(total) else math.nan
     return out
 
 
-def _none(x: Any) -> Any:
-    if x is None:
-        return None
-    if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(x) else None
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if x is pd.NA:
-        return None
-    return x
-
-
-def registry_gpu(device_name: str):
-    """The registry's GPU of a device name exactly as a report gives it, or None (the one call site).
-
-    Exact, never by substring: "NVIDIA GH200 480GB" is not the H200, "NVIDIA A10" not the A10G."""
-    from gpuprobe.specs import gpus
-
-    exact = getattr(gpus, "gpu_from_device_name", None)
-    if exact is not None:
-        return exact(device_name)
-    name = " ".join(str(device_name).split()).lower()
-    for spec in gpus.list_gpus():  # until the registry lists device names: its display name, or a model word
-        if name == spec.display_name.lower():
-            return spec
-        for pattern in spec.match:
-            m = re.search(pattern, device_name, re.IGNORECASE)
-            if m and (m.start() == 0 or not device_name[m.start() - 1].isalnum()) and \
-                    (m.end() == len(device_name) or not device_name[m.end()].isalnum()):
-                return spec
-    return None
-
-
 def resolve_gpu(gpu: Any, device_name: str | None):
-    """``--gpu`` (a registry name or a GPUSpec) when given, else the registry's entry of the report's device."""
-    from gpuprobe.specs.gpus import get_gpu
-
+    """``--gpu`` (a registry name or a GPUSpec) when given, else the registry's entry of the report's device,
+    matched exactly (never by substring: "NVIDIA GH200 480GB" is not the H200), or None."""
     if gpu is not None and not isinstance(gpu, str):
         return gpu
     if gpu:
         return get_gpu(gpu)
-    return registry_gpu(device_name) if device_name else None
+    return gpu_from_device_name(device_name) if device_name else None
 
 
 def report_roofs(df: pd.DataFrame, spec: Any, dtype: str, measured_dram_bytes_per_s: float | None = None):
@@ -251,7 +204,7 @@ def report_to_roofline(df: pd.DataFrame, *, gpu: Any = None, dtype: str = "bf16"
     point per op) or ``kernel`` (one point per launch, named ``op#id``).
     """
     from gpuprobe.errors import UserError
-    from gpuprobe.roofline.schema import LIMITER_RULE, RooflinePoint, RooflineResult, classify_bound, provenance
+    from gpuprobe.roofline.schema import LIMITER_RULE, RooflineResult, provenance
 
     if by not in ("op", "kernel"):
         raise UserError(f"--by must be 'op' or 'kernel', got '{by}'")
@@ -274,26 +227,16 @@ def report_to_roofline(df: pd.DataFrame, *, gpu: Any = None, dtype: str = "bf16"
                                kernel=kernels["kernel_key"],
                                n_kernels=1, layers_profiled=[None if pd.isna(x) else 1 for x in kernels["layer"]],
                                scaled=False)
-    points = []
-    for _, r in table.iterrows():
-        flops, nbytes, t = _none(r["flops"]), _none(r["dram_bytes"]), _none(r["time_s"])
-        kw = dict(
-            flops_executed=flops, flops_useful=None,
-            dram_read_bytes=_none(r["dram_read_bytes"]), dram_write_bytes=_none(r["dram_write_bytes"]),
-            dram_pct_of_measured=_none(r["dram_pct_of_measured"]),
-            dram_pct_of_ncu_peak=_none(r["dram_pct_of_ncu_peak"]),
-            sm_pct=_none(r["sm_pct"]), tensor_pct=_none(r["tensor_pct"]), limiter=_none(r["limiter"]),
-            layers_profiled=_none(r["layers_profiled"]), scaled=bool(r["scaled"]), n_kernels=int(r["n_kernels"]),
-        )
-        if by == "kernel":
-            kw["extra"] = {"kernel": r["kernel"], "kernel_id": _none(r["id"]), "kernel_op": r["op"].rsplit("#", 1)[0],
-                           "time_derived": bool(r["time_derived"])}
-        if by == "op" and include_kernels:
-            sub = kernels[kernels["op"] == r["op"]]
-            kw["kernels"] = [{k: _none(v) for k, v in k_row.items()} for k_row in sub.to_dict("records")]
-        intensity = flops / nbytes if flops is not None and nbytes else None
-        bound = classify_bound(intensity, ceilings) if intensity is not None and ceilings is not None else None
-        points.append(RooflinePoint(r["op"], batch, flops, nbytes, t, intensity, bound, **kw))
+    kernel_rows = ([{k: json_value(v) for k, v in row.items()} for row in kernels.to_dict("records")]
+                   if by == "op" and include_kernels else None)
+    rows = table.to_dict("records")
+    if by == "kernel":
+        for r in rows:
+            r.update(kernel_id=r.get("id"), kernel_op=str(r["op"]).rsplit("#", 1)[0],
+                     time_derived=bool(r.get("time_derived")))
+    points = op_points(rows, batch=batch, ceilings=ceilings, measured_dram_bytes_per_s=measured_dram_bytes_per_s,
+                       kernels=kernel_rows,
+                       row_extra=("kernel", "kernel_id", "kernel_op", "time_derived") if by == "kernel" else ())
 
     sm_hz = pd.to_numeric(df.get("sm_hz"), errors="coerce") if "sm_hz" in df else None
     dram_hz = pd.to_numeric(df.get("dram_hz"), errors="coerce") if "dram_hz" in df else None
@@ -304,10 +247,10 @@ def report_to_roofline(df: pd.DataFrame, *, gpu: Any = None, dtype: str = "bf16"
         cache_control=prof.get("cache_control"), replay_mode=prof.get("replay_mode"),
         nvtx_filter=prof.get("nvtx_include"),
         clocks_seen={
-            "sm_hz_median": _none(float(sm_hz.median())) if sm_hz is not None else None,
-            "sm_hz_min": _none(float(sm_hz.min())) if sm_hz is not None else None,
-            "sm_hz_max": _none(float(sm_hz.max())) if sm_hz is not None else None,
-            "dram_hz_median": _none(float(dram_hz.median())) if dram_hz is not None else None,
+            "sm_hz_median": json_value(float(sm_hz.median())) if sm_hz is not None else None,
+            "sm_hz_min": json_value(float(sm_hz.min())) if sm_hz is not None else None,
+            "sm_hz_max": json_value(float(sm_hz.max())) if sm_hz is not None else None,
+            "dram_hz_median": json_value(float(dram_hz.median())) if dram_hz is not None else None,
         },
         missing_metrics=list(df.attrs.get("missing", [])),
         ceilings_note=note,
@@ -323,15 +266,15 @@ def report_to_roofline(df: pd.DataFrame, *, gpu: Any = None, dtype: str = "bf16"
 
 
 def check_attention_reads(op_rows: pd.DataFrame, kv_read_bytes: float) -> dict[str, float | None]:
-    """Attention's DRAM reads and writes against the analytic KV bytes (reads vs reads, CONTRACTS.md section 3)."""
+    """Attention's DRAM reads and writes against the analytic KV bytes (reads vs reads, docs/contracts.md section 3)."""
     row = op_rows[op_rows["op"] == "attention"]
     if row.empty:
         return {"read_ratio": None, "dram_read_bytes": None, "dram_write_bytes": None}
     r = row.iloc[0]
-    reads = _none(r["dram_read_bytes"])
+    reads = json_value(r["dram_read_bytes"])
     return {"read_ratio": reads / kv_read_bytes if reads is not None and kv_read_bytes else None,
-            "dram_read_bytes": reads, "dram_write_bytes": _none(r["dram_write_bytes"])}
+            "dram_read_bytes": reads, "dram_write_bytes": json_value(r["dram_write_bytes"])}
 
 
 def ops_in_order(ops: Sequence[str]) -> list[str]:
-    return sorted(ops, key=_op_key)
+    return sorted(ops, key=op_order)

@@ -1,6 +1,6 @@
 """Counters -> FLOPs, bytes, times and percentages: the standard columns of a report table.
 
-Rules (CONTRACTS.md section 3):
+Rules (docs/contracts.md section 3):
 
 * tensor FLOPs are the tensor-path math-op counters ``sm__ops_path_tensor_src_{bf16_dst_fp32,fp16,
   tf32_dst_fp32}.sum`` (they count HGMMA and HMMA, 2 per multiply-add); never tensor *instruction*

@@ -1,6 +1,6 @@
 """Find and run Nsight Compute (``ncu``): command lines from metric sets, timeouts, clear faults.
 
-Defaults (CONTRACTS.md sections 2 and 7): ``--clock-control none`` (the card's clocks are left as
+Defaults (docs/contracts.md sections 2 and 7): ``--clock-control none`` (the card's clocks are left as
 they are; ``base`` locks them to base clock and must be asked for), ``--cache-control all`` (caches
 flushed before each kernel: DRAM bytes are cold-cache figures; recorded in the provenance),
 ``--target-processes all``, ``--nvtx`` on, ``--replay-mode kernel``.
@@ -14,12 +14,15 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from gpuprobe.errors import GpuprobeError, NotAvailable, UserError
+from gpuprobe.measure.children import run_child
+from gpuprobe.ncu import profile_meta_path
 from gpuprobe.ncu.metrics import get_metric_set
 from gpuprobe.ncu.nvtx_filter import check_expression
 
@@ -227,19 +230,10 @@ class ProfileResult:
 
 
 def _run(cmd: list[str], timeout_s: float | None, cwd: str | Path | None = None) -> tuple[int, str, bool]:
-    """Run, returning (exit status, combined output, timed_out); kills the whole process group on timeout."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            errors="replace", start_new_session=True, cwd=cwd)
-    try:
-        out, _ = proc.communicate(timeout=timeout_s)
-        return proc.returncode, out or "", False
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, 9)
-        except OSError:
-            proc.kill()
-        out, _ = proc.communicate()
-        return proc.returncode if proc.returncode is not None else -9, out or "", True
+    """Run, returning (exit status, combined output, timed_out); the whole process group is ended on a
+    timeout or Ctrl-C (:func:`gpuprobe.measure.children.run_child`)."""
+    r = run_child(cmd, timeout_s, cwd=cwd)
+    return r.returncode, r.output, r.timed_out
 
 
 def profile(command: list[str], out_rep: str | Path, metric_set: str = "roofline",
@@ -247,7 +241,8 @@ def profile(command: list[str], out_rep: str | Path, metric_set: str = "roofline
             kernel_name: str | None = None, launch_skip: int | None = None, launch_count: int | None = None,
             replay_mode: str = "kernel", clock_control: str = "none", cache_control: str = "all",
             extra_metrics: Sequence[str] = (), extra_args: Sequence[str] = (), timeout_s: float | None = None,
-            ncu: NcuInstall | str | Path | None = None, diagnose: bool = True) -> ProfileResult:
+            ncu: NcuInstall | str | Path | None = None,
+            diagnose: Callable[..., list[tuple[str, ...]]] | None = None) -> ProfileResult:
     """Profile ``command`` under ncu into ``out_rep`` (a ``.ncu-rep``) and check the outcome.
 
     Writes ``<name>.gpuprobe.json`` beside the report (ncu version, options, command) so readers
@@ -255,9 +250,12 @@ def profile(command: list[str], out_rep: str | Path, metric_set: str = "roofline
     :class:`CounterPermissionError` (with the fix) on ERR_NVGPUCTRPERM, :class:`NoKernelsProfiled`
     (with the filter and the NVTX ranges that were seen) when nothing matched, and :class:`NcuError`
     with the exit status and output tail when the target crashed or ran past ``timeout_s``.
-    """
-    from gpuprobe.ncu import profile_meta_path
 
+    ``diagnose``: when a filter matched nothing, a function ``(command, ncu, timeout_s=, launch_count=)``
+    returning the NVTX stacks the program opens, named in the error
+    (:func:`gpuprobe.ncu.diagnose.profile` passes :func:`gpuprobe.ncu.diagnose.seen_nvtx_stacks`);
+    None or False: no second run.
+    """
     opts = ProfileOptions(metric_set=metric_set, extra_metrics=tuple(extra_metrics),
                           nvtx_include=tuple(nvtx_include or ()), nvtx_exclude=tuple(nvtx_exclude or ()),
                           kernel_name=kernel_name, launch_skip=launch_skip, launch_count=launch_count,
@@ -282,7 +280,7 @@ def profile(command: list[str], out_rep: str | Path, metric_set: str = "roofline
         msg = f"no kernel matched the filter ({describe_filter(opts)})"
         if diagnose and (opts.nvtx_include or opts.nvtx_exclude):
             n = SEEN_LAUNCHES
-            seen = [s for s in seen_nvtx_stacks(command, inst, timeout_s=timeout_s, launch_count=n) if s]
+            seen = [s for s in diagnose(command, inst, timeout_s=timeout_s, launch_count=n) if s]
             if seen:
                 msg += "; NVTX push/pop stacks seen: " + "; ".join("/".join(s) + "/" for s in seen[:12])
             else:
@@ -313,33 +311,8 @@ def describe_filter(opts: ProfileOptions) -> str:
     return " ".join(parts) or "no filter"
 
 
-#: Kernels :func:`seen_nvtx_stacks` looks at when a filter matched nothing.
+#: Kernels a diagnosis (:func:`gpuprobe.ncu.diagnose.seen_nvtx_stacks`) looks at when a filter matched nothing.
 SEEN_LAUNCHES = 200
-
-
-def seen_nvtx_stacks(command: list[str], ncu: NcuInstall, timeout_s: float | None = None,
-                     launch_count: int = SEEN_LAUNCHES) -> list[tuple[str, ...]]:
-    """Distinct NVTX push/pop stacks around the first ``launch_count`` kernels (one cheap metric).
-
-    Runs the whole command once more under ncu: a program that launches many kernels before its
-    annotated part (warm-up steps) shows none of its ranges here; callers that know their ranges pass
-    ``diagnose=False`` to :func:`profile` instead."""
-    import tempfile
-
-    from gpuprobe.ncu.readers import read_report
-
-    with tempfile.TemporaryDirectory(prefix="gpuprobe-nvtx-") as tmp:
-        rep = Path(tmp) / "seen.ncu-rep"
-        cmd = [str(ncu.path), "--target-processes", "all", "--nvtx", "--metrics", "gpu__time_duration.sum",
-               "--launch-count", str(launch_count), "--force-overwrite", "--export", str(rep)[:-8]] + list(command)
-        _run(cmd, timeout_s)
-        if not rep.exists():
-            return []
-        try:
-            df = read_report(rep)
-        except GpuprobeError:
-            return []
-    return list(dict.fromkeys(tuple(s) for s in df["nvtx_stack"]))
 
 
 def import_raw_csv(report: str | Path, ncu: NcuInstall | str | Path | None = None, *, base_units: bool = True,
@@ -395,7 +368,6 @@ def check_counter_permission(ncu: NcuInstall | str | Path | None = None, timeout
     is_root = hasattr(os, "geteuid") and os.geteuid() == 0
     if _driver_restricts_profiling() and not is_root:
         return "failing", "driver has RmProfilingAdminOnly=1 and this user is not root: " + PERMISSION_FIX
-    import tempfile
 
     with tempfile.TemporaryDirectory(prefix="gpuprobe-perm-") as tmp:
         rep = Path(tmp) / "perm"

@@ -14,8 +14,8 @@ Modules, along the data flow: :mod:`~gpuprobe.nsys.sqlite_reader` (the export's 
 launch time, op and layer, CUDA graph alignment), :func:`gpuprobe.kernel_rules.classifier` (the kernel rule
 table), :mod:`~gpuprobe.nsys.table` (the per-kernel frame), :mod:`~gpuprobe.nsys.steps`
 (decode steps), :mod:`~gpuprobe.nsys.trace_roofline` (per-op roofline records), :mod:`~gpuprobe.nsys.runner`
-(nsys itself); for the command line :mod:`~gpuprobe.nsys.report` (``report`` on a trace),
-:mod:`~gpuprobe.nsys.profile` (``profile --nsys``), :mod:`~gpuprobe.nsys.engine_roofline` and
+(nsys itself); for the command line (in :mod:`gpuprobe.cli`: ``_nsys_report``, ``_nsys_profile``)
+and ``roofline --mode nsys``: :mod:`~gpuprobe.nsys.engine_roofline` and
 :mod:`~gpuprobe.nsys.engine_target` (``roofline --mode nsys``). docs/nsys.md tells the whole story.
 """
 from __future__ import annotations

@@ -9,10 +9,16 @@ assembly, figures and report.md are those of every measured roofline.
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+
+from gpuprobe.nsys.runner import require_nsys
+from gpuprobe.roofline.measured import measure_sweep
+from gpuprobe.roofline.plan import (SWEEP_FILE, RooflineOptions, cached_roofs, check_resume, plan_batches,
+                                    sweep_config)
 
 WORKER = "gpuprobe.nsys.engine_roofline:nsys_point"
 
@@ -45,40 +51,28 @@ def nsys_point(*, model: str, batch: int, context: int, dtype: str = "bf16", att
     rec["nsys"].update({"report": str(run.report), "command": run.command, "seconds": round(time.perf_counter() - t0, 3),
                         "nsys_version": tr.kernels.attrs.get("nsys_version"),
                         "aligned": sum(a["paired"] for a in align), "graph_kernels": sum(a["kernels"] for a in align)})
-    from gpuprobe.measure.point import _versions
+    from gpuprobe.measure.point import versions
 
-    rec["versions"] = {**_versions(), "device_name": tr.kernels.attrs.get("device_name")}
+    rec["versions"] = {**versions(), "device_name": tr.kernels.attrs.get("device_name")}
     return rec
 
 
-def run_nsys_roofline(args, *, spec, gpu, batches: Sequence[int], context: int, dtype: str) -> int:
-    """Sweep the batch sizes in nsys mode, then assemble and write every output."""
-    from gpuprobe.cli._common import output_dir
-    from gpuprobe.roofline.measured import check_resume, measure_sweep, sweep_config, SWEEP_FILE
-    from gpuprobe.nsys.runner import require_nsys
-
-    from gpuprobe.cli._common import DEFAULT_BATCHES
-    from gpuprobe.roofline.measured import plan_batches
-
+def run_nsys_roofline(options: RooflineOptions, *, spec, gpu, out: Path) -> int:
+    """Sweep the batch sizes in nsys mode (plan, sweep, assemble, write: those of every measured roofline)."""
     require_nsys()
-    explicit = str(args.batch) != ",".join(map(str, DEFAULT_BATCHES))
-    batches, note = plan_batches(batches, spec, gpu, context, dtype, explicit=explicit)
-    attention = getattr(args, "attention", None)
-    config = sweep_config(args.model, context=context, dtype=dtype, attention=attention, mode="nsys",
-                          layers="all", batches=batches)
-    if getattr(args, "resume", None):
-        out = Path(args.resume)
+    batches, note = plan_batches(options.batches, spec, gpu, options.context, options.dtype,
+                                 explicit=options.batches_given)
+    config = sweep_config(options.model, context=options.context, dtype=options.dtype, attention=options.attention,
+                          mode="nsys", layers="all", batches=batches)
+    if options.resume:
         check_resume(out, config)
-    else:
-        out = output_dir(args.out, f"roofline-{spec.name}")
-    import json
-
     (out / SWEEP_FILE).write_text(json.dumps(config, indent=2) + "\n")
     print(f"gpuprobe roofline: NSYS mode: kernel times of graph-replayed steps traced by Nsight Systems, "
           f"analytic bytes and FLOPs, no counters; writing to {out}", flush=True)
     if note:
         print(note, flush=True)
-    points = [{"model": args.model, "batch": int(b), "context": int(context), "dtype": dtype, "attention": attention,
-               "out_dir": str(out.resolve())} for b in batches]
-    return measure_sweep(points, out, spec=spec, gpu=gpu, dtype=dtype, config=config,
-                         resume=bool(getattr(args, "resume", None)), worker=WORKER, point_timeout_s=600.0)
+    points = [{"model": options.model, "batch": int(b), "context": int(options.context), "dtype": options.dtype,
+               "attention": options.attention, "out_dir": str(out.resolve())} for b in batches]
+    return measure_sweep(points, out, spec=spec, gpu=gpu, dtype=options.dtype, config=config,
+                         resume=bool(options.resume), worker=WORKER, point_timeout_s=600.0,
+                         extra_roofs=cached_roofs(gpu, options.dtype, options.use_cached_roofs))

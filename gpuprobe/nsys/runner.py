@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from gpuprobe.errors import NotAvailable, UserError
+from gpuprobe.measure.children import run_child
 
 GET_NSYS = ("Nsight Systems is not installed (no `nsys` on PATH, in $CUDA_HOME/bin or /opt/nvidia/nsight-systems); "
             "install it (https://developer.nvidia.com/nsight-systems) or export the report where it is: "
@@ -64,8 +65,6 @@ def _tail(text: str, n: int = 400) -> str:
 
 def export_sqlite(rep: str | Path, nsys: str | Path | None = None, timeout_s: float = 600) -> Path:
     """``R.nsys-rep`` -> ``R.sqlite`` beside it (reused when newer than the report)."""
-    from gpuprobe.ncu.runner import _run  # the one child runner that ends its whole process group
-
     rep = Path(rep)
     if not rep.is_file():
         raise UserError(f"'{rep}': no such file")
@@ -78,8 +77,9 @@ def export_sqlite(rep: str | Path, nsys: str | Path | None = None, timeout_s: fl
         raise NotAvailable(f"'{rep}' is an Nsight Systems report and no nsys is here to export it: run "
                            f"`nsys export --type sqlite -o {out.name} {rep.name}` where nsys is installed, "
                            f"then `gpuprobe report {out.name}`") from None
-    code, text, timed_out = _run([str(exe), "export", "--type", "sqlite", "--force-overwrite", "true",
-                                  "-o", str(out), str(rep)], timeout_s)
+    r = run_child([str(exe), "export", "--type", "sqlite", "--force-overwrite", "true", "-o", str(out), str(rep)],
+                  timeout_s)
+    code, text, timed_out = r.returncode, r.output, r.timed_out
     if code != 0 or not out.is_file():
         why = "timed out" if timed_out else f"exit {code}"
         raise UserError(f"nsys export of '{rep}' failed ({why}): {_tail(text)}")
@@ -116,13 +116,12 @@ def profile(command: Sequence[str], out_stem: str | Path, *, capture_range: str 
             nvtx_capture: str | None = None, timeout_s: float | None = None,
             nsys: str | Path | None = None) -> NsysRun:
     """Run ``command`` under nsys into ``out_stem.nsys-rep`` and export ``out_stem.sqlite``."""
-    from gpuprobe.ncu.runner import _run
-
     exe = require_nsys(nsys)
     stem = Path(out_stem)
     cmd = profile_command(exe, command, stem, capture_range=capture_range, nvtx_capture=nvtx_capture)
     t0 = time.perf_counter()
-    code, text, timed_out = _run(cmd, timeout_s)
+    r = run_child(cmd, timeout_s)
+    code, text, timed_out = r.returncode, r.output, r.timed_out
     rep = stem.with_name(stem.name + ".nsys-rep")
     if timed_out or not rep.is_file():
         why = "timed out" if timed_out else f"exit {code}, no report written"

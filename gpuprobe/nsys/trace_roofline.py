@@ -2,7 +2,7 @@
 
 Steps are grouped by batch (from ``--batch``, else the step ranges' names: ``decode b=64 c=1024``);
 each group becomes one record of the measured-roofline sweep format, with mode ``nsys``, and goes
-through the same assembly as timing mode (:func:`gpuprobe.roofline.measured.assemble_result`): so
+through the same assembly as timing mode (:func:`gpuprobe.roofline.assemble.assemble_result`): so
 ``roofline.json``, its CSV, the figures and ``report.md`` come out as for any measured roofline, and
 ``advise --from`` and ``diff`` read them. Per op, ``time_s`` is the median over the group's steps of
 the op's summed kernel time in a step (all layers), the DRAM % is the cost model's minimum bytes over
@@ -82,7 +82,8 @@ def trace_roofline(stats: StepStats, *, spec, gpu, dtype: str = "bf16", batch: i
                    nsys_version: str | None = None):
     """:class:`~gpuprobe.roofline.RooflineResult` (mode ``nsys``) of a trace's steps."""
     from gpuprobe.ops import OPS
-    from gpuprobe.roofline.measured import GROUP_MEMBERS, assemble_result
+    from gpuprobe.ops import CLASS_MEMBERS, GROUP_MEMBERS
+    from gpuprobe.roofline.assemble import assemble_result
 
     records = trace_records(stats, batch=batch, context=context, device_name=device_name, source=source)
     result = assemble_result(records, spec=spec, gpu=gpu, dtype=dtype, copy_bw=copy_bw, copy_source=copy_source,
@@ -95,7 +96,7 @@ def trace_roofline(stats: StepStats, *, spec, gpu, dtype: str = "bf16", batch: i
             if p.dram_pct_of_measured is None and p.limiter == "latency":
                 p.limiter = None
         result.provenance["limiter_note"] = NO_COPY_BANDWIDTH
-    modelled = set(OPS) | set(GROUP_MEMBERS)
+    modelled = set(OPS) | set(GROUP_MEMBERS) | set(CLASS_MEMBERS)
     unattributed = {op: t for op, t in stats.op_median_s.items() if op not in modelled}
     result.extra["nsys"] = {"source": source, "summary": stats.summary,
                             "unattributed_s": dict(sorted(unattributed.items(), key=lambda kv: -kv[1])),

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from gpuprobe.ops import GEMM_OPS, OPS
+from gpuprobe.ops import GEMM_OPS, GROUPS, op_order
 from gpuprobe.roofline.schema import RooflinePoint, RooflineResult
 
 _WORD = {"memory": "memory-bound", "compute": "compute-bound",
@@ -28,13 +28,9 @@ def _f(x: float | None, fmt: str = ".0f", none: str = "n/a") -> str:
     return none if x is None else format(x, fmt)
 
 
-def _order(op: str) -> tuple[int, str]:
-    return (OPS.index(op), op) if op in OPS else (len(OPS), op)
-
-
 def _major_ops(result: RooflineResult) -> list[str]:
     ops = {p.op for p in result.points}
-    return sorted((o for o in ops if o == "attention" or o in GEMM_OPS or o in ("mlp", "attn_block")), key=_order)
+    return sorted((o for o in ops if o == "attention" or o in GEMM_OPS or o in GROUPS), key=op_order)
 
 
 def verdict(p: RooflinePoint, mode: str) -> str:
@@ -81,7 +77,7 @@ def attention_claim(result: RooflineResult) -> str | None:
 def gemm_trend(result: RooflineResult) -> list[str]:
     """Intensity of each GEMM from the smallest to the largest batch, and where it crosses the ridge."""
     lines = []
-    for op, pts in sorted(result.points_by_op().items(), key=lambda kv: _order(kv[0])):
+    for op, pts in sorted(result.points_by_op().items(), key=lambda kv: op_order(kv[0])):
         if op not in GEMM_OPS and op != "mlp":
             continue
         pts = [p for p in pts if p.intensity is not None]
@@ -130,7 +126,7 @@ def _step_table(result: RooflineResult) -> list[str]:
 def _op_table(result: RooflineResult, batch: int) -> list[str]:
     rows = ["| op | time | DRAM % (measured) | DRAM % (ncu peak) | SM % | tensor % | intensity | bound | "
             "limiter | executed/useful FLOPs | kernels | scaled |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for p in sorted((p for p in result.points if p.batch == batch), key=lambda p: _order(p.op)):
+    for p in sorted((p for p in result.points if p.batch == batch), key=lambda p: op_order(p.op)):
         pad = p.flops_executed / p.flops_useful if p.flops_executed is not None and p.flops_useful else None
         t = p.time_s
         rows.append(f"| {p.op} | {_f(t * 1e6 if t else None, '.1f')} µs | {_f(p.dram_pct_of_measured)} | "

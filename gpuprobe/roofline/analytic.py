@@ -14,7 +14,7 @@ def analytic_roofline(spec: ModelSpec, gpu: GPUSpec, batches: Sequence[int], con
     """One point per op per batch; each op's time is ``max(flops/peak, bytes/bandwidth)``.
 
     ``extra_roofs`` (e.g. cached measured ceilings) join the datasheet roofs; the ceilings that
-    decide ``bound`` prefer measured roofs (CONTRACTS.md section 2).
+    decide ``bound`` prefer measured roofs (docs/contracts.md section 2).
     """
     dtype = normalize_dtype(dtype)
     gpu.require_tensor_flops(dtype)  # one line when the GPU has no such peak (bf16 on V100, T4)

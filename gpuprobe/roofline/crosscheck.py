@@ -1,4 +1,4 @@
-"""Cross-checks of counter figures against the analytic cost model (CONTRACTS.md section 3).
+"""Cross-checks of counter figures against the analytic cost model (docs/contracts.md section 3).
 
 Two checks, each a ratio ``measured / expected`` over one whole decode step (per-layer counters
 already scaled to the step):
@@ -25,22 +25,15 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Mapping
 
 from gpuprobe.specs.gpus import DTYPE_BYTES, normalize_dtype
+from gpuprobe.ops import GROUP_MEMBERS, STEP_OPS, gemm_shapes
 from gpuprobe.specs.models import ModelSpec
 
 #: A ratio further than this from 1 is flagged.
 TOLERANCE = 0.10
 
-#: The GEMMs of each op or group: (name, K, N) as functions of the spec; M is the batch.
-_GEMMS = {
-    "qkv_proj": lambda s: [("qkv_proj", s.hidden_size, s.qkv_size)],
-    "o_proj": lambda s: [("o_proj", s.q_size, s.hidden_size)],
-    "gate_up_proj": lambda s: [("gate_up_proj", s.hidden_size, s.gate_up_size)],
-    "down_proj": lambda s: [("down_proj", s.intermediate_size, s.hidden_size)],
-    "lm_head": lambda s: [("lm_head", s.hidden_size, s.vocab_size)],
-    "mlp": lambda s: [("gate_up_proj", s.hidden_size, s.gate_up_size),
-                      ("down_proj", s.intermediate_size, s.hidden_size)],
-}
-_STEP_ONLY = frozenset({"lm_head"})
+#: Groups whose counted FLOPs are those of their weight GEMMs (``attn_block`` also counts attention's
+#: matmuls, so it is not checked against GEMM shapes).
+_GEMM_GROUPS = ("mlp",)
 
 
 @dataclass(frozen=True)
@@ -73,11 +66,13 @@ class CrossCheck:
 def gemm_flops(spec: ModelSpec, op: str, batch: int) -> float | None:
     """``2·M·N·K`` summed over the GEMMs of ``op`` (an op or the ``mlp`` group) in one step; None if
     ``op`` holds no weight GEMM."""
-    shapes = _GEMMS.get(op)
-    if shapes is None:
+    shapes = gemm_shapes(spec)
+    members = GROUP_MEMBERS[op] if op in _GEMM_GROUPS else (op,)
+    gemms = [shapes[m] for m in members if m in shapes]
+    if not gemms:
         return None
-    layers = 1 if op in _STEP_ONLY else spec.num_layers
-    return float(sum(2 * batch * k * n for _, k, n in shapes(spec)) * layers)
+    layers = 1 if op in STEP_OPS else spec.num_layers
+    return float(sum(2 * batch * k * n for k, n in gemms) * layers)
 
 
 def attention_bytes(spec: ModelSpec, batch: int, context: int, dtype: str) -> tuple[float, float]:
@@ -120,7 +115,7 @@ def check_point(op: str, batch: int, *, spec: ModelSpec, context: int, dtype: st
         r = _ratio(dram_write_bytes, written)
         note = ("writes match the output bytes" if not _off(r, tol) else
                 "writes include L2 write-backs of earlier kernels' data, charged to the kernel that evicts "
-                "them (CONTRACTS.md section 3): compare reads for the claim" if r is not None else
+                "them (docs/contracts.md section 3): compare reads for the claim" if r is not None else
                 "no DRAM write counter in the report")
         out.append(CrossCheck("attention_dram_write", op, batch, dram_write_bytes, written, r,
                               _off(r, tol), note))

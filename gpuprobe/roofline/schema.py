@@ -1,7 +1,7 @@
 """Roofline points, bound and limiter classes, and the ``roofline.json`` contract (schema_version 1).
 
 Every mode (``analytic``, ``timing``, ``ncu``) produces a :class:`RooflineResult`; ``write`` stores
-``roofline.json`` and ``roofline.csv``. Field names and meanings are fixed by CONTRACTS.md
+``roofline.json`` and ``roofline.csv``. Field names and meanings are fixed by docs/contracts.md
 section 2: add fields freely, never rename. Each point is one op summed over all layers of one
 decode step at one batch size; times in seconds, bytes in bytes, FLOPs in FLOPs.
 """
@@ -19,6 +19,8 @@ from typing import Any, Iterable
 
 from gpuprobe import __version__
 from gpuprobe.errors import UserError
+from gpuprobe.jsonsafe import dumps, json_default
+from gpuprobe.specs.gpus import normalize_dtype
 
 SCHEMA_VERSION = 1
 MODES = ("analytic", "timing", "ncu", "nsys")
@@ -83,8 +85,6 @@ def datasheet_roofs(gpu, dtype: str) -> list[Roof]:
 
 
 def compute_roof_name(dtype: str) -> str:
-    from gpuprobe.specs.gpus import normalize_dtype
-
     d = normalize_dtype(dtype)
     return "fp32" if d == "fp32" else f"tensor_{d}"
 
@@ -249,7 +249,7 @@ class RooflineResult:
 
     def to_json(self) -> str:
         """``roofline.json``'s text: strict JSON (a missing or non-finite value is ``null``, never NaN)."""
-        return json.dumps(self.to_dict(), indent=2, default=_json_default, allow_nan=False)
+        return dumps(self.to_dict(), indent=2)
 
     def write(self, out_dir: str | Path) -> tuple[Path, Path]:
         """Write ``roofline.json`` and ``roofline.csv`` into ``out_dir``; returns their paths."""
@@ -278,14 +278,8 @@ class RooflineResult:
         return out
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    if hasattr(o, "item"):
-        return o.item()
-    if isinstance(o, (set, tuple)):
-        return list(o)
-    return str(o)
+#: ``json.dumps(default=...)`` of roofline results (the one in :mod:`gpuprobe.jsonsafe`).
+_json_default = json_default
 
 
 def git_sha() -> str | None:

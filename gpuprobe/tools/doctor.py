@@ -14,13 +14,19 @@ import importlib
 import importlib.metadata
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+
+import gpuprobe
+from gpuprobe import __version__
+from gpuprobe.measure.telemetry import device_handle
+from gpuprobe.ncu import runner as ncu_runner
+from gpuprobe.specs.gpus import match_device_name
 
 OK, MISSING, FAILING = "ok", "missing", "failing"
 STATUSES = (OK, MISSING, FAILING)
@@ -30,10 +36,6 @@ COUNTER_PERMISSION_FIX = (
     "GPU performance counters are restricted to admin users: run ncu as root (or with sudo), or have an "
     "admin set `options nvidia NVreg_RestrictProfilingToAdminUsers=0` in /etc/modprobe.d/ and reload the "
     "driver; in a container, start it with --cap-add=SYS_ADMIN"
-)
-NCU_FIX = (
-    "install Nsight Compute (it ships with the CUDA toolkit) and put the folder holding `ncu` on PATH; "
-    "without it the ncu mode is unavailable, and `gpuprobe report` still reads .ncu-rep/CSV files made elsewhere"
 )
 CSV_HINT = "ncu --import R.ncu-rep --csv --page raw --print-units base"
 NO_GPU_NOTE = "analytic and report modes work without a GPU"
@@ -91,8 +93,6 @@ class Report:
         return {i.name: i.status for i in self.items}
 
     def to_dict(self) -> dict[str, Any]:
-        from gpuprobe import __version__
-
         return {
             "gpuprobe": __version__,
             "python": platform.python_version(),
@@ -134,8 +134,6 @@ def _import(module: str) -> tuple[Any | None, str]:
 
 
 def _probe_python() -> list[Item]:
-    import gpuprobe
-
     items = [Item("python", "python", OK, f"{platform.python_version()} ({sys.executable})",
                   data={"version": platform.python_version(), "executable": sys.executable})]
     if sys.version_info < (3, 10):
@@ -191,8 +189,6 @@ def _probe_packages(ncu_path: str | None) -> list[Item]:
 
 def _probe_launcher_toolchain() -> Item:
     """Triton builds a small C launcher per kernel at first use: it needs a C compiler and Python.h."""
-    import sysconfig
-
     cc = os.environ.get("CC") or next((c for c in ("gcc", "clang", "cc") if shutil.which(c)), None)
     header = Path(sysconfig.get_paths().get("include") or "") / "Python.h"
     missing = [what for what, ok in (("a C compiler (gcc, clang or $CC)", cc), ("Python.h", header.is_file()))
@@ -237,15 +233,9 @@ def _nvml() -> tuple[Any | None, Any | None, str]:
     except Exception as e:
         return pynvml, None, f"NVML does not start: {_nvml_error(e)}"
     try:
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
-        if visible.startswith(("GPU-", "MIG-")):
-            handle = pynvml.nvmlDeviceGetHandleByUUID(visible)
-        else:
-            index = int(visible) if visible.isdigit() else 0
-            if pynvml.nvmlDeviceGetCount() <= index:
-                return pynvml, None, "NVML sees no GPU"
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-        return pynvml, handle, ""
+        return pynvml, device_handle(pynvml), ""
+    except LookupError as e:
+        return pynvml, None, str(e)
     except Exception as e:
         return pynvml, None, f"NVML finds no device: {_nvml_error(e)}"
 
@@ -306,8 +296,6 @@ def _probe_cuda(torch: Any | None, cuda: bool, nvml: tuple[Any, Any, str]) -> li
         items.append(Item("gpu", "gpu", MISSING, "no NVIDIA GPU found (neither torch nor NVML sees one)",
                           f"run on a GPU node; {NO_GPU_NOTE}"))
     else:
-        from gpuprobe.specs.gpus import match_device_name
-
         spec = match_device_name(gpu["name"])
         gpu["registry"] = spec.name if spec else None
         parts = [gpu["name"], f"sm_{gpu['compute_capability'].replace('.', '')}" if gpu["compute_capability"] else None,
@@ -431,33 +419,13 @@ def _probe_busy(pynvml: Any, handle: Any) -> Item:
 
 
 def _find_ncu() -> tuple[str | None, str | None]:
-    """(ncu's path, its version): the Nsight Compute module's lookup, else PATH and the usual folders."""
-    try:
-        from gpuprobe.ncu.runner import find_ncu
-    except Exception:
-        find_ncu = None
-    if find_ncu is not None:
-        try:
-            found = find_ncu()
-            return (str(found.path), found.version) if found else (None, None)
-        except Exception:
-            pass
-    found = shutil.which("ncu")
-    if found:
-        return found, None
-    candidates = [Path(os.environ[v]) / "bin" / "ncu" for v in ("CUDA_HOME", "CUDA_PATH") if os.environ.get(v)]
-    candidates += sorted(Path("/usr/local").glob("cuda*/bin/ncu"), reverse=True)
-    candidates += sorted(Path("/opt/nvidia/nsight-compute").glob("*/ncu"), reverse=True)
-    return next((str(c) for c in candidates if c.is_file() and os.access(c, os.X_OK)), None), None
+    """(ncu's path, its version): :func:`gpuprobe.ncu.runner.find_ncu`, the one lookup."""
+    found = ncu_runner.find_ncu()
+    return (str(found.path), found.version) if found else (None, None)
 
 
 def _ncu_fix() -> str:
-    try:
-        from gpuprobe.ncu.runner import GET_NCU
-
-        return GET_NCU
-    except Exception:
-        return NCU_FIX
+    return ncu_runner.GET_NCU
 
 
 def _probe_ncu(ncu: str | None, version: str | None, cuda: bool, probe_counters: bool,
@@ -467,9 +435,7 @@ def _probe_ncu(ncu: str | None, version: str | None, cuda: bool, probe_counters:
                      "/opt/nvidia/nsight-compute", _ncu_fix()),
                 Item("ncu", "counter_permission", MISSING, "needs ncu", "see the ncu line")]
     if version is None:
-        out = _run([ncu, "--version"], timeout=30)
-        m = re.search(r"Version\s+(\d+(?:\.\d+)+)", out[1]) if out is not None and out[0] == 0 else None
-        version = m.group(1) if m else None
+        version = ncu_runner.ncu_version(ncu)
     items = [Item("ncu", "ncu", OK if version else FAILING,
                   f"{ncu}, version {version}" if version else f"{ncu}: `ncu --version` failed",
                   "" if version else "check the Nsight Compute install", data={"path": ncu, "version": version})]
@@ -484,12 +450,7 @@ def _probe_counters(ncu: str, cuda: bool, probe_counters: bool, timeout_s: float
     if not probe_counters:
         return Item("ncu", name, MISSING, "not checked (quick run)", "run `gpuprobe doctor` without --quick")
     try:
-        from gpuprobe.ncu.runner import check_counter_permission
-    except Exception as e:
-        return Item("ncu", name, MISSING, f"cannot check: gpuprobe.ncu.runner does not import ({e})",
-                    "reinstall gpuprobe with its ncu module")
-    try:
-        return _counter_item(check_counter_permission(ncu, timeout_s=timeout_s))
+        return _counter_item(ncu_runner.check_counter_permission(ncu, timeout_s=timeout_s))
     except Exception as e:  # noqa: BLE001
         return _counter_item_from_error(e)
 

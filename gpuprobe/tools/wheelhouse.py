@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+import gpuprobe
 from gpuprobe.errors import UserError
 
 #: Extras a node gets by default: Nsight Compute report reading and NVTX, and NVML telemetry.
@@ -71,8 +72,6 @@ def expand_platforms(platforms: Sequence[str]) -> list[str]:
 
 def find_source(source: str | Path | None = None) -> Path:
     """gpuprobe's source tree (the folder holding its pyproject.toml)."""
-    import gpuprobe
-
     candidates = [Path(source)] if source else [Path(gpuprobe.__file__).resolve().parent.parent, Path.cwd()]
     for c in candidates:
         pyproject = c / "pyproject.toml"

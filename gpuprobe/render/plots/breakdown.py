@@ -10,7 +10,7 @@ from pathlib import Path
 
 from matplotlib.colors import to_rgb
 
-from gpuprobe.ops import OPS
+from gpuprobe.ops import op_order
 from gpuprobe.render.plots.style import new_figure, op_color
 from gpuprobe.roofline.schema import RooflineResult
 
@@ -33,15 +33,11 @@ def _text_color(color: str) -> str:
     return "white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "black"
 
 
-def _order(op: str) -> tuple[int, str]:
-    return (OPS.index(op), op) if op in OPS else (len(OPS), op)
-
-
 def plot_time_breakdown(result: RooflineResult, path: str | Path) -> Path:
     """Stacked shares (0-100%) per batch, one colour per op; the step time (ms) above each bar."""
     times, source = op_times_by_batch(result)
     batches = sorted(times)
-    ops = sorted({op for t in times.values() for op in t}, key=_order)
+    ops = sorted({op for t in times.values() for op in t}, key=op_order)
     fig = new_figure(figsize=(11, 5.5), dpi=120)
     ax = fig.subplots()
     xs = list(range(len(batches)))

@@ -1,40 +1,54 @@
-"""``throughput.png`` of a measured roofline: tokens/s against batch, CUDA-graph replay and eager steps.
+"""Throughput figures: tokens/s against batch, one line per series (CUDA-graph replay, eager, compiled).
 
-The figure itself is the decode engine's (:func:`gpuprobe.measure.throughput.plot_throughput`, the one
-throughput plot of the project); this module turns roofline.json's ``steps`` into its rows.
+:func:`plot_throughput` draws rows of ``gpuprobe throughput`` (:func:`gpuprobe.measure.throughput.rows_from_records`)
+and of a measured roofline (:func:`gpuprobe.roofline.assemble.throughput_rows`); the one throughput plot
+of the project.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from gpuprobe.render.plots.style import new_figure
+from gpuprobe.roofline.assemble import throughput_rows
 from gpuprobe.roofline.schema import RooflineResult
 
-_MODES = (("graph", "graph_tokens_per_s", "graph_step_s"), ("eager", "eager_tokens_per_s", "eager_step_s"))
+
+def series(row: dict[str, Any]) -> str:
+    """A row's line in tables and plots: ``graph``, ``eager``, ``graph+compile``, ``eager+compile``."""
+    return f"{row.get('mode') or ''}{'+compile' if row.get('compiled') else ''}"
 
 
-def throughput_rows(result: RooflineResult) -> list[dict[str, Any]]:
-    """One row per batch and mode (``graph``, ``eager``) that was measured; failed points as failed rows."""
-    rows: list[dict[str, Any]] = []
-    common = {"model": result.model, "context": result.context, "dtype": result.dtype,
-              "attention": result.extra.get("attention")}
-    steps = sorted(result.extra.get("steps", []), key=lambda s: s.get("batch") or 0)
-    for mode, tps_key, step_key in _MODES:
-        if not any(s.get(tps_key) for s in steps):
-            continue
-        for s in steps:
-            ok = s.get("status") == "ok" and s.get(tps_key)
-            rows.append({**common, "batch": s.get("batch"), "mode": mode,
-                         "tokens_per_s": s.get(tps_key) if ok else None,
-                         "step_latency_s": s.get(step_key) if ok else None,
-                         "status": "ok" if ok else (s.get("status") or "failed"), "reason": s.get("reason")})
-    return rows
+def plot_throughput(rows: list[dict[str, Any]], path: str | Path) -> Path:
+    """Tokens/s against batch (log-log), one line per :func:`series`; out-of-memory batches marked on the axis."""
+    fig = new_figure(figsize=(6.4, 4.2))
+    ax = fig.subplots()
+    for line in sorted({series(r) for r in rows if r["mode"]}):
+        ok = [r for r in rows if series(r) == line and r["status"] == "ok"]
+        if ok:
+            ax.plot([r["batch"] for r in ok], [r["tokens_per_s"] for r in ok], marker="o", label=line)
+        bad = [r for r in rows if series(r) == line and r["status"] != "ok"]
+        for r in bad:
+            ax.axvline(r["batch"], color="tab:red", alpha=0.3, ls="--")
+            ax.annotate(r["status"], (r["batch"], 0.02), xycoords=("data", "axes fraction"), color="tab:red",
+                        fontsize=8, rotation=90)
+    first = rows[0] if rows else {}
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("tokens / s")
+    ax.set_title(f"{first.get('model')}  context {first.get('context')}  {first.get('dtype')}  "
+                 f"attention {first.get('attention')}", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return Path(path)
 
 
 def plot_result_throughput(result: RooflineResult, path: str | Path) -> Path | None:
-    """The throughput figure of a measured roofline; None when it recorded no step times."""
-    from gpuprobe.measure.throughput import plot_throughput
-
+    """``throughput.png`` of a measured roofline; None when it recorded no step times."""
     rows = throughput_rows(result)
     if not any(r["status"] == "ok" for r in rows):
         return None

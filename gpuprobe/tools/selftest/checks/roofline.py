@@ -101,7 +101,7 @@ def ensure_roofline_json(out: Path, *, spec, gpu, dtype: str, config: dict[str, 
     """``out/roofline.json`` from whatever the sweep recorded (failed points listed with their reasons),
     when the sweep itself did not write it (no point finished, or its assembly failed)."""
     from gpuprobe.measure.sweep import read_results
-    from gpuprobe.roofline.measured import assemble_result
+    from gpuprobe.roofline.assemble import assemble_result
 
     path = out / "roofline.json"
     if path.exists():

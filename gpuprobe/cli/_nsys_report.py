@@ -103,7 +103,7 @@ def run_trace_report(args: argparse.Namespace) -> int:
 
 def _roofline(trace, stats, args) -> int:
     from gpuprobe.roofline.schema import _json_default
-    from gpuprobe.roofline.measured import cached_roofs
+    from gpuprobe.roofline.plan import cached_roofs
     from gpuprobe.specs.gpus import DEFAULT_GPU, get_gpu, match_device_name
     from gpuprobe.specs.models import load_model_spec
     from gpuprobe.nsys.trace_roofline import trace_roofline
@@ -124,7 +124,7 @@ def _roofline(trace, stats, args) -> int:
     from gpuprobe.cli._common import output_dir
     from gpuprobe.render.report_md import verdict_lines
     from gpuprobe.render.tables import print_roofline_table
-    from gpuprobe.roofline.measured import write_outputs
+    from gpuprobe.roofline.outputs import write_outputs
 
     print_tables(trace, stats, args.by)
     print_roofline_table(result)

@@ -28,7 +28,7 @@ def run_nsys_profile(args: argparse.Namespace, cmd: list[str]) -> int:
     """Trace ``cmd`` into ``DIR/NAME.nsys-rep`` and ``DIR/NAME.sqlite`` (``DIR/NAME.gpuprobe.json``: the nsys
     command line), then print the report of the trace."""
     from gpuprobe.cli._common import output_dir
-    from gpuprobe.nsys.report import run_trace_report
+    from gpuprobe.cli._nsys_report import run_trace_report
     from gpuprobe.nsys.runner import profile, require_nsys
 
     if args.capture_range == "nvtx" and not args.nvtx_capture:

@@ -1,0 +1,69 @@
+"""Child processes that end with their whole process group (docs/contracts.md section 6).
+
+Every child gpuprobe starts (a sweep point, ncu and the program it profiles, a replica) runs in a new
+session, so that it and everything it starts form one process group; :func:`end_group` ends that
+group (SIGTERM, then SIGKILL after a grace period), never just the one process, and :func:`run_child`
+does so on a timeout and on Ctrl-C alike.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+
+@dataclass(frozen=True)
+class ChildResult:
+    """How a child ended: exit status (negative: the signal that ended it), output, whether it ran out of time."""
+
+    returncode: int
+    output: str
+    timed_out: bool
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            proc.send_signal(sig)
+        except (ProcessLookupError, OSError):
+            pass
+
+
+def end_group(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
+    """End a child started in its own session and its whole process group: SIGTERM, then SIGKILL
+    after ``grace_s``; returns once the child itself has exited. The group is signalled even when the
+    child has already exited (what it started may still run)."""
+    _signal_group(proc, signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    _signal_group(proc, signal.SIGKILL)
+    proc.wait()
+
+
+def start_child(cmd: Sequence[str], **popen_kw) -> subprocess.Popen:
+    """``subprocess.Popen`` of ``cmd`` in a new session (its own process group, for :func:`end_group`)."""
+    return subprocess.Popen(list(cmd), start_new_session=True, **popen_kw)
+
+
+def run_child(cmd: Sequence[str], timeout_s: float | None, *, env: Mapping[str, str] | None = None,
+              cwd: str | os.PathLike | None = None, grace_s: float = 5.0) -> ChildResult:
+    """Run ``cmd`` to the end or to ``timeout_s``; stdout and stderr together as text. On a timeout, and on
+    any exception here (Ctrl-C), the child's whole process group is ended (:func:`end_group`)."""
+    proc = start_child(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                       env=dict(env) if env is not None else None, cwd=cwd)
+    try:
+        out, _ = proc.communicate(timeout=timeout_s)
+        return ChildResult(proc.returncode, out or "", False)
+    except subprocess.TimeoutExpired:
+        end_group(proc, grace_s)
+        out, _ = proc.communicate()
+        return ChildResult(proc.returncode if proc.returncode is not None else -signal.SIGKILL, out or "", True)
+    except BaseException:
+        end_group(proc, grace_s)
+        raise
