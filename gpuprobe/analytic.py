@@ -26,6 +26,13 @@ from gpuprobe.specs.gpus import DTYPE_BYTES, GPUSpec, normalize_dtype
 from gpuprobe.specs.models import ModelSpec
 
 ID_BYTES = 8
+#: How the engine runs a layer's elementwise work (docs/engine.md): the project's fused Triton kernels
+#: (the default) or PyTorch's one-op-per-kernel ops. The analytic model follows the same kernels.
+KERNEL_MODES = ("fused", "unfused")
+DEFAULT_KERNELS = "fused"
+#: Ops that launch no kernel of their own in fused mode: their work runs inside a neighbour's kernel
+#: (``residual_add`` in the next norm, ``rope`` in ``kv_write``).
+FUSED_AWAY_OPS = frozenset({"residual_add", "rope"})
 #: Ops that run on tensor cores (their compute roof is the dtype's tensor peak).
 TENSOR_OPS = frozenset(GEMM_OPS | {"attention"})
 #: Share of GPU memory a serving engine may use for weights + KV cache (vLLM's default is 0.9).
