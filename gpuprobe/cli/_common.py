@@ -9,6 +9,7 @@ from pathlib import Path
 from gpuprobe.errors import UserError
 
 ATTENTION_BACKENDS = ("triton", "sdpa-dense", "torch")
+KERNEL_MODES = ("fused", "unfused")  # gpuprobe.analytic.KERNEL_MODES (kept import-free here)
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
@@ -76,6 +77,12 @@ def add_attention_argument(p: argparse.ArgumentParser, default: str | None = Non
     p.add_argument("--attention", choices=ATTENTION_BACKENDS, default=default,
                    help="attention backend: triton (paged kernels), sdpa-dense (cuDNN on a dense cache), "
                         "torch (gather-then-SDPA reference, correctness only)")
+
+
+def add_kernels_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kernels", choices=KERNEL_MODES, default=None,
+                   help="the decode layer's elementwise work: fused (the project's Triton kernels: add+norm, "
+                        "RoPE+KV write, activation; the default where Triton runs) or unfused (PyTorch ops)")
 
 
 def add_dtype_argument(p: argparse.ArgumentParser, default: str = "bf16") -> None:

@@ -6,7 +6,7 @@ import sys
 
 from gpuprobe.cli._common import (
     DEFAULT_BATCHES, add_attention_argument, add_batch_argument, add_context_argument, add_dtype_argument,
-    add_model_argument, check_context, output_dir, parse_int_list,
+    add_kernels_argument, add_model_argument, check_context, output_dir, parse_int_list,
 )
 
 NAME = "roofline"
@@ -28,6 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_context_argument(p)
     add_dtype_argument(p)
     add_attention_argument(p)
+    add_kernels_argument(p)
     p.add_argument("--mode", choices=("auto", "analytic", "timing", "ncu"), default="auto",
                    help="force a mode (default: the best this machine supports)")
     p.add_argument("--layers", default="one", help="measured modes: 'one' representative layer (default) or 'all'")
@@ -87,6 +88,12 @@ def run(args: argparse.Namespace) -> int:
 
         raise UserError(f"--layers must be 'one' or 'all', got '{args.layers}'.")
     mode, why = choose_mode(args.mode, detected)
+    kernels = getattr(args, "kernels", None)
+    if mode != "analytic" and kernels == "unfused":
+        from gpuprobe.errors import UserError
+
+        raise UserError("--kernels unfused applies to --mode analytic; the measured modes profile the engine's "
+                        "default fused kernels.")
     if mode != "analytic":
         from gpuprobe.roofline_measured import run_measured_roofline
 
@@ -96,16 +103,16 @@ def run(args: argparse.Namespace) -> int:
     roofs = _cached_roofs(gpu, dtype, not args.datasheet)
     print(f"gpuprobe roofline: ANALYTIC mode ({why}): times are predicted from the cost model and "
           f"{'measured' if roofs else 'datasheet'} ceilings of {gpu.display_name}, not measured.", flush=True)
-    return _run_analytic(spec, gpu, batches, context, dtype, roofs, out)
+    return _run_analytic(spec, gpu, batches, context, dtype, roofs, out, kernels or "fused")
 
 
-def _run_analytic(spec, gpu, batches, context, dtype, roofs, out) -> int:
+def _run_analytic(spec, gpu, batches, context, dtype, roofs, out, kernels: str = "fused") -> int:
     from gpuprobe.plots.roofline import plot_roofline
     from gpuprobe.report_tables import print_roofline_table
     from gpuprobe.roofline_analytic import analytic_roofline
     from gpuprobe.specs.gpus import DTYPE_BYTES
 
-    result = analytic_roofline(spec, gpu, batches, context, dtype, extra_roofs=roofs)
+    result = analytic_roofline(spec, gpu, batches, context, dtype, extra_roofs=roofs, kernels=kernels)
     mem = result.extra["memory"]
     print_roofline_table(result, footer=f"weights {spec.weight_bytes(DTYPE_BYTES[dtype]) / 1e9:.2f} GB; "
                                         f"largest batch whose KV cache at context {context} fits "

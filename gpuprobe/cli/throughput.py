@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 
 from gpuprobe.cli._common import (add_attention_argument, add_batch_argument, add_context_argument,
-                                  add_dtype_argument, add_model_argument, check_context, output_dir,
-                                  parse_int_list, positive_float, positive_int)
-from gpuprobe.errors import NotAvailable
+                                  add_dtype_argument, add_kernels_argument, add_model_argument, check_context,
+                                  output_dir, parse_int_list, positive_float, positive_int)
+from gpuprobe.errors import NotAvailable, UserError
 
 NAME = "throughput"
 HELP = "decode tokens/s, step latency p50/p90 and memory per batch size (CUDA graphs or eager)"
@@ -20,6 +20,7 @@ Writes throughput.csv, throughput.json, results.jsonl and throughput.png to --ou
 
   gpuprobe throughput --model qwen2-0.5b --batch 1,8,64,256 --context 1024 --steps 64
   gpuprobe throughput --model qwen2-0.5b --batch 1-512 --eager --out runs/eager
+  gpuprobe throughput --model qwen2-0.5b --batch 1,8,64 --kernels unfused   # PyTorch elementwise ops
   gpuprobe throughput --model qwen2-0.5b --batch 1,8,64 --compile   # the torch.compile-fused step
   gpuprobe throughput --resume runs/eager          # finish an interrupted sweep
 """
@@ -34,6 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=positive_int("--warmup"), default=8, help="untimed steps first (default %(default)s)")
     add_attention_argument(p)
     add_dtype_argument(p)
+    add_kernels_argument(p)
     p.add_argument("--eager", action="store_true", help="eager steps instead of CUDA-graph replay")
     p.add_argument("--compile", action="store_true",
                    help="fuse the step with torch.compile (inductor, no cudagraphs of its own) before capture; "
@@ -68,21 +70,24 @@ def run(args: argparse.Namespace) -> int:
     batches = parse_int_list(args.batch, "batch")
     dtype = normalize_dtype(args.dtype)
     attention = args.attention or default_attention(torch.device(args.device))
+    if args.compile and args.kernels == "fused":
+        raise UserError("--compile fuses the unfused PyTorch step with torch.compile; drop --kernels fused "
+                        "(or use --kernels unfused).")
     out = output_dir(args.resume or args.out, "throughput")
     graphs = not args.eager and args.device == "cuda"
     points = [dict(model=str(args.model), batch=b, context=context, attention=attention, dtype=dtype,
                    steps=args.steps, warmup=args.warmup, graphs=graphs, seed=args.seed, device=args.device,
-                   page_size=args.page_size, compile=args.compile) for b in batches]
+                   page_size=args.page_size, compile=args.compile, kernel_mode=args.kernels) for b in batches]
     records = run_sweep(points, "gpuprobe.engine.throughput:measure_point", out, resume=bool(args.resume),
                         timeout_s=args.timeout, label=lambda p: f"{spec.name} batch {p['batch']}",
                         isolate=not args.inline)
     def key(p: dict) -> tuple:
-        return p.get("batch"), p.get("graphs"), bool(p.get("compile", False))
+        return p.get("batch"), p.get("graphs"), bool(p.get("compile", False)), p.get("kernel_mode")
 
     keys = {key(p) for p in points}
     rows = rows_from_records([r for r in records if key(r["point"]) in keys])
     meta = {"model": spec.name, "context": context, "dtype": dtype, "attention": attention,
-            "mode": "graph" if graphs else "eager", "compiled": args.compile, "steps": args.steps,
+            "mode": "graph" if graphs else "eager", "compiled": args.compile, "kernels": args.kernels, "steps": args.steps,
             "warmup": args.warmup}
     paths = write_results(rows, out, meta)
     _print_table(rows)

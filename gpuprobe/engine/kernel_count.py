@@ -137,28 +137,46 @@ def kernels_per_layer_cpu(model: str, kernels: str, *, attention: str = "triton"
     return count_kernels(eng, eng.prepare(batch, context))
 
 
+def step_kernel_names(engine, batch) -> list[str]:
+    """Names of the CUDA kernels one eager step launches (torch profiler; memcpy / memset excluded)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    engine.step(batch)  # warm: Triton compiles, cuBLAS chooses
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        engine.step(batch)
+        torch.cuda.synchronize()
+    return [e.name for e in prof.events()
+            if e.device_type == torch.autograd.DeviceType.CUDA and not e.name.lower().startswith(("memcpy", "memset"))]
+
+
 def kernels_per_layer_gpu(model: str, kernels: str, *, attention: str | None = None, batch: int = 1,
                           context: int = 1024, dtype: str = "bf16") -> dict[str, Any]:
-    """CUDA kernels of one decoder layer (torch profiler): step kernels with two layers minus with one.
+    """CUDA kernels of one decoder layer (torch profiler): a step's kernels with two layers minus with one.
 
-    Returns ``{"per_layer", "step_1_layer", "step_2_layers", "attention"}``.
+    Returns ``{"per_layer", "layer_kernels"`` (name -> count, the difference of the two steps),
+    ``"step_1_layer", "step_2_layers", "attention", "kernels"}``.
     """
     import gc
 
     import torch
 
     from gpuprobe.engine import Engine
-    from gpuprobe.engine.throughput import kernels_per_step
 
-    steps = {}
-    used = None
+    names: dict[int, list[str]] = {}
+    used = mode = None
     for layers in (1, 2):
         eng = Engine.from_pretrained(model, dtype=dtype, device="cuda", attention=attention, kernels=kernels,
                                      layers=layers)
-        used = eng.attention
+        used, mode = eng.attention, eng.kernels
         b = eng.prepare(batch, context)
-        steps[layers] = kernels_per_step(eng, b)
+        names[layers] = step_kernel_names(eng, b)
         del eng, b
         gc.collect()
         torch.cuda.empty_cache()
-    return {"per_layer": steps[2] - steps[1], "step_1_layer": steps[1], "step_2_layers": steps[2], "attention": used}
+    layer = Counter(names[2])
+    layer.subtract(Counter(names[1]))
+    return {"per_layer": len(names[2]) - len(names[1]),
+            "layer_kernels": {k: v for k, v in sorted(layer.items()) if v},
+            "step_1_layer": len(names[1]), "step_2_layers": len(names[2]), "attention": used, "kernels": mode}

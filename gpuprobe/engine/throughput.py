@@ -5,7 +5,8 @@ and times ``steps`` decode steps after ``warmup``: replays of one captured CUDA 
 or eager steps. Every step runs at the same context (the step writes the new token's K/V at slot C
 each time), so the figure is the cost of one step at exactly (B, C). Times come from CUDA events
 around each step; tokens/s is ``B / p50``. ``compile=True`` measures the ``torch.compile``-fused step
-(``Engine(compile=True)``; compiled before capture, ``compile_s`` in the row).
+(``Engine(compile=True)``; compiled before capture, ``compile_s`` in the row). ``kernel_mode`` picks
+the engine's ``kernels`` (``fused`` | ``unfused``); the row's ``kernels`` column says which ran.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Any
 #: Result columns, in order (other stages read these names).
 COLUMNS = ("batch", "tokens_per_s", "step_latency_s", "step_latency_p90_s", "weights_bytes", "kv_cache_bytes",
            "peak_memory_bytes", "status", "reason", "mode", "attention", "context", "model", "dtype")
-EXTRA_COLUMNS = ("step_latency_mean_s", "steps", "device", "page_size", "compiled", "compile_s")
+EXTRA_COLUMNS = ("step_latency_mean_s", "steps", "device", "page_size", "compiled", "compile_s", "kernels")
 
 
 def _percentile(xs: list[float], q: float) -> float:
@@ -55,13 +56,16 @@ def time_steps(run, steps: int, warmup: int, cuda: bool) -> list[float]:
 def measure_point(model: str, batch: int, context: int, attention: str | None = None, dtype: str = "bf16",
                   steps: int = 64, warmup: int = 8, graphs: bool = True, seed: int = 0,
                   device: str | None = None, page_size: int = 16, compile: bool = False,
-                  kernels: bool = False, compare_eager: bool = False) -> dict[str, Any]:
+                  kernels: bool = False, compare_eager: bool = False,
+                  kernel_mode: str | None = None) -> dict[str, Any]:
     """Tokens/s, step latency and memory of decode at (batch, context): the sweep's worker.
 
     ``compile``: time the ``torch.compile``-fused step (compiled once before timing or capture;
-    ``compile_s`` is that first call: compilation plus one step). ``kernels``: also count the CUDA
-    kernels of the measured step (``kernels_per_step``; None with ``kernels_per_step_error`` when the
-    profiler cannot run). ``compare_eager``: the measured step's logits (the graph's, when replayed)
+    ``compile_s`` is that first call: compilation plus one step). ``kernel_mode``: the engine's
+    ``kernels`` (``fused`` | ``unfused``; None: its default), recorded in the ``kernels`` column.
+    ``kernels``: also count the CUDA kernels of the measured step (``kernels_per_step``; None with
+    ``kernels_per_step_error`` when the profiler cannot run). ``compare_eager``: the measured step's
+    logits (the graph's, when replayed)
     against the plain eager step's on the same state: ``eager_max_abs_diff``, ``eager_rel_diff``
     (over the largest eager logit), ``eager_argmax_equal``.
     """
@@ -71,7 +75,7 @@ def measure_point(model: str, batch: int, context: int, attention: str | None = 
     from gpuprobe.specs.gpus import normalize_dtype
 
     engine = Engine.from_pretrained(model, dtype=dtype, device=device, attention=attention, seed=seed,
-                                    page_size=page_size, compile=compile)
+                                    page_size=page_size, compile=compile, kernels=kernel_mode)
     cuda = engine.device.type == "cuda"
     if graphs and not cuda:
         graphs = False  # no CUDA graphs on a CPU: eager, and the row says so
@@ -94,7 +98,7 @@ def measure_point(model: str, batch: int, context: int, attention: str | None = 
         "context": context, "model": model, "dtype": normalize_dtype(engine.dtype),
         "step_latency_mean_s": statistics.fmean(times), "steps": steps,
         "device": torch.cuda.get_device_name(engine.device) if cuda else engine.device.type,
-        "page_size": page_size, "compiled": bool(compile), "compile_s": compile_s,
+        "page_size": page_size, "compiled": bool(compile), "compile_s": compile_s, "kernels": engine.kernels,
     }
     if compare_eager:  # the step is repeatable: the same state gives the same logits
         got = run().clone()
@@ -172,7 +176,7 @@ def rows_from_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row.update(batch=p.get("batch"), context=p.get("context"), model=p.get("model"),
                        dtype=p.get("dtype"), attention=p.get("attention"), steps=p.get("steps"),
                        mode="graph" if p.get("graphs", True) else "eager", page_size=p.get("page_size"),
-                       compiled=bool(p.get("compile", False)))
+                       compiled=bool(p.get("compile", False)), kernels=p.get("kernel_mode"))
             row.update(status=rec["status"], reason=rec.get("reason"))
         row.setdefault("compiled", bool(p.get("compile", False)))  # rows of workers before the column
         rows.append({c: row.get(c) for c in COLUMNS + EXTRA_COLUMNS})
@@ -181,8 +185,10 @@ def rows_from_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def series(row: dict[str, Any]) -> str:
-    """A row's line in tables and plots: ``graph``, ``eager``, ``graph+compile``, ``eager+compile``."""
-    return f"{row.get('mode') or ''}{'+compile' if row.get('compiled') else ''}"
+    """A row's line in tables and plots: ``graph``, ``eager``, ``graph+compile``, ``eager+compile``, and
+    ``+unfused`` for steps run with the PyTorch elementwise ops outside ``--compile``."""
+    unfused = row.get("kernels") == "unfused" and not row.get("compiled")
+    return f"{row.get('mode') or ''}{'+compile' if row.get('compiled') else ''}{'+unfused' if unfused else ''}"
 
 
 def write_results(rows: list[dict[str, Any]], out_dir: str | Path, meta: dict[str, Any] | None = None) -> dict[str, Path]:
