@@ -200,3 +200,42 @@ def test_kernels_per_layer_body_judges_the_limit(tmp_path, monkeypatch):
         checks.kernels_per_layer(ctx)
     monkeypatch.setattr(checks, "_splitk_reduce", lambda b, c: 1)  # split-K may add its reduce
     assert checks.kernels_per_layer(ctx)["fused_limit"] == 11
+
+
+# ---- the flag on the CLI -----------------------------------------------------------------------------
+def test_throughput_cli_kernels_flag_on_cpu(tiny_dir, tmp_path, capsys):
+    import pandas as pd
+
+    from gpuprobe.cli import main
+
+    base = ["throughput", "--device", "cpu", "--model", str(tiny_dir), "--batch", "1", "--context", "12",
+            "--steps", "2", "--warmup", "1", "--dtype", "fp32", "--inline"]
+    for mode in ("fused", "unfused"):
+        out = tmp_path / mode
+        assert main(base + ["--kernels", mode, "--out", str(out)]) == 0
+        df = pd.read_csv(out / "throughput.csv")
+        assert list(df["kernels"]) == [mode] and set(df["status"]) == {"ok"}
+    from gpuprobe.engine.throughput import series
+
+    assert series({"mode": "eager", "kernels": "unfused"}) == "eager+unfused"  # the table's and plot's line
+    assert series({"mode": "graph", "kernels": "fused"}) == "graph"
+    assert series({"mode": "graph", "kernels": "unfused", "compiled": True}) == "graph+compile"
+    capsys.readouterr()
+    assert main(base + ["--kernels", "fused", "--compile", "--out", str(tmp_path / "x")]) == 2
+    assert "--compile" in capsys.readouterr().err
+
+
+def test_roofline_analytic_follows_the_kernels_flag(tmp_path, capsys):
+    import json
+
+    from gpuprobe.cli import main
+
+    ops = {}
+    for mode in ("fused", "unfused"):
+        out = tmp_path / mode
+        assert main(["roofline", "--model", "qwen2-0.5b", "--mode", "analytic", "--batch", "1,8", "--kernels", mode,
+                     "--out", str(out)]) == 0
+        doc = json.loads((out / "roofline.json").read_text())
+        ops[mode] = {p["op"] for p in doc["points"]}
+    assert {"rope", "residual_add"} <= ops["unfused"] and not {"rope", "residual_add"} & ops["fused"]
+    assert ops["fused"] | {"rope", "residual_add"} == ops["unfused"]
