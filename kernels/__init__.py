@@ -2,7 +2,7 @@
 
 ``paged_decode_attention`` (:mod:`.paged_attention`), ``decode_gemm`` (:mod:`.gemm`) and the engine's
 fused elementwise kernels ``fused_add_norm`` (:mod:`.norm`), ``rotary_kv_write`` (:mod:`.rotary`) and
-``activation`` / ``silu_and_mul`` (:mod:`.activation`) are loaded on first use, so
+``fused_activation`` / ``silu_and_mul`` (:mod:`.activation`) are loaded on first use, so
 ``import gpuprobe.kernels`` (and :mod:`.reference`) works where Triton is not installed.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ _LAZY = {
     "choose_gemm_config": "gemm",
     "fused_add_norm": "norm",
     "rotary_kv_write": "rotary",
-    "activation": "activation",
+    "fused_activation": "activation",
     "silu_and_mul": "activation",
     "relu": "activation",
 }

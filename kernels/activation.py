@@ -51,7 +51,8 @@ def activation_kernel(out_ptr, x_ptr, n_cols, stride_x, stride_out,
     tl.store(out_ptr + row * stride_out + cols, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def activation(x: torch.Tensor, act: str = "silu", *, gated: bool = True, out: torch.Tensor | None = None) -> torch.Tensor:
+def fused_activation(x: torch.Tensor, act: str = "silu", *, gated: bool = True,
+                     out: torch.Tensor | None = None) -> torch.Tensor:
     """``act(gate) * up`` of ``x [N, 2I]`` (``gated``) or ``act(x)`` of ``x [N, I]``; returns ``out [N, I]``.
 
     ``act``: one of :data:`ACTIVATIONS`. fp16 / bf16 / fp32 with fp32 math; ``x`` and ``out`` need
@@ -80,12 +81,12 @@ def activation(x: torch.Tensor, act: str = "silu", *, gated: bool = True, out: t
 
 def silu_and_mul(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """SwiGLU: ``silu(x[:, :I]) * x[:, I:]``."""
-    return activation(x, "silu", gated=True, out=out)
+    return fused_activation(x, "silu", gated=True, out=out)
 
 
 def relu(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``max(x, 0)`` (OPT's MLP)."""
-    return activation(x, "relu", gated=False, out=out)
+    return fused_activation(x, "relu", gated=False, out=out)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -114,7 +115,8 @@ def check_activation(rows: int, cols: int, dtype: torch.dtype = torch.bfloat16, 
     """Max abs error of the kernel against the float64 reference on fresh random inputs."""
     g = torch.Generator(device="cpu").manual_seed(seed)
     x = (torch.randn(rows, cols * (2 if gated else 1), generator=g, dtype=torch.float64) * 2).to(dtype).to(device)
-    return (activation(x, act, gated=gated).double() - activation_reference(x, act, gated=gated)).abs().max().item()
+    got = fused_activation(x, act, gated=gated).double()
+    return (got - activation_reference(x, act, gated=gated)).abs().max().item()
 
 
 def bench_activation(rows: int, cols: int, dtype: str = "bf16", *, act: str = "silu", gated: bool = True,
@@ -126,7 +128,7 @@ def bench_activation(rows: int, cols: int, dtype: str = "bf16", *, act: str = "s
 
     bench.require_cuda()
     x = torch.randn(rows, cols * (2 if gated else 1), device="cuda", dtype=getattr(torch, bench.DTYPE_NAMES[dtype]))
-    fused_s = bench.time_s(lambda: activation(x, act, gated=gated), rep_ms=rep_ms)
+    fused_s = bench.time_s(lambda: fused_activation(x, act, gated=gated), rep_ms=rep_ms)
 
     def unfused():
         a, up = x.chunk(2, dim=-1) if gated else (x, None)

@@ -13,7 +13,7 @@ import torch
 
 pytest.importorskip("triton")
 
-from gpuprobe.kernels.activation import activation, activation_reference  # noqa: E402
+from gpuprobe.kernels.activation import activation_reference, fused_activation  # noqa: E402
 from gpuprobe.kernels.norm import add_norm_bytes, add_norm_reference, fused_add_norm  # noqa: E402
 from gpuprobe.kernels.rotary import rotary_bytes, rotary_kv_write, rotate_reference  # noqa: E402
 
@@ -104,15 +104,15 @@ def test_activation_matches_float64(dtype, rows, cols, act, gated):
     width = cols * (2 if gated else 1)
     x = _randn(g, rows, width + 16, scale=2.0, dtype=dt)[:, :width]  # a slice: row stride != width
     out = torch.full((rows, cols), float("nan"), dtype=dt)
-    assert activation(x, act, gated=gated, out=out) is out
+    assert fused_activation(x, act, gated=gated, out=out) is out
     _close(out, activation_reference(x, act, gated=gated), dtype, seed, f"{act} gated={gated}")
 
 
 def test_activation_bad_inputs():
     with pytest.raises(ValueError, match="even width"):
-        activation(torch.randn(2, 7), "silu", gated=True)
+        fused_activation(torch.randn(2, 7), "silu", gated=True)
     with pytest.raises(ValueError, match="act must be"):
-        activation(torch.randn(2, 8), "tanh")
+        fused_activation(torch.randn(2, 8), "tanh")
 
 
 # ---- rotary + KV write ---------------------------------------------------------------------------------
@@ -213,9 +213,28 @@ def test_launchers_do_not_launch_on_meta():
     meta = dict(device="meta", dtype=torch.bfloat16)
     x = torch.empty(512, 3584, **meta)
     assert fused_add_norm(x, torch.empty(3584, **meta), 1e-6, residual=torch.empty_like(x)).device.type == "meta"
-    assert activation(torch.empty(512, 2 * 18944, **meta)).shape == (512, 18944)
+    assert fused_activation(torch.empty(512, 2 * 18944, **meta)).shape == (512, 18944)
     q, k = torch.empty(512, 28, 128, **meta), torch.empty(512, 4, 128, **meta)
     cache = torch.empty(100, 16, 4, 128, **meta)
     ids = torch.empty(512, dtype=torch.int64, device="meta")
     out = rotary_kv_write(q, k, k, cache, cache, ids, ids, torch.empty(4096, 128, **meta), torch.empty(4096, 128, **meta))
     assert out.shape == q.shape and out.device.type == "meta"
+
+
+# ---- compiled on a GPU ----------------------------------------------------------------------------------
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_compiled_kernels_on_gpu_match_float64():
+    """The same checks with the compiled kernels, bf16, at Llama-2-13B and Qwen2-0.5B sizes."""
+    from gpuprobe.kernels.activation import check_activation
+    from gpuprobe.kernels.norm import check_add_norm
+    from gpuprobe.kernels.rotary import check_rotary_kv_write
+
+    for rows, hidden, kind in ((1, 896, "rms"), (33, 5120, "rms"), (33, 2048, "layer")):
+        err = check_add_norm(rows, hidden, torch.bfloat16, kind=kind, device="cuda")
+        assert err["out_max_abs_err"] < 0.1 and err["residual_max_abs_err"] < 0.05, (rows, hidden, kind, err)
+    for act, gated in (("silu", True), ("relu", False), ("gelu_tanh", True)):
+        assert check_activation(33, 13824, torch.bfloat16, act=act, gated=gated, device="cuda") < 0.5
+    for hq, hkv, d in ((14, 2, 64), (40, 40, 128), (32, 32, 96)):
+        err = check_rotary_kv_write(33, hq, hkv, d, torch.bfloat16, device="cuda")
+        assert max(err.values()) < 0.05 and err["v_max_abs_err"] == 0.0, (hq, hkv, d, err)

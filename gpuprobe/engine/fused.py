@@ -86,14 +86,14 @@ def add_norm(norm, x: "torch.Tensor", residual: "torch.Tensor | None", *, store_
 
 def mlp_activation(spec, gu: "torch.Tensor") -> "torch.Tensor":
     """The MLP activation of ``gu`` (``[N, 2I]`` gate | up, or ``[N, I]``) in one kernel -> ``[N, I]``."""
-    from gpuprobe.kernels import activation
+    from gpuprobe.kernels import fused_activation
 
     try:
         act, gated = ACTIVATIONS[spec.activation]
     except KeyError:
         raise UserError(f"activation '{spec.activation}' of {spec.name} has no fused kernel; "
                         f"use kernels='unfused'.") from None
-    return activation(gu, act, gated=gated)
+    return fused_activation(gu, act, gated=gated)
 
 
 def rope_kv_write(q, k, v, k_cache, v_cache, slots, rope) -> "torch.Tensor":
