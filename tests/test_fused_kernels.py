@@ -234,7 +234,7 @@ def test_compiled_kernels_on_gpu_match_float64():
         err = check_add_norm(rows, hidden, torch.bfloat16, kind=kind, device="cuda")
         assert err["out_max_abs_err"] < 0.1 and err["residual_max_abs_err"] < 0.05, (rows, hidden, kind, err)
     for act, gated in (("silu", True), ("relu", False), ("gelu_tanh", True)):
-        assert check_activation(33, 13824, torch.bfloat16, act=act, gated=gated, device="cuda") < 0.5
+        assert check_activation(33, 13824, torch.bfloat16, act=act, gated=gated, device="cuda") < 1.0  # |y| < 128
     for hq, hkv, d in ((14, 2, 64), (40, 40, 128), (32, 32, 96)):
         err = check_rotary_kv_write(33, hq, hkv, d, torch.bfloat16, device="cuda")
         assert max(err.values()) < 0.05 and err["v_max_abs_err"] == 0.0, (hq, hkv, d, err)
