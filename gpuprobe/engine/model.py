@@ -26,6 +26,7 @@ Hq / Hkv query / KV heads, D head_dim, I intermediate, V vocab.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import TYPE_CHECKING
 
@@ -370,12 +371,4 @@ class Transformer(nn.Module):
         return self._lm_head(x, r).view(b, t, -1)
 
 
-class _NoLayer:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-
-_NO_LAYER = _NoLayer()
+_NO_LAYER = contextlib.nullcontext()  # prefill: no layer ranges
