@@ -15,6 +15,11 @@ Conventions (docs/analytic.md derives every formula):
 - Each op's predicted time is ``max(flops / compute_peak, bytes / dram_bandwidth)`` with the
   tensor-core peak for GEMMs and attention and the FP32 peak for elementwise ops; the step
   time is the sum over ops (kernels run one after another).
+- ``kernels`` follows the engine's kernel mode: ``unfused`` counts each PyTorch op alone (two
+  ``residual_add`` per layer, ``rope`` apart from ``kv_write``); ``fused`` counts what each fused
+  kernel moves (each norm reads the layer output and the residual and writes the normed rows and the
+  new residual; ``kv_write`` reads q, k, v and writes rotated q and the cache rows), with no
+  ``residual_add`` or ``rope`` op.
 """
 from __future__ import annotations
 
@@ -26,6 +31,13 @@ from gpuprobe.specs.gpus import DTYPE_BYTES, GPUSpec, normalize_dtype
 from gpuprobe.specs.models import ModelSpec
 
 ID_BYTES = 8
+#: How the engine runs a layer's elementwise work (docs/engine.md): the project's fused Triton kernels
+#: (the default) or PyTorch's one-op-per-kernel ops. The analytic model follows the same kernels.
+KERNEL_MODES = ("fused", "unfused")
+DEFAULT_KERNELS = "fused"
+#: Ops that launch no kernel of their own in fused mode: their work runs inside a neighbour's kernel
+#: (``residual_add`` in the next norm, ``rope`` in ``kv_write``).
+FUSED_AWAY_OPS = frozenset({"residual_add", "rope"})
 #: Ops that run on tensor cores (their compute roof is the dtype's tensor peak).
 TENSOR_OPS = frozenset(GEMM_OPS | {"attention"})
 #: Share of GPU memory a serving engine may use for weights + KV cache (vLLM's default is 0.9).
@@ -61,6 +73,15 @@ class OpCost:
         peak = tensor_flops_per_s if self.compute == "tensor" else vector_flops_per_s
         return max(self.flops / peak, self.dram_bytes / dram_bytes_per_s)
 
+    def plus(self, other: "OpCost") -> "OpCost":
+        """The two costs of one op summed (e.g. the first layer's plain norm and the others' fused ones)."""
+        return OpCost(
+            self.op, self.flops + other.flops, self.dram_read_bytes + other.dram_read_bytes,
+            self.dram_write_bytes + other.dram_write_bytes, self.weight_bytes + other.weight_bytes,
+            self.kv_read_bytes + other.kv_read_bytes, self.kv_write_bytes + other.kv_write_bytes,
+            self.count + other.count, self.per_layer, self.compute,
+        )
+
     def scaled(self, factor: int) -> "OpCost":
         return OpCost(
             self.op, self.flops * factor, self.dram_read_bytes * factor, self.dram_write_bytes * factor,
@@ -72,6 +93,11 @@ class OpCost:
         d = asdict(self)
         d.update(dram_bytes=self.dram_bytes, intensity=self.intensity)
         return d
+
+
+def _check_kernels(kernels: str) -> None:
+    if kernels not in KERNEL_MODES:
+        raise UserError(f"unknown kernels mode '{kernels}'; choose one of {', '.join(KERNEL_MODES)}.")
 
 
 def _check(batch: int, context: int) -> None:
@@ -86,12 +112,17 @@ def _cost(op, flops, read, write, *, weight=0.0, kv_read=0.0, kv_write=0.0, coun
                   count, per_layer, "tensor" if op in TENSOR_OPS else "vector")
 
 
-def _norm(op: str, spec: ModelSpec, b: int, s: int, per_layer: bool) -> OpCost:
+def _norm(op: str, spec: ModelSpec, b: int, s: int, per_layer: bool, add: bool = False,
+          store_residual: bool = True) -> OpCost:
+    """A norm of B rows; with ``add`` the fused kernel that first adds the residual stream (reads it
+    too, and writes the new stream unless ``store_residual`` is False)."""
     h = spec.hidden_size
     params = spec.norm_params  # weight (+ bias for LayerNorm)
-    flops_per_elem = 8 if spec.norm == "layernorm" else 4
-    return _cost(op, flops_per_elem * b * h, b * h * s + params * s, b * h * s, weight=params * s,
-                 per_layer=per_layer)
+    flops_per_elem = (8 if spec.norm == "layernorm" else 4) + (1 if add else 0)
+    rows = b * h * s
+    read = rows * (2 if add else 1) + params * s
+    write = rows * (2 if add and store_residual else 1)
+    return _cost(op, flops_per_elem * b * h, read, write, weight=params * s, per_layer=per_layer)
 
 
 def _linear(op: str, b: int, k: int, n: int, bias: bool, s: int, per_layer: bool = True) -> OpCost:
@@ -100,25 +131,37 @@ def _linear(op: str, b: int, k: int, n: int, bias: bool, s: int, per_layer: bool
     return _cost(op, flops, w + b * k * s, b * n * s, weight=w, per_layer=per_layer)
 
 
-def op_costs_per_layer(spec: ModelSpec, batch: int, context: int, dtype: str = "bf16") -> list[OpCost]:
-    """Costs of one decoder layer's ops (each op once; ``residual_add`` covers both adds)."""
+def op_costs_per_layer(spec: ModelSpec, batch: int, context: int, dtype: str = "bf16",
+                       kernels: str = DEFAULT_KERNELS) -> list[OpCost]:
+    """Costs of one decoder layer's ops, each op once (unfused: ``residual_add`` covers both adds;
+    fused: a layer after the first, whose ``input_norm`` adds the residual stream)."""
     _check(batch, context)
+    _check_kernels(kernels)
+    fused = kernels == "fused"
     s = DTYPE_BYTES[normalize_dtype(dtype)]
     b, c, h = batch, context, spec.hidden_size
     hq, hkv, d = spec.num_heads, spec.num_kv_heads, spec.head_dim
     inter = spec.intermediate_size
     gemm = gemm_shapes(spec)
-    out = [_norm("input_norm", spec, b, s, True), _linear("qkv_proj", b, *gemm["qkv_proj"], spec.qkv_bias, s)]
-    if spec.positional == "rope":
-        rotated = b * (hq + hkv) * d
-        out.append(_cost("rope", 3 * rotated, rotated * s + 2 * b * d * s, rotated * s))
+    out = [_norm("input_norm", spec, b, s, True, add=fused),
+           _linear("qkv_proj", b, *gemm["qkv_proj"], spec.qkv_bias, s)]
     kv_new = 2 * b * hkv * d * s
-    out.append(_cost("kv_write", 0, kv_new + b * ID_BYTES, kv_new, kv_write=kv_new))
+    rope = spec.positional == "rope"
+    rotated = b * (hq + hkv) * d
+    if fused and rope:  # one kernel: q, k, v read; q rotated out, k, v into the cache; half cos/sin rows
+        q_bytes = b * hq * d * s
+        out.append(_cost("kv_write", 3 * rotated, q_bytes + kv_new + b * d * s + 2 * b * ID_BYTES,
+                         q_bytes + kv_new, kv_write=kv_new))
+    else:
+        if rope:
+            out.append(_cost("rope", 3 * rotated, rotated * s + 2 * b * d * s, rotated * s))
+        out.append(_cost("kv_write", 0, kv_new + b * ID_BYTES, kv_new, kv_write=kv_new))
     kv_read = 2 * b * c * hkv * d * s
     out.append(_cost("attention", 4 * b * hq * c * d, kv_read + b * hq * d * s, b * hq * d * s, kv_read=kv_read))
     out.append(_linear("o_proj", b, *gemm["o_proj"], spec.o_bias, s))
-    out.append(_cost("residual_add", 2 * b * h, 2 * (2 * b * h * s), 2 * (b * h * s), count=2))
-    out.append(_norm("post_norm", spec, b, s, True))
+    if not fused:
+        out.append(_cost("residual_add", 2 * b * h, 2 * (2 * b * h * s), 2 * (b * h * s), count=2))
+    out.append(_norm("post_norm", spec, b, s, True, add=fused))
     out.append(_linear("gate_up_proj", b, *gemm["gate_up_proj"], spec.mlp_bias, s))
     if spec.gated_mlp:
         out.append(_cost("act", 5 * b * inter, 2 * b * inter * s, b * inter * s))
@@ -128,8 +171,11 @@ def op_costs_per_layer(spec: ModelSpec, batch: int, context: int, dtype: str = "
     return out
 
 
-def op_costs_per_step_only(spec: ModelSpec, batch: int, dtype: str = "bf16") -> list[OpCost]:
-    """Costs of the ops that run once per step: embed, final_norm, lm_head, sample."""
+def op_costs_per_step_only(spec: ModelSpec, batch: int, dtype: str = "bf16",
+                           kernels: str = DEFAULT_KERNELS) -> list[OpCost]:
+    """Costs of the ops that run once per step: embed, final_norm (fused: with the last residual
+    add), lm_head, sample."""
+    _check_kernels(kernels)
     s = DTYPE_BYTES[normalize_dtype(dtype)]
     b, h, v = batch, spec.hidden_size, spec.vocab_size
     if spec.positional == "learned":  # token row + position row, added
@@ -138,16 +184,25 @@ def op_costs_per_step_only(spec: ModelSpec, batch: int, dtype: str = "bf16") -> 
         embed = _cost("embed", 0, b * h * s + b * ID_BYTES, b * h * s, per_layer=False)
     return [
         embed,
-        _norm("final_norm", spec, b, s, False),
+        _norm("final_norm", spec, b, s, False, add=kernels == "fused", store_residual=False),
         _linear("lm_head", b, *gemm_shapes(spec)["lm_head"], False, s, per_layer=False),
         _cost("sample", b * v, b * v * s, b * ID_BYTES, per_layer=False),
     ]
 
 
-def decode_costs(spec: ModelSpec, batch: int, context: int, dtype: str = "bf16") -> list[OpCost]:
-    """Every op of one decode step, summed over all layers, in execution order."""
-    layer = {c.op: c.scaled(spec.num_layers) for c in op_costs_per_layer(spec, batch, context, dtype)}
-    step = {c.op: c for c in op_costs_per_step_only(spec, batch, dtype)}
+def decode_costs(spec: ModelSpec, batch: int, context: int, dtype: str = "bf16",
+                 kernels: str = DEFAULT_KERNELS) -> list[OpCost]:
+    """Every op of one decode step, summed over all layers, in execution order (``kernels``: the
+    engine's kernel mode; fused: the first layer's ``input_norm`` has no residual to add)."""
+    layers = spec.num_layers
+    per_layer = op_costs_per_layer(spec, batch, context, dtype, kernels)
+    layer = {c.op: c.scaled(layers) for c in per_layer}
+    if kernels == "fused":
+        s = DTYPE_BYTES[normalize_dtype(dtype)]
+        fused_norm = next(c for c in per_layer if c.op == "input_norm")
+        first = _norm("input_norm", spec, batch, s, True)
+        layer["input_norm"] = first.plus(fused_norm.scaled(layers - 1)) if layers > 1 else first
+    step = {c.op: c for c in op_costs_per_step_only(spec, batch, dtype, kernels)}
     merged = {**layer, **step}
     return [merged[op] for op in OPS if op in merged]
 
@@ -164,11 +219,12 @@ class StepPrediction:
 
 
 def predict_step(spec: ModelSpec, gpu: GPUSpec, batch: int, context: int, dtype: str = "bf16",
-                 dram_bytes_per_s: float | None = None, tensor_flops_per_s: float | None = None) -> StepPrediction:
+                 dram_bytes_per_s: float | None = None, tensor_flops_per_s: float | None = None,
+                 kernels: str = DEFAULT_KERNELS) -> StepPrediction:
     """Roofline-predicted time and tokens/s of one decode step (datasheet peaks unless given)."""
     bw = dram_bytes_per_s or gpu.dram_bytes_per_s
     tensor = tensor_flops_per_s or gpu.require_tensor_flops(dtype)
-    costs = decode_costs(spec, batch, context, dtype)
+    costs = decode_costs(spec, batch, context, dtype, kernels)
     times = {c.op: c.time_s(bw, tensor, gpu.fp32_flops_per_s) for c in costs}
     step = sum(times.values())
     return StepPrediction(batch, context, step, batch / step, sum(c.flops for c in costs),

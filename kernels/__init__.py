@@ -1,7 +1,9 @@
 """Triton kernels of gpuprobe, installed as ``gpuprobe.kernels`` (this folder is not a top-level module).
 
-``paged_decode_attention`` (:mod:`.paged_attention`) and ``decode_gemm`` (:mod:`.gemm`) are loaded on
-first use, so ``import gpuprobe.kernels`` (and :mod:`.reference`) works where Triton is not installed.
+``paged_decode_attention`` (:mod:`.paged_attention`), ``decode_gemm`` (:mod:`.gemm`) and the engine's
+fused elementwise kernels ``fused_add_norm`` (:mod:`.norm`), ``rotary_kv_write`` (:mod:`.rotary`) and
+``fused_activation`` / ``silu_and_mul`` (:mod:`.activation`) are loaded on first use, so
+``import gpuprobe.kernels`` (and :mod:`.reference`) works where Triton is not installed.
 """
 from __future__ import annotations
 
@@ -13,6 +15,11 @@ _LAZY = {
     "choose_num_splits": "paged_attention",
     "decode_gemm": "gemm",
     "choose_gemm_config": "gemm",
+    "fused_add_norm": "norm",
+    "rotary_kv_write": "rotary",
+    "fused_activation": "activation",
+    "silu_and_mul": "activation",
+    "relu": "activation",
 }
 
 __all__ = sorted(_LAZY)

@@ -241,6 +241,61 @@ def build_gemm(*, dtype: str = "bf16", block_m: int = 16, block_n: int = 64, blo
                                                                  block_k=block_k, split=split, aligned=aligned))
 
 
+def build_norm(*, dtype: str = "bf16", hidden: int = 896, kind: str = "rms", residual: bool = True,
+               aligned: bool = True) -> BuildResult:
+    """Compile the fused residual add + norm for one hidden size at the launcher's block and warps."""
+    from . import norm
+
+    fn = norm.fused_add_norm_kernel
+    t = _TL_DTYPES[dtype]
+    block, warps = norm.norm_launch_config(hidden)
+    sig = {"out_ptr": f"*{t}", "x_ptr": f"*{t}", "residual_ptr": f"*{t}", "weight_ptr": f"*{t}", "bias_ptr": f"*{t}",
+           "n_cols": "i32", "stride_out": "i32", "stride_x": "i32", "stride_res": "i32", "eps": "fp32"}
+    constexprs = dict(HAS_RESIDUAL=residual, STORE_RESIDUAL=residual, HAS_BIAS=kind == "layer",
+                      LAYERNORM=kind == "layer", BLOCK=block)
+    sig = {n: sig.get(n, "constexpr") for n in fn.arg_names}
+    divisible = ["out_ptr", "x_ptr", "residual_ptr", "weight_ptr", "bias_ptr", "n_cols", "stride_out", "stride_x",
+                 "stride_res"]
+    return compile_for_hopper(fn, sig, constexprs, divisible if aligned else [], num_warps=warps, num_stages=1,
+                              config=dict(dtype=dtype, hidden=hidden, kind=kind, residual=residual, aligned=aligned))
+
+
+def build_rotary(*, dtype: str = "bf16", num_q_heads: int = 14, num_kv_heads: int = 2, head_dim: int = 64,
+                 rotate: bool = True, aligned: bool = True) -> BuildResult:
+    """Compile rotary + KV write for one head shape at the launcher's warps."""
+    from . import rotary
+    from .paged_attention import _next_pow2
+
+    fn = rotary.rotary_kv_write_kernel
+    t = _TL_DTYPES[dtype]
+    ptrs = ("q_out_ptr", "k_cache_ptr", "v_cache_ptr", "q_ptr", "k_ptr", "v_ptr", "cos_ptr", "sin_ptr")
+    ints = ("stride_qn", "stride_qh", "stride_on", "stride_oh", "stride_kn", "stride_kh", "stride_vn", "stride_vh",
+            "stride_cos", "stride_sin", "stride_kp", "stride_ks", "stride_kch", "stride_vp", "stride_vs", "stride_vch",
+            "page_size")
+    sig = {**{p: f"*{t}" for p in ptrs}, "positions_ptr": "*i64", "slot_mapping_ptr": "*i64", **{i: "i32" for i in ints}}
+    constexprs = dict(NUM_Q_HEADS=num_q_heads, NUM_KV_HEADS=num_kv_heads, HALF=head_dim // 2,
+                      HALF_PAD=_next_pow2(head_dim // 2), HQ_PAD=_next_pow2(num_q_heads),
+                      HKV_PAD=_next_pow2(num_kv_heads), ROTATE=rotate)
+    sig = {n: sig.get(n, "constexpr") for n in fn.arg_names}
+    divisible = [*ptrs, "positions_ptr", "slot_mapping_ptr", *ints[:-1]]
+    return compile_for_hopper(fn, sig, constexprs, divisible if aligned else [],
+                              num_warps=rotary.rotary_launch_warps(num_q_heads, head_dim), num_stages=1,
+                              config=dict(dtype=dtype, num_q_heads=num_q_heads, num_kv_heads=num_kv_heads,
+                                          head_dim=head_dim, rotate=rotate, aligned=aligned))
+
+
+def build_activation(*, dtype: str = "bf16", act: str = "silu", gated: bool = True, aligned: bool = True) -> BuildResult:
+    """Compile the activation kernel (gated or not) at the launcher's block and warps."""
+    from .activation import BLOCK, activation_kernel as fn
+
+    t = _TL_DTYPES[dtype]
+    sig = {"out_ptr": f"*{t}", "x_ptr": f"*{t}", "n_cols": "i32", "stride_x": "i32", "stride_out": "i32"}
+    sig = {n: sig.get(n, "constexpr") for n in fn.arg_names}
+    return compile_for_hopper(fn, sig, dict(ACT=act, GATED=gated, BLOCK=BLOCK),
+                              ["out_ptr", "x_ptr", "n_cols", "stride_x", "stride_out"] if aligned else [],
+                              num_warps=4, num_stages=1, config=dict(dtype=dtype, act=act, gated=gated, aligned=aligned))
+
+
 # --------------------------------------------------------------------------------------------------
 # Knob grids
 # --------------------------------------------------------------------------------------------------
@@ -295,8 +350,34 @@ def quick_gemm_grid() -> list[dict[str, Any]]:
     return out
 
 
+#: Hidden sizes of the registry's models (Qwen2-0.5B 896 ... Llama-2-13B 5120) and an odd one, up to an 8192 row.
+NORM_HIDDEN = (896, 1539, 2048, 4096, 5120, 8192)
+#: (Hq, Hkv, D) of the registry's models: Qwen2-0.5B, Qwen2-1.5B, Llama-3.2-1B, Llama-2-7B/13B (MHA), Phi-3, OPT,
+#: SmolLM2-135M (9/3/64), and head dim 80.
+ROTARY_SHAPES = ((14, 2, 64), (12, 2, 128), (32, 8, 64), (32, 32, 128), (40, 40, 128), (32, 32, 96), (9, 3, 64),
+                 (32, 32, 80))
+
+
+def fused_jobs(dtypes=("bf16", "fp16", "fp32")) -> list["Job"]:
+    """The engine's fused elementwise kernels at every registry shape (aligned, and unaligned for bf16)."""
+    jobs: list[Job] = []
+    for dt in dtypes:
+        aligns = (True, False) if dt == "bf16" else (True,)
+        for al in aligns:
+            jobs += [("norm", dict(dtype=dt, hidden=h, kind=k, residual=r, aligned=al))
+                     for h in NORM_HIDDEN for k in ("rms", "layer") for r in (True, False)
+                     if al or h == 1539]
+            jobs += [("rotary", dict(dtype=dt, num_q_heads=hq, num_kv_heads=hkv, head_dim=d, rotate=True, aligned=al))
+                     for hq, hkv, d in ROTARY_SHAPES]
+            jobs += [("rotary", dict(dtype=dt, num_q_heads=32, num_kv_heads=32, head_dim=64, rotate=False, aligned=al))]
+            jobs += [("activation", dict(dtype=dt, act=a, gated=g, aligned=al))
+                     for a, g in (("silu", True), ("relu", False), ("gelu", False), ("gelu_tanh", True))]
+    return jobs
+
+
 #: Job kinds of :func:`build`.
-BUILDERS = {"attention": "build_attention", "reduce": "build_attention_reduce", "gemm": "build_gemm"}
+BUILDERS = {"attention": "build_attention", "reduce": "build_attention_reduce", "gemm": "build_gemm",
+            "norm": "build_norm", "rotary": "build_rotary", "activation": "build_activation"}
 
 Job = tuple[str, dict[str, Any]]
 
@@ -328,14 +409,16 @@ def quick_jobs() -> list[Job]:
     """Defaults (aligned or not), the largest tiles and the reduce: what the test suite compiles."""
     return ([("attention", c) for c in quick_attention_grid()]
             + [("reduce", dict(dtype=dt, head_dim=d)) for dt in ("bf16", "fp16") for d in (64, 80, 96, 128)]
-            + [("gemm", c) for c in quick_gemm_grid()])
+            + [("gemm", c) for c in quick_gemm_grid()]
+            + fused_jobs(("bf16",)))
 
 
 def all_jobs() -> list[Job]:
     """Every knob configuration the benchmarks sweep."""
     return ([("attention", c) for c in attention_grid()]
             + [("reduce", dict(dtype=dt, head_dim=d)) for dt in ("bf16", "fp16") for d in (64, 80, 96, 128)]
-            + [("gemm", c) for c in gemm_grid()])
+            + [("gemm", c) for c in gemm_grid()]
+            + fused_jobs())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ Two schedules share one inner loop (:func:`_attend_token_range`):
   partial output (fp32) and its log-sum-exp; the reduce kernel combines them. It fills the GPU when
   ``batch * num_kv_heads`` programs are too few (small batch, long context).
 
-Layout (CONTRACTS.md section 4): ``q`` ``[B, Hq, D]``; ``k_cache``/``v_cache``
+Layout (docs/contracts.md section 4): ``q`` ``[B, Hq, D]``; ``k_cache``/``v_cache``
 ``[num_pages, page_size, Hkv, D]``; ``block_table`` int32 ``[B, max_pages]``; ``context_lens`` int32
 ``[B]``. Token ``t`` of sequence ``b`` lives in page ``block_table[b, t // page_size]``, slot
 ``t % page_size``. Each tile looks its pages up per token, so ``BLOCK_KV`` and the page size are

@@ -1,4 +1,4 @@
-"""The one plain-PyTorch reference for the paged KV layout (CONTRACTS.md section 4).
+"""The one plain-PyTorch reference for the paged KV layout (docs/contracts.md section 4).
 
 Layout, per layer: ``k_cache``, ``v_cache`` are ``[num_pages, page_size, num_kv_heads, head_dim]``;
 ``block_table`` is ``int32 [batch, max_pages]`` (page ids of each sequence, in order);

@@ -62,14 +62,17 @@ def hf_greedy(model, prompt: list[int], new: int) -> list[int]:
 
 def engine_checks_on_cpu(monkeypatch, model_dir, bandwidth: float):
     """The engine's selftest checks module set up to run its bodies on a CPU: every engine on the CPU in
-    fp32, the tiny model in ``model_dir`` at context 12, ``bandwidth`` as the copy bandwidth."""
+    fp32 with the unfused kernels (the interpreted Triton kernels would take minutes at the checks' batch
+    256; the fused ones have their own tests), the tiny model in ``model_dir`` at context 12,
+    ``bandwidth`` as the copy bandwidth."""
     from gpuprobe.measure import throughput as tp
     from gpuprobe.engine.engine import Engine
     from gpuprobe.tools.selftest.checks import engine as checks
 
     real = Engine.from_pretrained.__func__
     monkeypatch.setattr(Engine, "from_pretrained",
-                        classmethod(lambda cls, name, **kw: real(cls, name, **{**kw, "device": "cpu", "dtype": "fp32"})))
+                        classmethod(lambda cls, name, **kw: real(cls, name, **{**kw, "device": "cpu", "dtype": "fp32",
+                                                                                  "kernels": "unfused"})))
     monkeypatch.setattr(checks, "require_cuda", lambda: torch)
     monkeypatch.setattr(checks, "MODEL", str(model_dir))
     monkeypatch.setattr(checks, "CONTEXT", 12)

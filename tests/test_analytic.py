@@ -9,11 +9,11 @@ from gpuprobe.specs import get_gpu, get_model
 QWEN = get_model("qwen2-0.5b")  # h=896, Hq=14, Hkv=2, D=64, I=4864, V=151936, 24 layers, bf16: 2 bytes
 
 
-def per_layer(batch, context):
-    return {c.op: c for c in op_costs_per_layer(QWEN, batch, context, "bf16")}
+def per_layer(batch, context, kernels="unfused"):
+    return {c.op: c for c in op_costs_per_layer(QWEN, batch, context, "bf16", kernels)}
 
 
-# Worked by hand. B=1, C=1024. qkv width 896 + 2*128 = 1152.
+# Worked by hand, unfused kernels. B=1, C=1024. qkv width 896 + 2*128 = 1152.
 HAND_B1_C1024 = {
     #               flops,                                 read bytes,                                         write bytes
     "input_norm":   (4 * 896,                              896 * 2 + 896 * 2,                                  896 * 2),
@@ -56,9 +56,52 @@ def test_every_layer_op_against_hand_numbers(batch, context, hand):
         assert got[op].dram_write_bytes == write, op
 
 
+# Fused kernels, B=1, C=1024, worked by hand: one kernel each.
+HAND_FUSED_B1_C1024 = {
+    # add + RMSNorm: reads the layer output and the residual (896 x 2 B each) and the weight;
+    # writes the normed row and the new residual
+    "input_norm":   (5 * 896,                              2 * 896 * 2 + 896 * 2,                              2 * 896 * 2),
+    # RoPE + KV write: reads q (14 x 64), k, v (2 x 64 each), half a cos and half a sin row (32 + 32),
+    # the position and the slot (8 + 8); writes rotated q and the k, v cache rows
+    "kv_write":     (3 * 16 * 64,                          18 * 64 * 2 + 64 * 2 + 16,                          18 * 64 * 2),
+    "post_norm":    (5 * 896,                              2 * 896 * 2 + 896 * 2,                              2 * 896 * 2),
+    "act":          (5 * 4864,                             9728 * 2,                                           4864 * 2),
+}
+
+
+def test_fused_ops_against_hand_numbers():
+    got = per_layer(1, 1024, "fused")
+    assert "residual_add" not in got and "rope" not in got  # their work runs inside the fused kernels
+    assert set(got) == set(HAND_B1_C1024) - {"residual_add", "rope"}
+    for op, (flops, read, write) in HAND_FUSED_B1_C1024.items():
+        assert (got[op].flops, got[op].dram_read_bytes, got[op].dram_write_bytes) == (flops, read, write), op
+    assert got["kv_write"].kv_write_bytes == 2 * 2 * 64 * 2
+    for op in ("qkv_proj", "attention", "o_proj", "gate_up_proj", "down_proj"):  # GEMMs and attention unchanged
+        assert got[op] == per_layer(1, 1024)[op]
+
+
+def test_fused_step_totals():
+    """The first layer's norm adds no residual; the final norm adds the last one and writes only its output."""
+    costs = {c.op: c for c in decode_costs(QWEN, 1, 1024, "bf16", kernels="fused")}
+    assert costs["input_norm"].dram_read_bytes == 896 * 2 + 896 * 2 + 23 * (2 * 896 * 2 + 896 * 2)
+    assert costs["input_norm"].dram_write_bytes == 896 * 2 + 23 * 2 * 896 * 2
+    assert costs["input_norm"].count == 24
+    assert (costs["final_norm"].dram_read_bytes, costs["final_norm"].dram_write_bytes) == (2 * 896 * 2 + 896 * 2, 896 * 2)
+    unfused = {c.op: c for c in decode_costs(QWEN, 1, 1024, "bf16", kernels="unfused")}
+    # fused moves fewer bytes: rope and the adds no longer write and re-read intermediate rows
+    assert sum(c.dram_bytes for c in costs.values()) < sum(c.dram_bytes for c in unfused.values())
+    assert sum(c.weight_bytes for c in costs.values()) == sum(c.weight_bytes for c in unfused.values())
+    opt = {c.op for c in decode_costs(get_model("opt-1.3b"), 1, 64, kernels="fused")}
+    assert "kv_write" in opt and "rope" not in opt and "residual_add" not in opt
+    from gpuprobe.errors import UserError
+
+    with pytest.raises(UserError, match="kernels mode"):
+        decode_costs(QWEN, 1, 1024, kernels="triton")
+
+
 @pytest.mark.parametrize("batch", [1, 64])
 def test_step_ops_and_layer_scaling(batch):
-    costs = {c.op: c for c in decode_costs(QWEN, batch, 1024, "bf16")}
+    costs = {c.op: c for c in decode_costs(QWEN, batch, 1024, "bf16", kernels="unfused")}
     layer = per_layer(batch, 1024)
     assert costs["attention"].flops == 24 * layer["attention"].flops
     assert costs["attention"].kv_read_bytes == 24 * 2 * batch * 1024 * 2 * 64 * 2
@@ -112,7 +155,7 @@ def test_memory_footprint_and_max_batch():
 
 def test_predicted_step_time_and_throughput():
     gpu = get_gpu("h100-sxm")
-    p1 = predict_step(QWEN, gpu, 1, 1024)
+    p1 = predict_step(QWEN, gpu, 1, 1024, kernels="unfused")
     # Batch 1 is bound by reading the weights: about 0.99 GB at 3.35 TB/s, ~0.3 ms.
     assert 0.28e-3 < p1.step_time_s < 0.32e-3
     p512 = predict_step(QWEN, gpu, 512, 1024)

@@ -28,11 +28,12 @@ class _HostSync(AssertionError):
     pass
 
 
+@pytest.mark.parametrize("kernels", ["fused", "unfused"])
 @pytest.mark.parametrize("attention", ["torch", "sdpa-dense", "triton"])
-def test_step_keeps_buffers_and_never_syncs(attention, monkeypatch):
-    if attention == "triton":
+def test_step_keeps_buffers_and_never_syncs(attention, kernels, monkeypatch):
+    if attention == "triton" or kernels == "fused":
         pytest.importorskip("triton")
-    eng = Engine.from_spec(TINY, dtype="fp32", device="cpu", attention=attention, page_size=4)
+    eng = Engine.from_spec(TINY, dtype="fp32", device="cpu", attention=attention, page_size=4, kernels=kernels)
     batch = eng.new_batch([3, 9, 6], [16, 16, 16])
     eng.start(batch, [[1, 2, 3], list(range(10, 19)), [5] * 6])
     before = _ptrs(batch)
@@ -58,10 +59,11 @@ def test_patched_item_does_fire():
             torch.ones(1).item()
 
 
+@pytest.mark.parametrize("kernels", ["fused", "unfused"])
 @pytest.mark.parametrize("attention", ["torch", "sdpa-dense"])
-def test_step_is_repeatable(attention):
+def test_step_is_repeatable(attention, kernels):
     """Running the step twice (graph warm-up, capture) gives the same result and state."""
-    eng = Engine.from_spec(TINY, dtype="fp32", device="cpu", attention=attention)
+    eng = Engine.from_spec(TINY, dtype="fp32", device="cpu", attention=attention, kernels=kernels)
     batch = eng.prepare(3, 21)
     a = eng.step(batch).clone()
     tok = batch.next_tokens.clone()
@@ -78,9 +80,10 @@ def test_graph_capture_needs_cuda():
         eng.capture(eng.prepare(1, 4))
 
 
-def test_qwen2_7b_batch_512_plans_on_meta():
+@pytest.mark.parametrize("kernels", ["fused", "unfused"])
+def test_qwen2_7b_batch_512_plans_on_meta(kernels):
     spec = get_model("qwen2-7b")
-    eng = Engine.from_spec(spec, dtype="bf16", device="meta", attention="torch")
+    eng = Engine.from_spec(spec, dtype="bf16", device="meta", attention="torch", kernels=kernels)
     assert all(p.device.type == "meta" for p in eng.model.parameters())
     assert eng.weights_bytes == spec.weight_bytes(2)
     plan = eng.plan(512, 1024)
@@ -91,6 +94,6 @@ def test_qwen2_7b_batch_512_plans_on_meta():
     assert batch.cache.pool.device.type == "meta" and batch.kv_bytes == plan.kv_cache_bytes
     logits = eng.step(batch)  # the whole step traces through on meta: every shape is consistent
     assert logits.shape == (512, spec.vocab_size) and logits.device.type == "meta"
-    dense = Engine.from_spec(spec, dtype="bf16", device="meta", attention="sdpa-dense")
+    dense = Engine.from_spec(spec, dtype="bf16", device="meta", attention="sdpa-dense", kernels=kernels)
     assert dense.plan(512, 1024).kv_cache_bytes == 512 * 1025 * spec.kv_bytes_per_token(2)
     assert dense.step(dense.prepare(512, 1024)).shape == (512, spec.vocab_size)

@@ -1,5 +1,6 @@
 """The engine against Hugging Face transformers (float32, CPU): prefill logits, decode logits through the
-paged cache with ragged prompts, greedy tokens; HF checkpoints loaded by name, sharded too."""
+paged cache with ragged prompts, greedy tokens, with the fused Triton kernels (interpreted here) and the
+unfused PyTorch ops; HF checkpoints loaded by name, sharded too."""
 from __future__ import annotations
 
 import json
@@ -23,10 +24,13 @@ def family_dir(request, tmp_path_factory):
     return request.param, save_hf(request.param, folder), hf_model(request.param)
 
 
+@pytest.mark.parametrize("kernels", ["fused", "unfused"])
 @pytest.mark.parametrize("attention", ["torch", "sdpa-dense"])
-def test_prefill_and_decode_logits_match_transformers(family_dir, attention):
+def test_prefill_and_decode_logits_match_transformers(family_dir, attention, kernels):
     family, folder, ref = family_dir
-    eng = Engine.from_pretrained(folder, dtype="fp32", device="cpu", attention=attention, page_size=4)
+    eng = Engine.from_pretrained(folder, dtype="fp32", device="cpu", attention=attention, page_size=4,
+                                 kernels=kernels)
+    assert eng.kernels == kernels
     assert eng.checkpoint is not None
     lens = [len(p) for p in PROMPTS]
     batch = eng.new_batch(lens, [n + STEPS + 1 for n in lens])
@@ -53,17 +57,19 @@ def test_prefill_and_decode_logits_match_transformers(family_dir, attention):
             seqs[b].append(int(t))
         if step < STEPS - 1:
             batch.advance()
-    assert worst < TOL, f"{family}/{attention}: decode logits differ by {worst}"
+    assert worst < TOL, f"{family}/{attention}/{kernels}: decode logits differ by {worst}"
     assert len({tuple(s[-STEPS:]) for s in seqs}) > 1 or family == "opt"  # tokens are not degenerate
 
 
-def test_generate_equals_transformers_greedy(family_dir):
+@pytest.mark.parametrize("attention", ["torch", "triton"])
+def test_generate_equals_transformers_greedy(family_dir, attention):
     family, folder, ref = family_dir
-    eng = Engine.from_pretrained(folder, dtype="fp32", device="cpu", attention="torch", page_size=4)
-    got = eng.generate(PROMPTS, 6)
     want = [hf_greedy(ref, p, 6) for p in PROMPTS]
-    assert got == want
-    assert eng.cache is not None and eng.cache.allocator.num_used == 0  # pages given back
+    for kernels in ("fused", "unfused") if attention == "torch" else ("fused",):
+        eng = Engine.from_pretrained(folder, dtype="fp32", device="cpu", attention=attention, page_size=4,
+                                     kernels=kernels)
+        assert eng.generate(PROMPTS, 6) == want, f"{family}/{attention}/{kernels}"
+        assert eng.cache is not None and eng.cache.allocator.num_used == 0  # pages given back
 
 
 def test_generate_with_transformers_generate(tmp_path):

@@ -13,6 +13,9 @@ from gpuprobe.specs import get_model
 
 LAYER_OPS = ["input_norm", "qkv_proj", "rope", "kv_write", "attention", "o_proj", "residual_add", "post_norm",
              "gate_up_proj", "act", "down_proj", "residual_add"]
+#: Fused kernels: the adds run inside the norms, RoPE inside kv_write; those ranges are not pushed.
+FUSED_LAYER_OPS = ["input_norm", "qkv_proj", "kv_write", "attention", "o_proj", "post_norm", "gate_up_proj", "act",
+                   "down_proj"]
 
 
 def _spec(family: str):
@@ -30,31 +33,34 @@ def expected_paths(layers, ops) -> list[str]:
     return paths + ["decode/final_norm/", "decode/lm_head/", "decode/sample/"]
 
 
-def test_step_ranges_are_named_and_nested_as_documented():
-    eng = Engine.from_spec(_spec("qwen2"), dtype="fp32", device="cpu", attention="torch")
+@pytest.mark.parametrize("kernels,ops", [("unfused", LAYER_OPS), ("fused", FUSED_LAYER_OPS)])
+def test_step_ranges_are_named_and_nested_as_documented(kernels, ops):
+    eng = Engine.from_spec(_spec("qwen2"), dtype="fp32", device="cpu", attention="torch", kernels=kernels)
     batch = eng.prepare(2, 5)
     rec = RecordingBackend()
     with use_backend(rec):
         eng.step(batch, nvtx=True)
-    assert rec.paths == expected_paths(range(3), LAYER_OPS)
+    assert rec.paths == expected_paths(range(3), ops)
     assert rec.balanced
     assert all(is_known(name) or name.startswith("layer") or name == "decode" for _, name in rec.events)
 
 
-def test_opt_has_no_rope_range():
-    eng = Engine.from_spec(_spec("opt"), dtype="fp32", device="cpu", attention="torch")
+@pytest.mark.parametrize("kernels,ops", [("unfused", LAYER_OPS), ("fused", FUSED_LAYER_OPS)])
+def test_opt_has_no_rope_range(kernels, ops):
+    eng = Engine.from_spec(_spec("opt"), dtype="fp32", device="cpu", attention="torch", kernels=kernels)
     rec = RecordingBackend()
     with use_backend(rec):
         eng.step(eng.prepare(1, 3), nvtx=True)
-    assert rec.paths == expected_paths(range(3), [op for op in LAYER_OPS if op != "rope"])
+    assert rec.paths == expected_paths(range(3), [op for op in ops if op != "rope"])
 
 
-def test_only_layer_k_is_annotated():
-    eng = Engine.from_spec(_spec("qwen2"), dtype="fp32", device="cpu", attention="torch")
+@pytest.mark.parametrize("kernels,ops", [("unfused", LAYER_OPS), ("fused", FUSED_LAYER_OPS)])
+def test_only_layer_k_is_annotated(kernels, ops):
+    eng = Engine.from_spec(_spec("qwen2"), dtype="fp32", device="cpu", attention="torch", kernels=kernels)
     rec = RecordingBackend()
     with use_backend(rec):
         eng.step(eng.prepare(2, 5), nvtx=True, layers=[1])
-    assert rec.paths == expected_paths([1], LAYER_OPS)
+    assert rec.paths == expected_paths([1], ops)
     assert rec.balanced
 
 
@@ -88,12 +94,14 @@ def test_default_backend_is_usable():
     assert not isinstance(backend, RecordingBackend)
 
 
-def test_op_timer_times_every_op_of_every_layer():
-    eng = Engine.from_spec(_spec("qwen2"), dtype="fp32", device="cpu", attention="torch")
+@pytest.mark.parametrize("kernels", ["unfused", "fused"])
+def test_op_timer_times_every_op_of_every_layer(kernels):
+    eng = Engine.from_spec(_spec("qwen2"), dtype="fp32", device="cpu", attention="torch", kernels=kernels)
     times = eng.time_step(eng.prepare(2, 9), warmup=1)
-    assert set(times.per_op) == set(OPS)
+    absent = {"rope", "residual_add"} if kernels == "fused" else set()
+    assert set(times.per_op) == set(OPS) - absent
     assert sum(1 for op, layer, _ in times.records if op == "qkv_proj") == 3
-    assert sum(1 for op, layer, _ in times.records if op == "residual_add") == 6
+    assert sum(1 for op, layer, _ in times.records if op == "residual_add") == (0 if absent else 6)
     assert all(layer is None for op, layer, _ in times.records if op in STEP_OPS)
     assert times.step_s > 0 and 0 < sum(times.per_op.values()) <= times.step_s * 1.001
     assert abs(sum(times.shares().values()) - sum(times.per_op.values()) / times.step_s) < 1e-9

@@ -99,3 +99,14 @@ def test_over_limit_config_is_reported(built):
 def test_build_rejects_unknown_kind():
     with pytest.raises(ValueError, match="unknown build kind"):
         hb.build([("conv", {})])
+
+
+@needs_ptxas
+def test_fused_elementwise_kernels_fit_hopper(built):
+    """Fused add+norm, rotary + KV write and activation at every registry shape, aligned and not: no spills."""
+    fused = [r for r in built if r.kernel in ("fused_add_norm_kernel", "rotary_kv_write_kernel", "activation_kernel")]
+    assert {r.kernel for r in fused} == {"fused_add_norm_kernel", "rotary_kv_write_kernel", "activation_kernel"}
+    assert {r.config["hidden"] for r in fused if "hidden" in r.config} == set(hb.NORM_HIDDEN)
+    assert any(not r.config["aligned"] for r in fused)
+    bad = [_fmt(r) for r in fused if not r.ok]
+    assert not bad, "\n".join(bad)

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from gpuprobe.analytic import KERNEL_MODES
 from gpuprobe.engine.backends import BACKENDS
 from gpuprobe.errors import GpuprobeError, UserError
 from gpuprobe.parsing import LIMITS, parse_int_list, show_int  # noqa: F401  (parse_int_list: the subcommands' name)
@@ -49,6 +50,12 @@ def add_attention_argument(p: argparse.ArgumentParser, default: str | None = Non
     p.add_argument("--attention", choices=ATTENTION_BACKENDS, default=default,
                    help="attention backend: triton (paged kernels), sdpa-dense (cuDNN on a dense cache), "
                         "torch (gather-then-SDPA reference, correctness only)")
+
+
+def add_kernels_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kernels", choices=KERNEL_MODES, default=None,
+                   help="the decode layer's elementwise work: fused (the project's Triton kernels: add+norm, "
+                        "RoPE+KV write, activation; the default where Triton runs) or unfused (PyTorch ops)")
 
 
 def add_dtype_argument(p: argparse.ArgumentParser, default: str = "bf16") -> None:

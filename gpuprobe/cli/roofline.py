@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from gpuprobe.cli._common import (DEFAULT_BATCHES, add_attention_argument, add_context_argument, add_dtype_argument,
-                                  add_model_argument, check_context, output_dir, parse_int_list)
+                                  add_kernels_argument, add_model_argument, check_context, output_dir, parse_int_list)
 from gpuprobe.errors import UserError
 from gpuprobe.nsys.engine_roofline import run_nsys_roofline
 from gpuprobe.render.plots.roofline import plot_roofline
@@ -37,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_context_argument(p)
     add_dtype_argument(p)
     add_attention_argument(p)
+    add_kernels_argument(p)
     p.add_argument("--mode", choices=MODES, default="auto",
                    help="force a mode (default: the best this machine supports; nsys: graph-replayed steps "
                         "timed by Nsight Systems, docs/nsys.md)")
@@ -66,7 +67,7 @@ def options_from_args(args: argparse.Namespace, spec) -> RooflineOptions:
         batches_given=given, context=check_context(args.context, spec, args.beyond_max_context),
         dtype=normalize_dtype(args.dtype), gpu=args.gpu,
         attention=args.attention, mode=args.mode, layers=args.layers, out=args.out, resume=args.resume,
-        use_cached_roofs=not args.datasheet)
+        use_cached_roofs=not args.datasheet, kernels=args.kernels or "fused")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
     if mode == "analytic" and options.resume:
         raise UserError("--resume continues a measured sweep; the analytic roofline has nothing to resume "
                         "(drop --resume, or run on a GPU with --mode timing|ncu|nsys).")
+    kernels = options.kernels
+    if mode != "analytic" and kernels == "unfused":
+        raise UserError("--kernels unfused applies to --mode analytic; the measured modes profile the engine's "
+                        "default fused kernels.")
     if mode != "analytic":
         out = Path(options.resume) if options.resume else output_dir(options.out, f"roofline-{spec.name}")
         if mode == "nsys":
@@ -89,12 +94,12 @@ def run(args: argparse.Namespace) -> int:
           f"{'measured' if roofs else 'datasheet'} ceilings of {gpu.display_name}, not measured.", file=say,
           flush=True)
     return _run_analytic(spec, gpu, list(options.batches), options.context, options.dtype, roofs, out,
-                         as_json=args.json, fmt=args.format)
+                         as_json=args.json, fmt=args.format, kernels=kernels)
 
 
 def _run_analytic(spec, gpu, batches, context, dtype, roofs, out, as_json: bool = False,
-                  fmt: str | None = None) -> int:
-    result = analytic_roofline(spec, gpu, batches, context, dtype, extra_roofs=roofs)
+                  fmt: str | None = None, kernels: str = "fused") -> int:
+    result = analytic_roofline(spec, gpu, batches, context, dtype, extra_roofs=roofs, kernels=kernels)
     mem = result.extra["memory"]
     if as_json:
         print(result.to_json())

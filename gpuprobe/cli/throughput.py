@@ -5,9 +5,9 @@ import argparse
 import sys
 
 from gpuprobe.cli._common import (add_attention_argument, add_batch_argument, add_context_argument, add_dtype_argument,
-                                  add_model_argument, check_context, output_dir, parse_int_list, positive_float,
+                                  add_kernels_argument, add_model_argument, check_context, output_dir, parse_int_list, positive_float,
                                   positive_int)
-from gpuprobe.errors import NotAvailable
+from gpuprobe.errors import NotAvailable, UserError
 from gpuprobe.jsonsafe import dumps
 from gpuprobe.measure.throughput import sweep_throughput
 from gpuprobe.render.plots.throughput import series
@@ -28,6 +28,7 @@ Writes throughput.csv, throughput.json, results.jsonl and throughput.png to --ou
 
   gpuprobe throughput --model qwen2-0.5b --batch 1,8,64,256 --context 1024 --steps 64
   gpuprobe throughput --model qwen2-0.5b --batch 1-512 --eager --out runs/eager
+  gpuprobe throughput --model qwen2-0.5b --batch 1,8,64 --kernels unfused   # PyTorch elementwise ops
   gpuprobe throughput --model qwen2-0.5b --batch 1,8,64 --compile   # the torch.compile-fused step
   gpuprobe throughput --resume runs/eager          # finish an interrupted sweep
 """
@@ -42,6 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=positive_int("--warmup"), default=8, help="untimed steps first (default %(default)s)")
     add_attention_argument(p)
     add_dtype_argument(p)
+    add_kernels_argument(p)
     p.add_argument("--eager", action="store_true", help="eager steps instead of CUDA-graph replay")
     p.add_argument("--compile", action="store_true",
                    help="fuse the step with torch.compile (inductor, no cudagraphs of its own) before capture; "
@@ -75,14 +77,18 @@ def run(args: argparse.Namespace) -> int:
     context = check_context(args.context, spec, args.beyond_max_context)
     dtype = normalize_dtype(args.dtype)
     attention = args.attention or default_attention(torch.device(args.device))
+    if args.compile and args.kernels == "fused":
+        raise UserError("--compile fuses the unfused PyTorch step with torch.compile; drop --kernels fused "
+                        "(or use --kernels unfused).")
     out = output_dir(args.resume or args.out, "throughput")
     graphs = not args.eager and args.device == "cuda"
     rows = sweep_throughput(args.model, batches, context, out, dtype=dtype, attention=attention, steps=args.steps,
                             warmup=args.warmup, graphs=graphs, compile=args.compile, seed=args.seed,
                             device=args.device, page_size=args.page_size, resume=bool(args.resume),
-                            timeout_s=args.timeout, isolate=not args.inline, name=spec.name)
+                            timeout_s=args.timeout, isolate=not args.inline, name=spec.name,
+                            kernel_mode=args.kernels)
     meta = {"model": spec.name, "context": context, "dtype": dtype, "attention": attention,
-            "mode": "graph" if graphs else "eager", "compiled": args.compile, "steps": args.steps,
+            "mode": "graph" if graphs else "eager", "compiled": args.compile, "kernels": args.kernels, "steps": args.steps,
             "warmup": args.warmup}
     paths = write_results(rows, out, meta)
     if args.json:

@@ -41,6 +41,11 @@ class AttentionBackend:
         """``q [B, Hq, D]`` attends over each sequence's context -> ``[B, Hq, D]``."""
         raise NotImplementedError
 
+    def cache_views(self, layer: int, batch: "DecodeBatch") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(k_cache, v_cache, slots)`` for the fused RoPE + KV-write kernel: caches addressed as
+        ``[pages, page_size, Hkv, D]`` and the flat slot ``int64 [B]`` of each sequence's new token."""
+        raise NotImplementedError
+
 
 class _Paged(AttentionBackend):
     paged = True
@@ -54,6 +59,9 @@ class _Paged(AttentionBackend):
         # Flat slot view [num_pages * page_size, Hkv, D] of the layer's pages: a view, written in place.
         kv.k(layer).view(-1, hkv, d).index_copy_(0, batch.slot_mapping, k)
         kv.v(layer).view(-1, hkv, d).index_copy_(0, batch.slot_mapping, v)
+
+    def cache_views(self, layer, batch):
+        return batch.cache.k(layer), batch.cache.v(layer), batch.slot_mapping
 
 
 class TorchPagedAttention(_Paged):
@@ -101,6 +109,10 @@ class DenseSdpaAttention(AttentionBackend):
         dk, dv = batch.dense[layer, 0], batch.dense[layer, 1]  # [B, Hkv, L, D]
         dk[batch.arange_b, :, batch.positions] = k
         dv[batch.arange_b, :, batch.positions] = v
+
+    def cache_views(self, layer, batch):
+        # [B, Hkv, max_len, D] seen as [B, max_len, Hkv, D]: "page" b of max_len slots, slot b * max_len + pos
+        return batch.dense[layer, 0].transpose(1, 2), batch.dense[layer, 1].transpose(1, 2), batch.dense_slots
 
     def decode(self, layer, q, batch, scale):
         dk, dv = batch.dense[layer, 0], batch.dense[layer, 1]

@@ -17,6 +17,7 @@ Buffers (all on the engine's device, same ``data_ptr`` for the batch's life):
 ``block_table``    ``int32 [B, max_pages]``     page ids per sequence (paged backends)
 ``dense[i, 0/1]``  ``[B, Hkv, max_len, D]``     layer i's dense K / V (``sdpa-dense``)
 ``dense_mask``     ``bool [B, max_len]``        ``arange < context_lens`` (``sdpa-dense``, ragged)
+``dense_slots``    ``int64 [B]``                ``b * max_len + positions``: the fused KV write's slot (dense)
 =================  ===========================  =============================================
 """
 from __future__ import annotations
@@ -45,6 +46,7 @@ class DecodeBatch:
     block_table: torch.Tensor | None = None
     dense: torch.Tensor | None = None  # [layers, 2, B, Hkv, max_len, D]
     dense_mask: torch.Tensor | None = None
+    dense_slots: torch.Tensor | None = None  # [B] b * max_len + position (sdpa-dense, fused KV write)
     uniform_len: int | None = None  # sdpa-dense: every sequence attends exactly this many tokens
     version: int = 0  # bumped when a static shape changes (a captured graph must be re-captured)
 
@@ -84,6 +86,8 @@ class DecodeBatch:
             p = self.cache.page_size
             page = self.block_table.gather(1, (self.positions // p).unsqueeze(1)).squeeze(1).to(torch.int64)
             self.slot_mapping.copy_(page * p + self.positions % p)  # type: ignore[union-attr]
+        if self.dense_slots is not None:
+            torch.add(self.positions, self.arange_b * self.max_len, out=self.dense_slots)
         if self.dense_mask is not None:
             ar = torch.arange(self.max_len, device=self.positions.device)
             torch.lt(ar[None, :], self.context_lens[:, None], out=self.dense_mask)

@@ -5,7 +5,9 @@ through the paged cache). Low level, for measurements (``docs/engine.md``): :met
 a batch of B sequences at context C, :meth:`Engine.step` one eager step (NVTX ranges optional,
 only layer k optional), :meth:`Engine.time_step` per-op times, :meth:`Engine.capture` a CUDA graph,
 :meth:`Engine.memory` / :meth:`Engine.plan` bytes of weights, KV cache and the peak.
-``compile=True`` fuses the step that graphs capture with ``torch.compile`` (:meth:`Engine.fast_step`,
+``kernels="fused"`` (the default where Triton runs) runs the layers' elementwise work as the project's
+fused Triton kernels, ``kernels="unfused"`` as PyTorch ops (:mod:`gpuprobe.engine.fused`).
+``compile=True`` fuses the unfused step that graphs capture with ``torch.compile`` (:meth:`Engine.fast_step`,
 :mod:`gpuprobe.engine.compiled`); :meth:`Engine.step` always runs eager.
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 
 from gpuprobe.engine.attention import BACKENDS, default_attention, make_backend
 from gpuprobe.engine.batch import DecodeBatch
+from gpuprobe.engine.fused import resolve_kernels
 from gpuprobe.engine.graphs import StepGraph
 from gpuprobe.engine.kvcache import PagedKVCache, page_bytes, pages_for, resolve_budget
 from gpuprobe.engine.model import Transformer
@@ -71,7 +74,7 @@ class Engine:
     def __init__(self, spec: ModelSpec, *, dtype: str | torch.dtype | None = None,
                  device: str | torch.device | None = None, attention: str | None = None, seed: int = 0,
                  page_size: int = 16, kv_budget: float | int | None = None,
-                 checkpoint: str | Path | None = None, compile: bool = False) -> None:
+                 checkpoint: str | Path | None = None, compile: bool = False, kernels: str | None = None) -> None:
         self.device = _resolve_device(device)
         self.dtype = torch_dtype(dtype if dtype is not None else ("bf16" if self.device.type == "cuda" else "fp32"))
         self.spec = spec
@@ -82,6 +85,7 @@ class Engine:
         if self.attention not in BACKENDS:
             raise UserError(f"unknown attention backend '{self.attention}'; choose one of {', '.join(BACKENDS)}.")
         self.backend = make_backend(self.attention)
+        self.kernels = resolve_kernels(kernels, self.device, bool(compile) and self.device.type != "meta")
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         model = Transformer(spec, device="meta", dtype=self.dtype)  # shapes only; materialised below
@@ -89,6 +93,7 @@ class Engine:
             _materialize(model, self.device)
         model.requires_grad_(False).eval()
         model.setup_rope(self.device, self.dtype)
+        model.kernels = self.kernels
         self.model = model
         self.checkpoint = str(checkpoint) if checkpoint else None
         if checkpoint:
@@ -105,12 +110,13 @@ class Engine:
     def from_pretrained(cls, path_or_name: str | Path, *, dtype: str | torch.dtype | None = None,
                         device: str | torch.device | None = None, attention: str | None = None, seed: int = 0,
                         weights: str = "auto", layers: int | None = None, compile: bool = False,
-                        **kwargs) -> "Engine":
+                        kernels: str | None = None, **kwargs) -> "Engine":
         """A registry name (random weights) or a local HF folder (its safetensors when present).
 
         ``weights``: ``auto`` (load a folder's checkpoint if it has one, else random), ``random``, or
         ``load`` (the folder must hold one). ``layers`` overrides the depth (random weights only).
-        ``compile``: fuse the graph-captured / generated step with ``torch.compile``.
+        ``compile``: fuse the graph-captured / generated step with ``torch.compile``. ``kernels``:
+        ``fused`` | ``unfused`` (default: fused where Triton runs; unfused with ``compile``).
         """
         spec = load_model_spec(path_or_name)  # reads rope_theta / rope_parameters of a config.json
         folder = Path(path_or_name)
@@ -127,7 +133,7 @@ class Engine:
                 raise UserError("layers= changes the depth; it works with random weights only.")
             spec = spec.with_layers(layers)
         return cls(spec, dtype=dtype, device=device, attention=attention, seed=seed, checkpoint=checkpoint,
-                   compile=compile, **kwargs)
+                   compile=compile, kernels=kernels, **kwargs)
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, **kwargs) -> "Engine":
@@ -187,6 +193,7 @@ class Engine:
             s = self.spec
             batch.dense = torch.zeros((s.num_layers, 2, b, s.num_kv_heads, max_len, s.head_dim),
                                       dtype=self.dtype, device=dev)
+            batch.dense_slots = torch.zeros(b, **i64)
             if uniform and len(set(lens)) == 1:
                 batch.uniform_len = lens[0] + 1
             else:

@@ -15,11 +15,18 @@ Weights are fused as an engine keeps them: ``qkv_proj`` is q, k, v stacked ``[q 
 is OPT's ``fc2``. Every GEMM is ``F.linear`` (cuBLAS). Each op runs inside ``ranges.op(name)``
 (NVTX range and/or timer, see :mod:`gpuprobe.engine.nvtx`), named as in :mod:`gpuprobe.ops`.
 
+Two kernel modes (:mod:`gpuprobe.engine.fused`): ``unfused`` runs every elementwise op as PyTorch
+ops and carries one hidden state ``x`` through the layers (``x = x + o`` in ``residual_add``);
+``fused`` carries the layer output and the residual stream separately, as serving engines do:
+each norm adds the two in one Triton kernel (and updates the residual in place), RoPE and the KV
+write are one kernel (``kv_write``) in decode, the activation is one kernel.
+
 Shapes below: B batch, T prompt length, N tokens in flight (B in decode, B*T in prefill), H hidden,
 Hq / Hkv query / KV heads, D head_dim, I intermediate, V vocab.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import TYPE_CHECKING
 
@@ -27,6 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from gpuprobe.engine import fused as fk
 from gpuprobe.engine.attention import AttentionBackend, prefill_attention
 from gpuprobe.engine.nvtx import NO_RANGES, Ranges
 from gpuprobe.errors import UserError
@@ -144,6 +152,11 @@ class DecodeIO:
     def attend(self, i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
         return self.backend.decode(i, q, self.batch, scale)  # [B, Hq, D]
 
+    def rope_write(self, i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rope) -> torch.Tensor:
+        """Fused mode: q, k rotated and k, v written into the cache by one kernel; returns q ``[B, Hq, D]``."""
+        k_cache, v_cache, slots = self.backend.cache_views(i, self.batch)
+        return fk.rope_kv_write(q, k, v, k_cache, v_cache, slots, rope)
+
 
 class PrefillIO:
     """A right-padded prompt batch ``[B, T]``: causal attention over itself; valid tokens' K/V go to
@@ -188,17 +201,14 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, i: int,
                 io: DecodeIO | PrefillIO, r: Ranges) -> torch.Tensor:
-        """``x [N, H]`` -> ``[N, H]``."""
+        """Unfused mode: ``x [N, H]`` -> ``[N, H]``."""
         s = self.spec
         n = x.shape[0]
         with r.op("input_norm", i):
             h = self.input_norm(x)  # [N, H]
         with r.op("qkv_proj", i):
             qkv = self.qkv_proj(h)  # [N, (Hq + 2 Hkv) D]
-        q, k, v = qkv.split((s.q_size, s.kv_size, s.kv_size), dim=-1)
-        q = q.view(n, s.num_heads, s.head_dim)  # [N, Hq, D]
-        k = k.view(n, s.num_kv_heads, s.head_dim)  # [N, Hkv, D]
-        v = v.view(n, s.num_kv_heads, s.head_dim)  # [N, Hkv, D]
+        q, k, v = self._heads(qkv)
         if rope is not None:
             with r.op("rope", i):
                 q, k = apply_rope(q, *rope), apply_rope(k, *rope)
@@ -226,6 +236,53 @@ class DecoderLayer(nn.Module):
             x = x + d
         return x
 
+    def forward_fused(self, x: torch.Tensor, residual: torch.Tensor | None, rope, i: int,
+                      io: DecodeIO | PrefillIO, r: Ranges) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fused mode: the previous layer's output ``x [N, H]`` and the residual stream (None before
+        the first layer, whose input is the embedding) -> this layer's output and the stream.
+
+        ``rope``: ``(cos_table, sin_table, positions)`` in decode (the fused kernel gathers the rows),
+        ``(cos_rows, sin_rows)`` in prefill, None without RoPE.
+        """
+        s = self.spec
+        n = x.shape[0]
+        with r.op("input_norm", i):  # residual += x (in place); h = norm(residual)
+            h = fk.add_norm(self.input_norm, x, residual)  # [N, H]
+        if residual is None:
+            residual = x  # the embedding starts the stream (a fresh tensor of this step)
+        with r.op("qkv_proj", i):
+            qkv = self.qkv_proj(h)  # [N, (Hq + 2 Hkv) D]
+        q, k, v = self._heads(qkv)
+        if isinstance(io, DecodeIO):
+            with r.op("kv_write", i):  # RoPE of q and k + the KV write: one kernel
+                q = io.rope_write(i, q, k, v, rope)  # [N, Hq, D]
+        else:  # prefill attends the rotated k of the prompt itself: PyTorch RoPE, then the cache write
+            if rope is not None:
+                with r.op("rope", i):
+                    q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            with r.op("kv_write", i):
+                io.write(i, k, v)
+        with r.op("attention", i):
+            a = io.attend(i, q, k, v, self.scale)  # [N, Hq, D]
+        with r.op("o_proj", i):
+            o = self.o_proj(a.reshape(n, s.q_size))  # [N, H]
+        with r.op("post_norm", i):  # residual += o; h = norm(residual)
+            h = fk.add_norm(self.post_norm, o, residual)
+        with r.op("gate_up_proj", i):
+            gu = self.gate_up_proj(h)  # [N, 2I] (SwiGLU) or [N, I] (ReLU)
+        with r.op("act", i):
+            m = fk.mlp_activation(s, gu)  # [N, I]
+        with r.op("down_proj", i):
+            d = self.down_proj(m)  # [N, H]
+        return d, residual
+
+    def _heads(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Views of the fused projection: q ``[N, Hq, D]``, k and v ``[N, Hkv, D]``."""
+        s, n = self.spec, qkv.shape[0]
+        q, k, v = qkv.split((s.q_size, s.kv_size, s.kv_size), dim=-1)
+        return (q.view(n, s.num_heads, s.head_dim), k.view(n, s.num_kv_heads, s.head_dim),
+                v.view(n, s.num_kv_heads, s.head_dim))
+
 
 class Transformer(nn.Module):
     """Embedding, ``num_layers`` decoder layers, final norm, lm_head (tied to the embedding or not)."""
@@ -242,6 +299,11 @@ class Transformer(nn.Module):
         self.lm_head = None if spec.tie_word_embeddings else nn.Linear(spec.hidden_size, spec.vocab_size,
                                                                      bias=False, **kw)
         self.rope: RopeTable | None = None
+        self.kernels = "unfused"  # or "fused": see gpuprobe.engine.fused (the engine sets it)
+
+    @property
+    def fused(self) -> bool:
+        return self.kernels == "fused"
 
     def setup_rope(self, device: torch.device, dtype: torch.dtype) -> None:
         if self.spec.positional == "rope":
@@ -251,19 +313,33 @@ class Transformer(nn.Module):
     def lm_head_weight(self) -> torch.Tensor:
         return self.embed.weight if self.lm_head is None else self.lm_head.weight
 
-    def _embed(self, tokens: torch.Tensor, positions: torch.Tensor):
-        """Token (+ learned position) embedding; for RoPE models the positions' cos/sin rows."""
+    def _embed(self, tokens: torch.Tensor, positions: torch.Tensor, tables: bool = False):
+        """Token (+ learned position) embedding; for RoPE models the positions' cos/sin rows, or with
+        ``tables`` (fused decode: the kernel gathers the rows itself) ``(cos, sin, positions)``."""
         x = self.embed(tokens)  # [N, H]
         rope = None
         if self.pos_embed is not None:
             x = x + self.pos_embed(positions + OPT_POSITION_OFFSET)
         elif self.rope is not None:
-            rope = self.rope.lookup(positions)  # [N, 1, D] x 2
+            rope = (self.rope.cos, self.rope.sin, positions) if tables else self.rope.lookup(positions)  # [N, 1, D] x 2
         return x, rope
 
-    def _head(self, x: torch.Tensor, r: Ranges) -> torch.Tensor:
-        with r.op("final_norm"):
-            x = self.final_norm(x)
+    def _layers(self, x: torch.Tensor, rope, io: DecodeIO | PrefillIO, r: Ranges, step: bool) -> torch.Tensor:
+        """Every decoder layer, then the final norm: ``[N, H]`` normed hidden states."""
+        if not self.fused:
+            for i, layer in enumerate(self.layers):
+                with r.layer(i) if step else _NO_LAYER:
+                    x = layer(x, rope, i, io, r)
+            with r.op("final_norm"):
+                return self.final_norm(x)
+        residual = None
+        for i, layer in enumerate(self.layers):
+            with r.layer(i) if step else _NO_LAYER:
+                x, residual = layer.forward_fused(x, residual, rope, i, io, r)
+        with r.op("final_norm"):  # the last residual add + the norm; nothing reads the stream after it
+            return fk.add_norm(self.final_norm, x, residual, store_residual=False)
+
+    def _lm_head(self, x: torch.Tensor, r: Ranges) -> torch.Tensor:
         with r.op("lm_head"):
             return F.linear(x, self.lm_head_weight)  # [N, V]
 
@@ -272,11 +348,8 @@ class Transformer(nn.Module):
         io = DecodeIO(batch, backend)
         with r.step():
             with r.op("embed"):
-                x, rope = self._embed(batch.tokens, batch.positions)  # [B, H]
-            for i, layer in enumerate(self.layers):
-                with r.layer(i):
-                    x = layer(x, rope, i, io, r)
-            logits = self._head(x, r)  # [B, V]
+                x, rope = self._embed(batch.tokens, batch.positions, tables=self.fused)  # [B, H]
+            logits = self._lm_head(self._layers(x, rope, io, r, step=True), r)  # [B, V]
             with r.op("sample"):
                 torch.argmax(logits, dim=-1, out=batch.next_tokens)  # greedy
         return logits
@@ -291,10 +364,11 @@ class Transformer(nn.Module):
         io = PrefillIO(batch, b, t, lens, valid, slots)
         positions = torch.arange(t, device=tokens.device).repeat(b)  # [B*T]
         x, rope = self._embed(tokens.reshape(-1), positions)  # [B*T, H]
-        for i, layer in enumerate(self.layers):
-            x = layer(x, rope, i, io, r)
+        x = self._layers(x, rope, io, r, step=False)
         if not all_logits:
             last = torch.arange(b, device=tokens.device) * t + (lens - 1)
-            x = x.index_select(0, last)  # [B, H]
-            return self._head(x, r)
-        return self._head(x, r).view(b, t, -1)
+            return self._lm_head(x.index_select(0, last), r)  # [B, V]
+        return self._lm_head(x, r).view(b, t, -1)
+
+
+_NO_LAYER = contextlib.nullcontext()  # prefill: no layer ranges

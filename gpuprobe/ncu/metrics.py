@@ -5,7 +5,7 @@ Every name is a Hopper (GH100) metric from ``ncu --query-metrics --chip gh100`` 
 ``.peak_sustained``, ``.per_second``); a test checks each base name against that list.
 
 * ``roofline``: kernel time; DRAM bytes read and written; DRAM, SM and tensor-pipe throughput in %
-  of peak; tensor math ops (CONTRACTS.md section 3: ``sm__ops_path_tensor_src_*``, which sum HGMMA
+  of peak; tensor math ops (docs/contracts.md section 3: ``sm__ops_path_tensor_src_*``, which sum HGMMA
   and HMMA) and tensor instructions; FP32/FP16/FP64 add/mul/fma thread instructions; clocks; and
   the per-cycle peaks from which the report's own ceilings are computed.
 * ``memory``: ``roofline`` plus L1 and L2 traffic and hit rates.

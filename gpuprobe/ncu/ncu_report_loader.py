@@ -1,6 +1,6 @@
 """Find NVIDIA's ``ncu_report`` Python module, which reads binary ``.ncu-rep`` files.
 
-Search order (CONTRACTS.md section 7): the installed module (PyPI ``ncu-report``, no GPU and no
+Search order (docs/contracts.md section 7): the installed module (PyPI ``ncu-report``, no GPU and no
 Nsight Compute install needed), else ``extras/python/ncu_report.py`` beside the ``ncu`` that
 :func:`gpuprobe.ncu.runner.find_ncu` finds, else a :class:`~gpuprobe.errors.UserError` that says how
 to export a CSV instead.

@@ -3,18 +3,21 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from gpuprobe.analytic import DEFAULT_MEMORY_FRACTION, decode_costs, max_batch_that_fits, memory_footprint
+from gpuprobe.analytic import (DEFAULT_KERNELS, DEFAULT_MEMORY_FRACTION, decode_costs, max_batch_that_fits,
+                               memory_footprint)
 from gpuprobe.roofline.schema import Roof, RooflineResult, datasheet_roofs, make_point, provenance, select_ceilings
 from gpuprobe.specs.gpus import GPUSpec, normalize_dtype
 from gpuprobe.specs.models import ModelSpec
 
 
 def analytic_roofline(spec: ModelSpec, gpu: GPUSpec, batches: Sequence[int], context: int,
-                      dtype: str = "bf16", extra_roofs: Sequence[Roof] = ()) -> RooflineResult:
+                      dtype: str = "bf16", extra_roofs: Sequence[Roof] = (),
+                      kernels: str = DEFAULT_KERNELS) -> RooflineResult:
     """One point per op per batch; each op's time is ``max(flops/peak, bytes/bandwidth)``.
 
     ``extra_roofs`` (e.g. cached measured ceilings) join the datasheet roofs; the ceilings that
-    decide ``bound`` prefer measured roofs (docs/contracts.md section 2).
+    decide ``bound`` prefer measured roofs (docs/contracts.md section 2). ``kernels``: the engine's kernel
+    mode the ops follow (``fused`` | ``unfused``, docs/analytic.md).
     """
     dtype = normalize_dtype(dtype)
     gpu.require_tensor_flops(dtype)  # one line when the GPU has no such peak (bf16 on V100, T4)
@@ -23,7 +26,7 @@ def analytic_roofline(spec: ModelSpec, gpu: GPUSpec, batches: Sequence[int], con
     fp32 = select_ceilings(roofs, "fp32").flops_per_s
     points = []
     for b in batches:
-        for c in decode_costs(spec, b, context, dtype):
+        for c in decode_costs(spec, b, context, dtype, kernels):
             t = c.time_s(ceilings.dram_bytes_per_s, ceilings.flops_per_s, fp32)
             points.append(make_point(
                 c.op, b, c.flops, c.dram_bytes, t, ceilings,
@@ -45,6 +48,6 @@ def analytic_roofline(spec: ModelSpec, gpu: GPUSpec, batches: Sequence[int], con
         layers=spec.num_layers, ceilings=ceilings, roofs=roofs, points=points, batch=list(batches),
         provenance=provenance(gpu_display_name=gpu.display_name, ceilings_source=ceilings.dram_source),
         # Predictions, not measurements: kept apart from the `throughput` section measured modes write.
-        extra={"predicted": predicted,
+        extra={"predicted": predicted, "kernels": kernels,
                "memory": {"max_batch_that_fits": fits, "memory_fraction": DEFAULT_MEMORY_FRACTION}},
     )

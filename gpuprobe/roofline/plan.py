@@ -45,6 +45,7 @@ class RooflineOptions:
     out: str | None = None
     resume: str | None = None
     use_cached_roofs: bool = True
+    kernels: str = "fused"  # the engine's kernel mode (docs/engine.md): fused | unfused
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -15,8 +15,10 @@ from gpuprobe.roofline.schema import RooflineResult
 
 
 def series(row: dict[str, Any]) -> str:
-    """A row's line in tables and plots: ``graph``, ``eager``, ``graph+compile``, ``eager+compile``."""
-    return f"{row.get('mode') or ''}{'+compile' if row.get('compiled') else ''}"
+    """A row's line in tables and plots: ``graph``, ``eager``, ``graph+compile``, ``eager+compile``, and
+    ``+unfused`` for steps run with the PyTorch elementwise ops outside ``--compile``."""
+    unfused = row.get("kernels") == "unfused" and not row.get("compiled")
+    return f"{row.get('mode') or ''}{'+compile' if row.get('compiled') else ''}{'+unfused' if unfused else ''}"
 
 
 def plot_throughput(rows: list[dict[str, Any]], path: str | Path) -> Path:

@@ -106,9 +106,10 @@ def throughput_b1_b256(ctx: CheckContext) -> dict:
     bw, bw_source = copy_bandwidth()
     rows = {}
     for b in (1, 256):
-        rows[b] = measure_point(MODEL, b, CONTEXT, attention=None, dtype="bf16", steps=30, warmup=5, graphs=True)
+        rows[b] = measure_point(MODEL, b, CONTEXT, attention=None, dtype="bf16", steps=30, warmup=5, graphs=True,
+                                kernel_mode="unfused")
         _free(torch)
-    eng = Engine.from_pretrained(MODEL, dtype="bf16", device="cuda")
+    eng = Engine.from_pretrained(MODEL, dtype="bf16", device="cuda", kernels="unfused")
     batch = eng.prepare(1, CONTEXT)
     extra: dict[str, Any] = {}
     try:  # context for the figure, not the claim: a profiler that cannot start must not fail the check
@@ -172,7 +173,7 @@ def throughput_b1_compiled(ctx: CheckContext) -> dict:
 
     bw, bw_source = copy_bandwidth()
     point = dict(attention=None, dtype="bf16", steps=50, warmup=5, graphs=True, kernels=True, compare_eager=True)
-    unfused = measure_point(MODEL, 1, CONTEXT, compile=False, **point)
+    unfused = measure_point(MODEL, 1, CONTEXT, compile=False, kernel_mode="unfused", **point)
     _free(torch)
     floor = weight_read_floor_s(unfused["weights_bytes"], bw)
     figures: dict[str, Any] = {
