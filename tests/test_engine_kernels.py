@@ -215,7 +215,7 @@ def test_throughput_cli_kernels_flag_on_cpu(tiny_dir, tmp_path, capsys):
         assert main(base + ["--kernels", mode, "--out", str(out)]) == 0
         df = pd.read_csv(out / "throughput.csv")
         assert list(df["kernels"]) == [mode] and set(df["status"]) == {"ok"}
-    from gpuprobe.measure.throughput import series
+    from gpuprobe.render.plots.throughput import series
 
     assert series({"mode": "eager", "kernels": "unfused"}) == "eager+unfused"  # the table's and plot's line
     assert series({"mode": "graph", "kernels": "fused"}) == "graph"

@@ -25,9 +25,13 @@ _MODES = (("graph", "graph_tokens_per_s", "graph_step_s"), ("eager", "eager_toke
 
 
 def _analytic_by_op(spec, batch: int, context: int, dtype: str) -> dict[str, Any]:
+    """Analytic figures per op, group and kernel class, in the engine's default kernel mode; ops that mode
+    fuses away (``rope``, ``residual_add``) keep their unfused figures, for traces of engines that run
+    them as kernels of their own (a ``rotary_embedding`` kernel named ``rope`` by the rule table)."""
     costs = {c.op: c for c in decode_costs(spec, batch, context, dtype)}
-    out: dict[str, Any] = dict(costs)
-    for group, members in {**GROUP_MEMBERS, **CLASS_MEMBERS}.items():
+    unfused = {c.op: c for c in decode_costs(spec, batch, context, dtype, "unfused")}
+    out: dict[str, Any] = {**{op: c for op, c in unfused.items() if op not in costs}, **costs}
+    for group, members in {**GROUP_MEMBERS, **CLASS_MEMBERS}.items():  # sums of the default mode's ops
         parts = [costs[m] for m in members if m in costs]
         if parts:
             out[group] = _Sum(parts)
