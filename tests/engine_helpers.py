@@ -78,3 +78,36 @@ def engine_checks_on_cpu(monkeypatch, model_dir, bandwidth: float):
     monkeypatch.setattr(checks, "CONTEXT", 12)
     monkeypatch.setattr(tp, "copy_bandwidth", lambda: (bandwidth, "test figure"))
     return checks
+
+
+def assert_logits_match(eng, ref, prompts, steps: int, tol: float, label: str, distinct_tokens: bool = True) -> None:
+    """The engine's prefill logits (one ragged batch) and ``steps`` decode steps through its paged cache
+    against ``ref`` (a transformers model) recomputing each sequence in full: logits within ``tol``, the
+    same greedy tokens; ``distinct_tokens``: the sequences do not all decode the same tokens."""
+    lens = [len(p) for p in prompts]
+    batch = eng.new_batch(lens, [n + steps + 1 for n in lens])
+    logits = eng.prefill(batch, prompts, all_logits=True)  # [B, T, V]
+    with torch.no_grad():
+        for b, p in enumerate(prompts):
+            want = ref(torch.tensor([p])).logits[0]
+            assert (logits[b, : len(p)] - want).abs().max().item() < tol, f"{label}: prefill logits"
+    eng.release(batch)
+
+    batch = eng.new_batch(lens, [n + steps + 1 for n in lens])
+    eng.start(batch, prompts)
+    seqs = [list(p) + [int(t)] for p, t in zip(prompts, batch.next_tokens.tolist())]
+    worst = 0.0
+    for step in range(steps):
+        out = eng.step(batch)
+        with torch.no_grad():
+            for b, seq in enumerate(seqs):
+                want = ref(torch.tensor([seq])).logits[0, -1]
+                worst = max(worst, (out[b] - want).abs().max().item())
+                assert int(batch.next_tokens[b]) == int(want.argmax()), f"{label}: greedy token"
+        for b, t in enumerate(batch.next_tokens.tolist()):
+            seqs[b].append(int(t))
+        if step < steps - 1:
+            batch.advance()
+    assert worst < tol, f"{label}: decode logits differ by {worst}"
+    if distinct_tokens:
+        assert len({tuple(s[-steps:]) for s in seqs}) > 1, f"{label}: degenerate tokens"

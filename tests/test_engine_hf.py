@@ -10,7 +10,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from engine_helpers import FAMILIES, VOCAB, hf_greedy, hf_model, save_hf  # noqa: E402
+from engine_helpers import FAMILIES, VOCAB, assert_logits_match, hf_greedy, hf_model, save_hf  # noqa: E402
 from gpuprobe import Engine  # noqa: E402
 
 PROMPTS = [[3, 17, 5, 9, 120, 44, 7], [11, 2, 99, 150, 8, 61, 33, 27, 190, 4, 13, 71, 6], [42, 200]]
@@ -32,33 +32,8 @@ def test_prefill_and_decode_logits_match_transformers(family_dir, attention, ker
                                  kernels=kernels)
     assert eng.kernels == kernels
     assert eng.checkpoint is not None
-    lens = [len(p) for p in PROMPTS]
-    batch = eng.new_batch(lens, [n + STEPS + 1 for n in lens])
-    logits = eng.prefill(batch, PROMPTS, all_logits=True)  # [B, T, V], one ragged batch
-    with torch.no_grad():
-        for b, p in enumerate(PROMPTS):
-            want = ref(torch.tensor([p])).logits[0]
-            assert (logits[b, : len(p)] - want).abs().max().item() < TOL
-    eng.release(batch)
-
-    # Decode STEPS tokens through the cache; each step's logits against HF's full recomputation.
-    batch = eng.new_batch(lens, [n + STEPS + 1 for n in lens])
-    eng.start(batch, PROMPTS)
-    seqs = [list(p) + [int(t)] for p, t in zip(PROMPTS, batch.next_tokens.tolist())]
-    worst = 0.0
-    for step in range(STEPS):
-        out = eng.step(batch)
-        with torch.no_grad():
-            for b, seq in enumerate(seqs):
-                want = ref(torch.tensor([seq])).logits[0, -1]
-                worst = max(worst, (out[b] - want).abs().max().item())
-                assert int(batch.next_tokens[b]) == int(want.argmax())
-        for b, t in enumerate(batch.next_tokens.tolist()):
-            seqs[b].append(int(t))
-        if step < STEPS - 1:
-            batch.advance()
-    assert worst < TOL, f"{family}/{attention}/{kernels}: decode logits differ by {worst}"
-    assert len({tuple(s[-STEPS:]) for s in seqs}) > 1 or family == "opt"  # tokens are not degenerate
+    assert_logits_match(eng, ref, PROMPTS, STEPS, TOL, f"{family}/{attention}/{kernels}",
+                        distinct_tokens=family != "opt")
 
 
 @pytest.mark.parametrize("attention", ["torch", "triton"])

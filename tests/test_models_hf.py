@@ -14,7 +14,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from engine_helpers import hf_greedy  # noqa: E402
+from engine_helpers import assert_logits_match, hf_greedy  # noqa: E402
 from gpuprobe import Engine  # noqa: E402
 from gpuprobe.specs import get_model, list_models  # noqa: E402
 from gpuprobe.specs.models import ModelSpec  # noqa: E402
@@ -94,32 +94,7 @@ def test_checkpoint_names_and_spec(family_dir):
 def test_prefill_and_decode_logits_match_transformers(family_dir, attention):
     family, folder, ref = family_dir
     eng = Engine.from_pretrained(folder, dtype="fp32", device="cpu", attention=attention, page_size=4)
-    lens = [len(p) for p in PROMPTS]
-    batch = eng.new_batch(lens, [n + STEPS + 1 for n in lens])
-    logits = eng.prefill(batch, PROMPTS, all_logits=True)  # [B, T, V]
-    with torch.no_grad():
-        for b, p in enumerate(PROMPTS):
-            want = ref(torch.tensor([p])).logits[0]
-            assert (logits[b, : len(p)] - want).abs().max().item() < TOL
-    eng.release(batch)
-
-    batch = eng.new_batch(lens, [n + STEPS + 1 for n in lens])
-    eng.start(batch, PROMPTS)
-    seqs = [list(p) + [int(t)] for p, t in zip(PROMPTS, batch.next_tokens.tolist())]
-    worst = 0.0
-    for step in range(STEPS):
-        out = eng.step(batch)
-        with torch.no_grad():
-            for b, seq in enumerate(seqs):
-                want = ref(torch.tensor([seq])).logits[0, -1]
-                worst = max(worst, (out[b] - want).abs().max().item())
-                assert int(batch.next_tokens[b]) == int(want.argmax())
-        for b, t in enumerate(batch.next_tokens.tolist()):
-            seqs[b].append(int(t))
-        if step < STEPS - 1:
-            batch.advance()
-    assert worst < TOL, f"{family}/{attention}: decode logits differ by {worst}"
-    assert len({tuple(s[-STEPS:]) for s in seqs}) > 1  # tokens are not degenerate
+    assert_logits_match(eng, ref, PROMPTS, STEPS, TOL, f"{family}/{attention}")
 
 
 def test_generate_equals_transformers_greedy(family_dir):

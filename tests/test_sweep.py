@@ -99,3 +99,21 @@ def test_ctrl_c_leaves_finished_points_readable(tmp_path, worker_on_path):
 def test_inline_mode_for_debugging(tmp_path):
     recs = run_sweep([{"batch": 3}], WORKER, tmp_path, isolate=False, progress=False)
     assert recs[0]["result"]["pid"] == os.getpid()
+
+
+def test_a_point_that_failed_then_finished_on_resume_is_finished(tmp_path):
+    # an OOM recorded by an earlier run; on --resume the same point finishes
+    append_result(tmp_path / "results.jsonl", {"point": {"batch": 2}, "status": "oom", "reason": "CUDA out of memory",
+                                              "result": None, "seconds": 1.0})
+    recs = run_sweep([{"batch": 1}, {"batch": 2}], WORKER, tmp_path, resume=True, progress=False)
+    assert [(r["point"]["batch"], r["status"]) for r in recs] == [(2, "ok"), (1, "ok")]
+    assert len(read_results(tmp_path)) == 3  # the history stays in results.jsonl
+
+
+def test_latest_records_prefers_ok_then_the_last():
+    from gpuprobe.measure.sweep import latest_records
+
+    a, b = {"batch": 1}, {"batch": 2}
+    recs = [{"point": a, "status": "failed"}, {"point": b, "status": "timeout"}, {"point": a, "status": "ok"},
+            {"point": b, "status": "oom"}, {"point": a, "status": "failed"}]
+    assert [(r["point"]["batch"], r["status"]) for r in latest_records(recs)] == [(1, "ok"), (2, "oom")]

@@ -54,6 +54,17 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
+def latest_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per point: its ``ok`` record when it has one, else its last one (a point that failed and
+    then finished on ``--resume`` is finished, not failed). In the order points first appear."""
+    best: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        key = point_key(rec["point"])
+        if key not in best or best[key]["status"] != "ok":
+            best[key] = rec
+    return list(best.values())
+
+
 def append_result(path: Path, record: dict[str, Any]) -> None:
     """Append one record as one line, flushed to disk before returning.
 
@@ -168,7 +179,7 @@ def run_sweep(points: Iterable[dict[str, Any]], worker: str, out_dir: str | Path
             if rec["status"] != "ok" and progress:
                 bar.console.print(f"[yellow]{label(point)}: {rec['status']}[/yellow]: {rec['reason']}")
             bar.advance(task)
-    return read_results(results_path)
+    return latest_records(read_results(results_path))
 
 
 def _child_main(args_path: str, res_path: str) -> int:

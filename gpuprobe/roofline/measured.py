@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from gpuprobe.ceilings.bandwidth import copy_bandwidth_or_none
-from gpuprobe.measure.sweep import read_results, run_sweep
+from gpuprobe.measure.sweep import latest_records, read_results, run_sweep
 from gpuprobe.roofline.assemble import assemble_result
 from gpuprobe.roofline.outputs import print_summary, write_outputs
 from gpuprobe.roofline.plan import (SWEEP_FILE, RooflineOptions, cached_roofs, check_resume, make_points,
@@ -79,7 +79,7 @@ def sweep_records(points: list[dict[str, Any]], out: Path, *, mode: str | None, 
         print(f"\ninterrupted: every finished point is in {out / 'results.jsonl'}; "
               f"continue with --resume {out}", flush=True)
     wanted = {p["batch"] for p in points}
-    return [r for r in read_results(out) if r.get("point", {}).get("batch") in wanted], interrupted
+    return [r for r in latest_records(read_results(out)) if r.get("point", {}).get("batch") in wanted], interrupted
 
 
 def measure_sweep(points: list[dict[str, Any]], out: Path, *, spec, gpu, dtype: str, config: dict[str, Any],
