@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import signal
 import sys
 from types import ModuleType
 
 from gpuprobe import __version__
+from gpuprobe.cli._signals import interrupt_on_termination
 from gpuprobe.errors import GpuprobeError, missing_dependency
 
 
@@ -57,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args._run(args) or 0)
+        with interrupt_on_termination():
+            return int(args._run(args) or 0)
     except GpuprobeError as e:
         print(f"gpuprobe {args.command}: error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", 2)
@@ -73,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gpuprobe {args.command}: error: Triton found no GPU driver ({e}); run on a CUDA GPU, "
               "or set TRITON_INTERPRET=1 to run the Triton kernels in its (slow) CPU interpreter", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"gpuprobe {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"gpuprobe {args.command}: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
     except BrokenPipeError:  # `gpuprobe ... | head`
         return 0

@@ -3,15 +3,23 @@
 Every child gpuprobe starts (a sweep point, ncu and the program it profiles, a replica) runs in a new
 session, so that it and everything it starts form one process group; :func:`end_group` ends that
 group (SIGTERM, then SIGKILL after a grace period), never just the one process, and :func:`run_child`
-does so on a timeout and on Ctrl-C alike.
+does so on a timeout and on Ctrl-C alike. On Linux a child started from the main thread also asks the
+kernel for SIGTERM when its parent dies (``PR_SET_PDEATHSIG``), so a parent killed with SIGKILL leaves no
+child running: each level of a sweep (point, ncu, the profiled program) ends with the one above it.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
+import sys
+import threading
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
+
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
 @dataclass(frozen=True)
@@ -46,8 +54,21 @@ def end_group(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
     proc.wait()
 
 
+def _die_with(parent_pid: int) -> Callable[[], None]:
+    """The child-side set-up (run between fork and exec) that ends the child when ``parent_pid`` dies."""
+    def setup() -> None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died before the request took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+    return setup
+
+
 def start_child(cmd: Sequence[str], **popen_kw) -> subprocess.Popen:
-    """``subprocess.Popen`` of ``cmd`` in a new session (its own process group, for :func:`end_group`)."""
+    """``subprocess.Popen`` of ``cmd`` in a new session (its own process group, for :func:`end_group`),
+    ended by the kernel when this process dies (Linux, from the main thread: the request follows the
+    thread that started the child)."""
+    if _LIBC is not None and threading.current_thread() is threading.main_thread():
+        popen_kw.setdefault("preexec_fn", _die_with(os.getpid()))
     return subprocess.Popen(list(cmd), start_new_session=True, **popen_kw)
 
 

@@ -12,6 +12,7 @@ Record format: ``{"point": {...}, "status": "ok"|"failed"|"oom"|"timeout", "reas
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -20,11 +21,14 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
+from gpuprobe.errors import UserError
 from gpuprobe.measure.children import run_child
 
 RESULTS_FILE = "results.jsonl"
+#: Holds the pid of the sweep writing into a folder, while it runs.
+LOCK_FILE = "sweep.pid"
 _OOM_MARKERS = ("OutOfMemoryError", "CUDA out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "out of memory")
 
 
@@ -52,6 +56,39 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
         if isinstance(rec, dict) and "point" in rec and "status" in rec:
             out.append(rec)
     return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def claim_folder(out: Path) -> Iterator[None]:
+    """Hold ``out`` for this sweep: refuse it while another live sweep holds it (a second ``--resume``
+    racing the first, or one that has not finished stopping), take over a stale claim, let go at the end."""
+    lock = out / LOCK_FILE
+    try:
+        other = int(lock.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        other = None
+    if other is not None and other != os.getpid() and _alive(other):
+        raise UserError(f"'{out}' is in use by a sweep that is still running (pid {other}); wait for it to end "
+                        f"or stop it (kill {other}), then run again.")
+    lock.write_text(f"{os.getpid()}\n")
+    try:
+        yield
+    finally:
+        try:
+            if lock.read_text().split()[0] == str(os.getpid()):
+                lock.unlink()
+        except (OSError, IndexError):
+            pass
 
 
 def latest_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -147,16 +184,22 @@ def run_sweep(points: Iterable[dict[str, Any]], worker: str, out_dir: str | Path
 
     Points already recorded as ``ok`` are skipped when ``resume`` is true; without ``resume`` an
     existing results file is started afresh. Ctrl-C stops after killing the running child, and
-    what finished stays in the file (the KeyboardInterrupt is re-raised for the caller).
+    what finished stays in the file (the KeyboardInterrupt is re-raised for the caller). The folder is
+    held while the sweep runs (:func:`claim_folder`): a second sweep into it is refused until this one ends.
     """
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / RESULTS_FILE
-    logs = out / "logs"
-    if not resume and results_path.exists():
-        results_path.unlink()
+    with claim_folder(out):
+        if not resume and results_path.exists():
+            results_path.unlink()
+        _sweep(points, worker, results_path, out / "logs", timeout_s, label, progress, isolate, env, on_record)
+    return latest_records(read_results(results_path))
+
+
+def _sweep(points, worker, results_path, logs, timeout_s, label, progress, isolate, env, on_record) -> None:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
     done = {point_key(r["point"]) for r in read_results(results_path) if r["status"] == "ok"}
     points = list(points)
     todo = [p for p in points if point_key(p) not in done]
@@ -179,7 +222,6 @@ def run_sweep(points: Iterable[dict[str, Any]], worker: str, out_dir: str | Path
             if rec["status"] != "ok" and progress:
                 bar.console.print(f"[yellow]{label(point)}: {rec['status']}[/yellow]: {rec['reason']}")
             bar.advance(task)
-    return latest_records(read_results(results_path))
 
 
 def _child_main(args_path: str, res_path: str) -> int:
