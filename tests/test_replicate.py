@@ -311,3 +311,51 @@ def test_readline_of_a_child_that_never_answers_times_out_and_ends_it():
                              text=True)
     assert _readline(ready, 30).split() == ["ready", "42"]
     ready.wait()
+
+
+def test_a_daemon_left_by_a_killed_run_is_stopped_by_the_next(fake_control, tmp_path, monkeypatch):
+    """The run that started a daemon is killed with SIGKILL (no quit, no clean-up); the next run's start
+    finds the folder by its dead owner, quits that daemon and removes the folder."""
+    import signal
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("FAKE_MPS_DAEMONIZE", "1")
+    code = ("import sys, time; from gpuprobe.measure.replicas import MPSDaemon; "
+            f"d = MPSDaemon(root={str(tmp_path)!r}).start(); print(d.pid, flush=True); time.sleep(120)")
+    owner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    stale_pid = int(owner.stdout.readline())
+    stale_dir = next(tmp_path.glob("gpuprobe-mps-*"))
+    owner.send_signal(signal.SIGKILL)
+    owner.wait(10)
+    assert _alive(stale_pid) and stale_dir.is_dir()  # the daemon outlived its owner
+    with MPSDaemon(root=tmp_path, timeout_s=10) as d:
+        assert d.reaped == [str(stale_dir)]
+        deadline = time.monotonic() + 10
+        while _alive(stale_pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(stale_pid) and not stale_dir.exists()
+        assert Path(d.env["CUDA_MPS_PIPE_DIRECTORY"]).is_dir()  # the new daemon is its own
+    assert not list(tmp_path.glob("gpuprobe-mps-*"))
+
+
+def test_a_folder_whose_daemon_is_still_running_is_kept_for_the_next_run(fake_control, tmp_path, monkeypatch):
+    """A stop that cannot end the daemon's processes leaves their pipe folder, so a later run can reach them."""
+    from gpuprobe.measure import replicas
+
+    monkeypatch.setenv("FAKE_MPS_DAEMONIZE", "1")
+    monkeypatch.setenv("FAKE_MPS_IGNORE_QUIT", "1")  # the daemon outlives quit: only a signal ends it
+    d = MPSDaemon(root=tmp_path, timeout_s=1.0).start()
+    folder = d.dir
+    monkeypatch.setattr(MPSDaemon, "_end_leftovers", lambda self: None)  # as if interrupted while ending them
+    d.stop()
+    assert folder.is_dir() and d.processes()
+    monkeypatch.undo()
+    monkeypatch.setenv("FAKE_MPS_CALLS", str(tmp_path / "calls.txt"))
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    (folder / MPSDaemon.OWNER_FILE).write_text("999999999\n")  # its owner is gone
+    pid = d.pid
+    assert replicas.stop_stale_daemons(root=tmp_path, timeout_s=1.0) == [str(folder)]
+    assert not folder.exists()
+    time.sleep(0.3)
+    assert not _alive(pid)

@@ -64,6 +64,9 @@ class MPSDaemon:
     daemon and the MPS server it starts), never from a client's exit code alone."""
 
     PID_FILE = "nvidia-cuda-mps-control.pid"
+    #: The gpuprobe process that started the daemon; a folder whose owner is gone holds a stale daemon.
+    OWNER_FILE = "owner.pid"
+    PREFIX = "gpuprobe-mps-"
 
     def __init__(self, control: str = MPS_CONTROL, root: str | Path | None = None,
                  timeout_s: float = 30.0, keep_logs: str | Path | None = None):
@@ -77,6 +80,7 @@ class MPSDaemon:
         self.stopped_cleanly: bool | None = None
         self.pid: int | None = None
         self.killed: list[int] = []  # processes of this daemon ended by signal after quit did not end them
+        self.reaped: list[str] = []  # folders of stale gpuprobe daemons stopped before this one started
         self._exe: str | None = None
 
     def _run(self, args: list[str], command: str | None = None, timeout: float | None = None):
@@ -92,16 +96,20 @@ class MPSDaemon:
                                   env={**os.environ, **self.env}, timeout=self.timeout_s).returncode
         return code, out_path.read_text(errors="replace").strip()
 
+    def _bind(self, folder: Path) -> None:
+        self.dir = folder
+        self.env = {"CUDA_MPS_PIPE_DIRECTORY": str(folder / "pipe"), "CUDA_MPS_LOG_DIRECTORY": str(folder / "log")}
+
     def start(self) -> "MPSDaemon":
         self._exe = shutil.which(self.control)
         if self._exe is None:
             raise NotAvailable(f"--mps needs '{self.control}' on PATH (it comes with the CUDA driver); "
                                "run without --mps.")
-        self.dir = Path(tempfile.mkdtemp(prefix="gpuprobe-mps-", dir=self.root))
+        self.reaped = stop_stale_daemons(self.control, self.root, self.timeout_s)
+        self._bind(Path(tempfile.mkdtemp(prefix=self.PREFIX, dir=self.root)))
         (self.dir / "pipe").mkdir()
         (self.dir / "log").mkdir()
-        self.env = {"CUDA_MPS_PIPE_DIRECTORY": str(self.dir / "pipe"),
-                    "CUDA_MPS_LOG_DIRECTORY": str(self.dir / "log")}
+        (self.dir / self.OWNER_FILE).write_text(f"{os.getpid()}\n")
         atexit.register(self.stop)
         self.running = True  # from here on stop() must run, even if -d reports an error
         try:
@@ -187,7 +195,10 @@ class MPSDaemon:
             if self.dir is not None:
                 if self.keep_logs is not None and (self.dir / "log").exists():
                     shutil.copytree(self.dir / "log", self.keep_logs, dirs_exist_ok=True)
-                shutil.rmtree(self.dir, ignore_errors=True)
+                # the pipe folder outlives any process of the daemon (an interrupted stop): the next
+                # start finds it by its dead owner and stops what is left (stop_stale_daemons)
+                if not self.processes():
+                    shutil.rmtree(self.dir, ignore_errors=True)
         self.stopped_cleanly = gone
         return gone
 
@@ -212,6 +223,30 @@ class MPSDaemon:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def stop_stale_daemons(control: str = MPS_CONTROL, root: str | Path | None = None,
+                       timeout_s: float = 30.0) -> list[str]:
+    """Stop the daemons of gpuprobe runs that ended without stopping theirs (killed with SIGKILL, or
+    interrupted while stopping): folders ``gpuprobe-mps-*`` under ``root`` (default: the temporary
+    folder) whose owner process is gone. Returns the folders cleaned."""
+    base = Path(root) if root is not None else Path(tempfile.gettempdir())
+    cleaned = []
+    for folder in sorted(base.glob(MPSDaemon.PREFIX + "*")):
+        try:
+            owner = int((folder / MPSDaemon.OWNER_FILE).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # not a folder of this version's daemons: never touch what we cannot attribute
+        if _alive(owner) or not (folder / "pipe").is_dir():
+            continue
+        stale = MPSDaemon(control, timeout_s=timeout_s)
+        stale._exe = shutil.which(control)
+        stale._bind(folder)
+        stale.pid = stale._read_pid(wait_s=0)
+        stale.running = True
+        stale.stop()
+        cleaned.append(str(folder))
+    return cleaned
 
 
 def _alive(pid: int) -> bool:
