@@ -5,7 +5,6 @@ import argparse
 
 from gpuprobe.cli._common import add_dtype_argument, add_model_argument, parse_int_list, positive_int
 from gpuprobe.errors import UserError
-from gpuprobe.kernels import bench
 from gpuprobe.specs.gpus import normalize_dtype
 
 NAME = "attention-bench"
@@ -41,6 +40,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # the kernels package is installed as gpuprobe.kernels (it is absent from a bare checkout): loaded
+    # here, so `gpuprobe --help` works wherever the CLI does
+    from gpuprobe.kernels import bench
+
     batches = parse_int_list(args.batch, "batch")
     contexts = parse_int_list(args.context, "context")
     dtype = normalize_dtype(args.dtype)
