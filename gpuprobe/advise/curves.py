@@ -224,6 +224,10 @@ def read_results_jsonl(path: Path, **meta: Any) -> Curve:
             raise UserError(f"'{path}' line {i + 1} is not JSON; the results file is damaged.") from None
         if not isinstance(rec, dict):
             raise UserError(f"'{path}' line {i + 1} is not a JSON object.")
+        for part in ("point", "result"):
+            if rec.get(part) is not None and not isinstance(rec[part], dict):
+                raise UserError(f"'{path}' line {i + 1}: '{part}' must be an object of named values, got "
+                                f"{json.dumps(rec[part])[:40]}; is this a gpuprobe results.jsonl?")
         row: dict[str, Any] = {}
         row.update(rec.get("point") or {})
         row.update(rec.get("result") or {})

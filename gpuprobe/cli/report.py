@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
+
+from gpuprobe.jsonsafe import dumps
+from gpuprobe.render.plots.style import check_figure_path
 
 NAME = "report"
 HELP = "read an Nsight Compute report or an Nsight Systems trace: per-op table, roofline.json, plot"
@@ -135,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
     from gpuprobe.render.tables import emit
     from gpuprobe.roofline.schema import LIMITER_RULE
 
+    if args.plot:
+        check_figure_path(args.plot)
     if is_nsys_input(args.file):
         from gpuprobe.cli._nsys_report import run_trace_report
 
@@ -154,8 +158,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         plot_result(result, args.plot)
     if args.json:
-        json.dump(strict_json(result.to_dict()), sys.stdout, indent=2, allow_nan=False)
-        sys.stdout.write("\n")
+        sys.stdout.write(dumps(result.to_dict(), indent=2) + "\n")
         return 0
 
     device = df.attrs.get("device_name") or (result.gpu if result.gpu != "unknown" else "a GPU it does not name")
@@ -171,21 +174,6 @@ def run(args: argparse.Namespace) -> int:
     emit(report_columns(args.by), report_rows(result), args.format,
          title=f"{args.file}: {len(df)} kernels on {device}, by {args.by}", notes=notes)
     return 0
-
-
-def strict_json(obj):
-    """``obj`` with every non-finite float as None and numpy scalars as Python numbers (for allow_nan=False)."""
-    if isinstance(obj, dict):
-        return {str(k): strict_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set)):
-        return [strict_json(v) for v in obj]
-    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
-        obj = obj.item()
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if obj is None or isinstance(obj, (str, int, bool)):
-        return obj
-    return str(obj)
 
 
 def plot_result(result, path) -> None:

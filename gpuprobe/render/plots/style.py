@@ -5,6 +5,7 @@ calling gpuprobe's plots never changes the backend of the session (a notebook ke
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from gpuprobe.ops import GEMM_OPS, OPS
@@ -30,6 +31,24 @@ def new_figure(**kwargs: Any):
     from matplotlib.figure import Figure
 
     return Figure(**kwargs)
+
+
+def check_figure_path(path: str | Path) -> Path:
+    """``path`` as a figure file, checked before any work: a file name (not a folder) with an image type
+    matplotlib writes, in a folder that exists; :class:`~gpuprobe.errors.UserError` (one line) otherwise."""
+    from gpuprobe.errors import UserError
+
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"--plot '{p}' is a folder; give a file name, e.g. {p / 'roofline.png'}.")
+    kinds = new_figure().canvas.get_supported_filetypes()
+    kind = p.suffix.lower().lstrip(".")
+    if kind not in kinds:
+        raise UserError(f"--plot '{p}': '{kind or 'no extension'}' is not an image type matplotlib writes; "
+                        f"end the name with one of {', '.join('.' + k for k in sorted(kinds))}.")
+    if not p.parent.is_dir():
+        raise UserError(f"--plot '{p}': the folder '{p.parent}' does not exist; create it or choose another.")
+    return p
 
 
 def op_color(op: str) -> str:
