@@ -1,6 +1,7 @@
 """Real H100 Nsight Compute fixtures (tests/fixtures/ncu), decompressed once per session and cached."""
 from __future__ import annotations
 
+import atexit
 import functools
 import lzma
 import shutil
@@ -15,6 +16,7 @@ B32_REP = "h100_qwen2-0.5b_layer0_b32_c512_metrics.ncu-rep.xz"
 B32_SOL = "h100_qwen2-0.5b_layer0_b32_c512_sol.ncu-rep.xz"
 
 _TMP = Path(tempfile.mkdtemp(prefix="gpuprobe-ncu-fixtures-"))
+atexit.register(shutil.rmtree, _TMP, ignore_errors=True)  # the suite leaves nothing in the temporary folder
 
 
 @functools.lru_cache(maxsize=None)

@@ -89,7 +89,7 @@ def require_ncu_report(report: str | Path = "R.ncu-rep") -> ModuleType:
     mod = find_ncu_report()
     if mod is None:
         raise UserError(
-            f"cannot read '{report}': the ncu_report module is missing (pip install ncu-report, or install "
+            f"cannot read '{report}': the ncu_report module is missing (pip install 'gpuprobe[ncu]', or install "
             f"Nsight Compute, which ships extras/python/ncu_report.py); or export the raw page as CSV with "
             f"`{CSV_HINT} > R.csv` (R = the report) and pass the CSV instead"
         )
