@@ -2,25 +2,16 @@
 and unfused), and the fused batch-1 CUDA-graph step of qwen2-0.5b against the weight-read floor."""
 from __future__ import annotations
 
-import gc
 import json
 from typing import Any
 
+from gpuprobe.tools.selftest.checks.engine import CONTEXT, FLOOR_FACTOR_TARGET, MODEL, _free
 from gpuprobe.tools.selftest.registry import CheckContext, CheckFailed, check, require_cuda
 
-MODEL = "qwen2-0.5b"
-CONTEXT = 1024
 #: A fused Qwen2 decode layer launches at most this many kernels (split-K attention may add its reduce).
 FUSED_LAYER_LIMIT = 10
-#: Target of docs/contracts.md section 10: the batch-1 graph step within this factor of the weight-read floor.
-FLOOR_FACTOR_TARGET = 2.0
 #: A graph step whose logits differ from the eager step's by more than this share of the largest logit is broken.
 GRAPH_REL_DIFF_LIMIT = 0.05
-
-
-def _free(torch) -> None:
-    gc.collect()
-    torch.cuda.empty_cache()
 
 
 def _splitk_reduce(batch: int, context: int, page_size: int = 16) -> int:
