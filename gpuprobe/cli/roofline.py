@@ -7,6 +7,7 @@ from pathlib import Path
 
 from gpuprobe.cli._common import (DEFAULT_BATCHES, add_attention_argument, add_context_argument, add_dtype_argument,
                                   add_kernels_argument, add_model_argument, check_context, output_dir, parse_int_list)
+from gpuprobe.analytic import DEFAULT_KERNELS
 from gpuprobe.errors import UserError
 from gpuprobe.nsys.engine_roofline import run_nsys_roofline
 from gpuprobe.render.plots.roofline import plot_roofline
@@ -67,7 +68,7 @@ def options_from_args(args: argparse.Namespace, spec) -> RooflineOptions:
         batches_given=given, context=check_context(args.context, spec, args.beyond_max_context),
         dtype=normalize_dtype(args.dtype), gpu=args.gpu,
         attention=args.attention, mode=args.mode, layers=args.layers, out=args.out, resume=args.resume,
-        use_cached_roofs=not args.datasheet, kernels=args.kernels or "fused")
+        use_cached_roofs=not args.datasheet, kernels=args.kernels or DEFAULT_KERNELS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_analytic(spec, gpu, batches, context, dtype, roofs, out, as_json: bool = False,
-                  fmt: str | None = None, kernels: str = "fused") -> int:
+                  fmt: str | None = None, kernels: str = DEFAULT_KERNELS) -> int:
     result = analytic_roofline(spec, gpu, batches, context, dtype, extra_roofs=roofs, kernels=kernels)
     mem = result.extra["memory"]
     if as_json:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from gpuprobe.analytic import max_batch_that_fits
+from gpuprobe.analytic import DEFAULT_KERNELS, max_batch_that_fits
 from gpuprobe.ceilings import cached_ceilings, measured_roofs
 from gpuprobe.errors import NotAvailable, UserError
 from gpuprobe.measure.sweep import RESULTS_FILE
@@ -45,7 +45,7 @@ class RooflineOptions:
     out: str | None = None
     resume: str | None = None
     use_cached_roofs: bool = True
-    kernels: str = "fused"  # the engine's kernel mode (docs/engine.md): fused | unfused
+    kernels: str = DEFAULT_KERNELS  # the engine's kernel mode (docs/engine.md): fused | unfused
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
