@@ -67,8 +67,11 @@ def env(tmp_path, monkeypatch):
                          ids=lambda s: signal.Signals(s).name)
 def test_no_process_of_the_run_outlives_it(env, tmp_path, sig):
     out, pids = tmp_path / "run", tmp_path / "pids.txt"
+    scratch = tmp_path / "tmp"  # a SIGKILLed parent cannot remove its point's temporary folder: keep it here
+    scratch.mkdir()
     driver = subprocess.Popen([sys.executable, str(env / "driver.py"), str(out), str(pids)], start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env={**os.environ, "TMPDIR": str(scratch)})
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and (not pids.exists() or len(pids.read_text().split()) < 2):
