@@ -16,6 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._checks import check_rows
+
 #: Activations the kernel computes; ``gelu_tanh`` is the tanh approximation.
 ACTIVATIONS = ("silu", "relu", "gelu", "gelu_tanh")
 #: Columns per program (4 warps, 8 elements per thread).
@@ -60,10 +62,7 @@ def fused_activation(x: torch.Tensor, act: str = "silu", *, gated: bool = True,
     """
     if act not in ACTIVATIONS:
         raise ValueError(f"act must be one of {ACTIVATIONS}, got {act!r}")
-    if x.dim() != 2 or x.stride(-1) != 1:
-        raise ValueError(f"x must be [rows, cols], contiguous in its last dimension; got {tuple(x.shape)}")
-    if x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
-        raise ValueError(f"x must be fp16, bf16 or fp32, got {x.dtype}")
+    check_rows(x, "cols")
     n, width = x.shape
     if gated and width % 2:
         raise ValueError(f"a gated activation needs an even width (gate | up), got {width}")

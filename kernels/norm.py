@@ -23,6 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._checks import check_rows
 from .paged_attention import _next_pow2
 
 NORM_KINDS = ("rms", "layer")
@@ -98,10 +99,7 @@ def fused_add_norm(
     """
     if kind not in NORM_KINDS:
         raise ValueError(f"kind must be one of {NORM_KINDS}, got {kind!r}")
-    if x.dim() != 2 or x.stride(-1) != 1:
-        raise ValueError(f"x must be [rows, hidden], contiguous in its last dimension; got {tuple(x.shape)}")
-    if x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
-        raise ValueError(f"x must be fp16, bf16 or fp32, got {x.dtype}")
+    check_rows(x, "hidden")
     n, h = x.shape
     for name, p in (("weight", weight), ("bias", bias)):
         if p is not None and (p.shape != (h,) or p.stride(0) != 1 or p.device != x.device):
