@@ -14,7 +14,8 @@ import pytest
 
 from gpuprobe.cli import main
 from gpuprobe.errors import GpuprobeError, NotAvailable
-from gpuprobe.measure.replicas import MPSDaemon, _alive, memory_share, processes_with_env, run_replicas
+from gpuprobe.measure.children import process_alive as _alive
+from gpuprobe.measure.replicas import MPSDaemon, memory_share, processes_with_env, run_replicas
 from gpuprobe.measure.telemetry import Telemetry
 
 WORKER = textwrap.dedent("""

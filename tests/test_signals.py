@@ -8,10 +8,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
+from gpuprobe.measure.children import process_alive
 from gpuprobe.measure.sweep import LOCK_FILE, run_sweep
 
 WORKER = '''
@@ -41,15 +41,6 @@ with interrupt_on_termination():
 '''
 
 
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (an orphan's zombie may wait for a reaper that a container lacks)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
 @pytest.fixture()
 def env(tmp_path, monkeypatch):
     mod = tmp_path / "mod"
@@ -77,13 +68,13 @@ def test_no_process_of_the_run_outlives_it(env, tmp_path, sig):
         while time.monotonic() < deadline and (not pids.exists() or len(pids.read_text().split()) < 2):
             time.sleep(0.1)
         started = [int(x) for x in pids.read_text().split()]
-        assert len(started) == 2 and all(_running(p) for p in started)
+        assert len(started) == 2 and all(process_alive(p) for p in started)
         driver.send_signal(sig)
         driver.wait(30)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(_running(p) for p in started):
+        while time.monotonic() < deadline and any(process_alive(p) for p in started):
             time.sleep(0.1)
-        assert not [p for p in started if _running(p)], f"left running after {signal.Signals(sig).name}"
+        assert not [p for p in started if process_alive(p)], f"left running after {signal.Signals(sig).name}"
         if sig != signal.SIGKILL:
             assert driver.returncode == 130 and not (out / LOCK_FILE).exists()
     finally:

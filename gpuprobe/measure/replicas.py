@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from gpuprobe.errors import GpuprobeError, NotAvailable
-from gpuprobe.measure.children import end_group
+from gpuprobe.measure.children import end_group, process_alive
 from gpuprobe.measure.timing import StepStats, time_steps
 
 ENV_INDEX = "GPUPROBE_REPLICA_INDEX"
@@ -140,7 +140,7 @@ class MPSDaemon:
         """The processes of this daemon now: the control daemon and its MPS server(s)."""
         pids = set(processes_with_env("CUDA_MPS_PIPE_DIRECTORY", self.env["CUDA_MPS_PIPE_DIRECTORY"])
                    if self.env else ())
-        if self.pid is not None and _alive(self.pid):
+        if self.pid is not None and process_alive(self.pid):
             pids.add(self.pid)
         return sorted(pids)
 
@@ -237,7 +237,7 @@ def stop_stale_daemons(control: str = MPS_CONTROL, root: str | Path | None = Non
             owner = int((folder / MPSDaemon.OWNER_FILE).read_text().split()[0])
         except (OSError, ValueError, IndexError):
             continue  # not a folder of this version's daemons: never touch what we cannot attribute
-        if _alive(owner) or not (folder / "pipe").is_dir():
+        if process_alive(owner) or not (folder / "pipe").is_dir():
             continue
         stale = MPSDaemon(control, timeout_s=timeout_s)
         stale._exe = shutil.which(control)
@@ -249,20 +249,6 @@ def stop_stale_daemons(control: str = MPS_CONTROL, root: str | Path | None = Non
     return cleaned
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists and is not a zombie (an exited daemon whose parent, often a
-    container's init, has not reaped it yet)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-        return text[text.rindex(")") + 2:].split()[0] not in ("Z", "X")
-    except (OSError, ValueError, IndexError):
-        try:
-            os.kill(pid, 0)
-            return True
-        except (ProcessLookupError, PermissionError):
-            return False
-
-
 def processes_with_env(name: str, value: str) -> list[int]:
     """PIDs of this user's processes whose environment has ``name=value`` (Linux ``/proc``): the MPS
     control daemon and server of a private daemon carry its pipe folder, so none should be left."""
@@ -270,7 +256,7 @@ def processes_with_env(name: str, value: str) -> list[int]:
     pids = []
     for d in Path("/proc").glob("[0-9]*"):
         try:
-            if needle in (d / "environ").read_bytes().split(b"\0") and _alive(int(d.name)):
+            if needle in (d / "environ").read_bytes().split(b"\0") and process_alive(int(d.name)):
                 pids.append(int(d.name))
         except (OSError, ValueError):
             continue

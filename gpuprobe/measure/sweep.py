@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from gpuprobe.errors import UserError
-from gpuprobe.measure.children import run_child
+from gpuprobe.measure.children import process_alive, run_child
 
 RESULTS_FILE = "results.jsonl"
 #: Holds the pid of the sweep writing into a folder, while it runs.
@@ -58,16 +58,6 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextlib.contextmanager
 def claim_folder(out: Path) -> Iterator[None]:
     """Hold ``out`` for this sweep: refuse it while another live sweep holds it (a second ``--resume``
@@ -77,7 +67,7 @@ def claim_folder(out: Path) -> Iterator[None]:
         other = int(lock.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         other = None
-    if other is not None and other != os.getpid() and _alive(other):
+    if other is not None and other != os.getpid() and process_alive(other):
         raise UserError(f"'{out}' is in use by a sweep that is still running (pid {other}); wait for it to end "
                         f"or stop it (kill {other}), then run again.")
     lock.write_text(f"{os.getpid()}\n")
