@@ -17,8 +17,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gpuprobe.cli._common import parse_int_list
-from gpuprobe.kernels import bench
+from gpuprobe.ceilings import kernel_bench as bench
+from gpuprobe.parsing import parse_int_list
+from gpuprobe.render.tables import FORMATS, emit, spec_columns
+from gpuprobe.run.script import run_script
+from gpuprobe.specs.gpus import normalize_dtype
 
 TARGET_MODELS = ("qwen2-0.5b", "qwen2-1.5b", "llama-3.2-1b")
 TARGET_POINTS = ((256, 2048), (8, 32768))
@@ -31,12 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", default="1-512")
     p.add_argument("--context", default="1024,4096")
     p.add_argument("--page-size", type=int, default=16)
-    p.add_argument("--dtype", default="bf16")
+    p.add_argument("--dtype", default="bf16", type=normalize_dtype)
     p.add_argument("--knobs", default="num_splits=1,auto")
     p.add_argument("--no-reference", action="store_true", help="skip timing the paged reference")
-    bench.add_format_arguments(p)
+    p.add_argument("--format", choices=(*FORMATS, "markdown"), default=None,
+                   help="table (default on a terminal), tsv (default when piped), csv, json, or markdown")
     args = p.parse_args(argv)
-    fmt = bench.output_format(args)
+    fmt = args.format
     bench.require_cuda()
     knob_sets = bench.parse_knobs(args.knobs, bench.ATTENTION_KNOB_NAMES)
 
@@ -60,11 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         bw = rows[0]["copy_bw_gbps"]
         title = (f"{model} ({shape.num_q_heads}/{shape.num_kv_heads} heads, head_dim {shape.head_dim}), "
                  f"page {args.page_size}, {args.dtype}; copy bandwidth {bw:.0f} GB/s")
-        bench.print_rows(rows, bench.ATTENTION_COLUMNS, fmt, title=title)
+        emit(spec_columns(bench.ATTENTION_COLUMNS), rows, fmt, title=title)
     return 0
 
 
 if __name__ == "__main__":
-    from gpuprobe.cli._common import run_script
-
     run_script(main)

@@ -17,19 +17,20 @@ import sys
 
 from gpuprobe import ceilings as C
 from gpuprobe.errors import NotAvailable
+from gpuprobe.render.ceilings_table import ceilings_rows, print_ceilings
+from gpuprobe.run.script import run_script
+from gpuprobe.specs.gpus import gpu_from_device_name
 
 
 def markdown(result, spec) -> str:
+    """The rows of ``gpuprobe ceilings`` (:func:`gpuprobe.render.ceilings_table.ceilings_rows`) as Markdown."""
     rows = ["| ceiling | measured | datasheet | ratio | result check |", "|---|---|---|---|---|"]
-    for name, info in C.MEASUREMENTS.items():
-        m = result.measurements.get(name)
-        if m is None:
-            continue
-        unit = "TB/s" if info.kind == "memory" else "TFLOP/s"
-        sheet = C.datasheet_value(name, spec)
-        rows.append(f"| {info.label} | {m.value / 1e12:.3f} {unit} | "
+    for r in ceilings_rows(result, spec):
+        unit = "TB/s" if r["unit"] == "bytes/s" else "TFLOP/s"
+        value, sheet = r["measured"], r["datasheet"]
+        rows.append(f"| {r['ceiling']} | {value / 1e12:.3f} {unit} | "
                     f"{'—' if not sheet else f'{sheet / 1e12:.3f} {unit}'} | "
-                    f"{'—' if not sheet else f'{m.value / sheet:.1%}'} | {'ok' if m.verified else 'FAILED'} |")
+                    f"{'—' if not sheet else f'{value / sheet:.1%}'} | {r['check'] or '—'} |")
     return "\n".join(rows)
 
 
@@ -46,21 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     except NotAvailable as e:
         print(f"benchmarks/ceilings.py: {e}", file=sys.stderr)
         return 2
-    from gpuprobe.specs.gpus import match_device_name
-
-    spec = match_device_name(result.device_name)
+    spec = gpu_from_device_name(result.device_name)
     if args.markdown:
         print(markdown(result, spec))
     else:
-        from rich.console import Console
-
-        from gpuprobe.cli.ceilings import _footer, ceilings_table
-
-        con = Console()
-        con.print(ceilings_table(result, spec))
         path = C.save_cached(result) if args.cache and result.all_verified else None
-        for line in _footer(result, path, False)[:2]:
-            con.print(line, highlight=False)
+        print_ceilings(result, spec, path, from_cache=False)
     figures, failures = C.evaluate_targets(result, spec)
     print(f"\ncopy kernel / torch copy: {figures.get('copy_vs_torch')} (target >= 0.95, within 0.05)")
     print(f"FP32 FMA / datasheet at the SM clock seen: {figures.get('fp32_vs_scaled_datasheet')} (target 0.90-1.10)")
@@ -71,6 +63,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from gpuprobe.cli._common import run_script
-
     run_script(main)

@@ -13,19 +13,23 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gpuprobe.cli._common import parse_int_list
-from gpuprobe.kernels import bench
+from gpuprobe.ceilings import kernel_bench as bench
+from gpuprobe.parsing import parse_int_list
+from gpuprobe.render.tables import FORMATS, emit, spec_columns
+from gpuprobe.run.script import run_script
+from gpuprobe.specs.gpus import normalize_dtype
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="qwen2-0.5b")
     p.add_argument("--m", default="1,8,16,32,64,256,1024", help="batch rows")
-    p.add_argument("--dtype", default="bf16")
+    p.add_argument("--dtype", default="bf16", type=normalize_dtype)
     p.add_argument("--knobs", default=None, help="e.g. 'split_k=1,auto block_n=32,64'")
-    bench.add_format_arguments(p)
+    p.add_argument("--format", choices=(*FORMATS, "markdown"), default=None,
+                   help="table (default on a terminal), tsv (default when piped), csv, json, or markdown")
     args = p.parse_args(argv)
-    fmt = bench.output_format(args)
+    fmt = args.format
     bench.require_cuda()
     knob_sets = bench.parse_knobs(args.knobs, bench.GEMM_KNOB_NAMES)
     rows = []
@@ -36,11 +40,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 print(f"  {op} M={m} {ks}: {row['time_us']:.1f} us vs cuBLAS {row['cublas_us']:.1f} us",
                       file=sys.stderr)
-    bench.print_rows(rows, bench.GEMM_COLUMNS, fmt, title=f"{args.model} projections, {args.dtype}")
+    emit(spec_columns(bench.GEMM_COLUMNS), rows, fmt, title=f"{args.model} projections, {args.dtype}")
     return 0
 
 
 if __name__ == "__main__":
-    from gpuprobe.cli._common import run_script
-
     run_script(main)

@@ -19,6 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from gpuprobe.errors import NotAvailable
+from gpuprobe.measure.point import target_command
+from gpuprobe.ncu import load_report
+from gpuprobe.ncu.runner import NcuError, profile
+from gpuprobe.run.script import run_script
+from gpuprobe.specs.gpus import detect_gpu
+
 TARGET_S = 180.0
 
 
@@ -42,9 +49,6 @@ def time_sweep(model: str, context: int, mode: str, batch: str | None, out: Path
 
 
 def time_full(model: str, batch: int, context: int, timeout_s: float, out: Path) -> dict:
-    from gpuprobe.measure.point import target_command
-    from gpuprobe.ncu.runner import NcuError, profile
-
     cmd = target_command(model, batch, context, "bf16", None, "all", 3)
     t0 = time.perf_counter()
     row = {"what": f"ncu --set full, whole step, batch {batch}", "command": "ncu --set full --nvtx-include decode/ "
@@ -52,8 +56,6 @@ def time_full(model: str, batch: int, context: int, timeout_s: float, out: Path)
     try:
         res = profile(cmd, out / "full.ncu-rep", metric_set="roofline", nvtx_include=["decode/"],
                       extra_args=["--set", "full"], timeout_s=timeout_s)
-        from gpuprobe.ncu import load_report
-
         row.update(wall_s=time.perf_counter() - t0, rc=0, kernels=len(load_report(res.report)))
     except NcuError as e:
         row.update(wall_s=time.perf_counter() - t0, rc=1, error=str(e).splitlines()[:1],
@@ -72,9 +74,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--full-timeout", type=float, default=900.0)
     p.add_argument("--keep", help="keep the outputs in this folder")
     args = p.parse_args(argv)
-    from gpuprobe.errors import NotAvailable
-    from gpuprobe.specs.gpus import detect_gpu
-
     if detect_gpu() is None:
         raise NotAvailable("this benchmark times the measured roofline sweep and needs a CUDA GPU; "
                            "`gpuprobe roofline` runs analytically without one.")
@@ -98,6 +97,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from gpuprobe.cli._common import run_script
-
     run_script(main)

@@ -17,7 +17,14 @@ from __future__ import annotations
 import argparse
 import os
 
-from gpuprobe.cli._common import parse_int_list
+from gpuprobe.ceilings.bandwidth import copy_bandwidth_and_source
+from gpuprobe.measure.sweep import run_sweep
+from gpuprobe.measure.throughput import rows_from_records, weight_read_floor_s
+from gpuprobe.parsing import parse_int_list
+from gpuprobe.render.plots.throughput import series
+from gpuprobe.render.throughput import write_results
+from gpuprobe.run.script import run_script
+from gpuprobe.specs.gpus import normalize_dtype
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,13 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", default="1-1024")
     p.add_argument("--steps", type=int, default=64)
     p.add_argument("--attention", default=None)
-    p.add_argument("--dtype", default="bf16")
+    p.add_argument("--dtype", default="bf16", type=normalize_dtype)
     p.add_argument("--out", default="gpuprobe-out/bench-throughput")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--compile", action="store_true", help="also measure the torch.compile-fused step in graph mode")
     a = p.parse_args(argv)
 
-    import torch
+    import torch  # the engine's library, loaded once the arguments are read
 
     cuda = torch.cuda.is_available()
     if not cuda:
@@ -44,12 +51,6 @@ def main(argv: list[str] | None = None) -> int:
     if not cuda:
         print("no CUDA GPU here: kernel counts only; the step-time table needs one.")
         return 0
-    from gpuprobe.ceilings.bandwidth import copy_bandwidth_and_source
-    from gpuprobe.measure.sweep import run_sweep
-    from gpuprobe.measure.throughput import rows_from_records, weight_read_floor_s
-    from gpuprobe.render.plots.throughput import series
-    from gpuprobe.render.throughput import write_results
-
     attention = counts["attention"]
     batches = parse_int_list(a.batch)
     modes = [(True, False, "fused"), (True, False, "unfused"), (False, False, "fused")]  # (graphs, compile, kernels)
@@ -103,7 +104,7 @@ def kernels_per_layer(model: str, context: int, attention: str | None, cuda: boo
     (Triton interpreted, bf16, a one-layer model) without one."""
     import torch
 
-    from gpuprobe.engine.attention import default_attention
+    from gpuprobe.engine.attention import default_attention  # imports torch and Triton: after TRITON_INTERPRET
 
     if cuda:
         from gpuprobe.engine.kernel_count import kernels_per_layer_gpu
@@ -121,6 +122,4 @@ def kernels_per_layer(model: str, context: int, attention: str | None, cuda: boo
 
 
 if __name__ == "__main__":
-    from gpuprobe.cli._common import run_script
-
     run_script(main)

@@ -9,7 +9,10 @@ Conventions (docs/analytic.md derives every formula):
 - Activations are in the model dtype; token ids and slot indices are int64 (8 bytes).
 - GEMM FLOPs are 2·M·N·K (+ M·N for a bias); attention FLOPs are the two matmuls,
   4·B·Hq·C·D (softmax exponentials run on the SFU and are not counted); elementwise ops count
-  one FLOP per add/mul (RMSNorm 4/element, LayerNorm 8, RoPE 3, SwiGLU 5, ReLU 1).
+  one FLOP per add/mul (RMSNorm 4/element, LayerNorm 8, RoPE 3; the activation's from its row of
+  :data:`gpuprobe.kernels.activation_table.ACTIVATIONS`: SwiGLU 5, ReLU 1).
+- ``dtype`` is a normalised name (``bf16`` | ``fp16`` | ``fp32``: :func:`gpuprobe.specs.gpus.normalize_dtype`
+  at the edge, where a user or a file gives it).
 - The attention reads the K and V of all C tokens of each sequence; the block table
   (under 0.1% of those bytes) is left out.
 - Each op's predicted time is ``max(flops / compute_peak, bytes / dram_bandwidth)`` with the
@@ -24,10 +27,12 @@ Conventions (docs/analytic.md derives every formula):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 from gpuprobe.errors import UserError
+from gpuprobe.kernels.activation_table import activation
 from gpuprobe.ops import GEMM_OPS, OPS, gemm_shapes
-from gpuprobe.specs.gpus import DTYPE_BYTES, GPUSpec, normalize_dtype
+from gpuprobe.specs.gpus import DTYPE_BYTES, GPUSpec
 from gpuprobe.specs.models import ModelSpec
 
 ID_BYTES = 8
@@ -95,6 +100,33 @@ class OpCost:
         return d
 
 
+def dtype_bytes(dtype: str) -> int:
+    """Bytes per element of a normalised dtype name; a UserError for any other spelling."""
+    try:
+        return DTYPE_BYTES[dtype]
+    except (KeyError, TypeError):
+        raise UserError(f"unknown dtype '{dtype}'; use one of {', '.join(DTYPE_BYTES)}.") from None
+
+
+class AttentionBytes(NamedTuple):
+    """Minimum DRAM bytes of one decode-attention call over one layer (each byte once)."""
+
+    kv_read: int  # K and V of every context token of every KV head
+    q_read: int
+    out_write: int
+
+    @property
+    def total(self) -> int:
+        return self.kv_read + self.q_read + self.out_write
+
+
+def attention_bytes(batch: int, context: int, *, num_heads: int, num_kv_heads: int, head_dim: int,
+                    elt_bytes: int) -> AttentionBytes:
+    """The one count of attention's bytes: the cost model, the cross-checks and the kernel benchmarks."""
+    q = batch * num_heads * head_dim * elt_bytes
+    return AttentionBytes(2 * batch * context * num_kv_heads * head_dim * elt_bytes, q, q)
+
+
 def _check_kernels(kernels: str) -> None:
     if kernels not in KERNEL_MODES:
         raise UserError(f"unknown kernels mode '{kernels}'; choose one of {', '.join(KERNEL_MODES)}.")
@@ -138,7 +170,7 @@ def op_costs_per_layer(spec: ModelSpec, batch: int, context: int, dtype: str = "
     _check(batch, context)
     _check_kernels(kernels)
     fused = kernels == "fused"
-    s = DTYPE_BYTES[normalize_dtype(dtype)]
+    s = dtype_bytes(dtype)
     b, c, h = batch, context, spec.hidden_size
     hq, hkv, d = spec.num_heads, spec.num_kv_heads, spec.head_dim
     inter = spec.intermediate_size
@@ -156,17 +188,16 @@ def op_costs_per_layer(spec: ModelSpec, batch: int, context: int, dtype: str = "
         if rope:
             out.append(_cost("rope", 3 * rotated, rotated * s + 2 * b * d * s, rotated * s))
         out.append(_cost("kv_write", 0, kv_new + b * ID_BYTES, kv_new, kv_write=kv_new))
-    kv_read = 2 * b * c * hkv * d * s
-    out.append(_cost("attention", 4 * b * hq * c * d, kv_read + b * hq * d * s, b * hq * d * s, kv_read=kv_read))
+    att = attention_bytes(b, c, num_heads=hq, num_kv_heads=hkv, head_dim=d, elt_bytes=s)
+    out.append(_cost("attention", 4 * b * hq * c * d, att.kv_read + att.q_read, att.out_write, kv_read=att.kv_read))
     out.append(_linear("o_proj", b, *gemm["o_proj"], spec.o_bias, s))
     if not fused:
         out.append(_cost("residual_add", 2 * b * h, 2 * (2 * b * h * s), 2 * (b * h * s), count=2))
     out.append(_norm("post_norm", spec, b, s, True, add=fused))
     out.append(_linear("gate_up_proj", b, *gemm["gate_up_proj"], spec.mlp_bias, s))
-    if spec.gated_mlp:
-        out.append(_cost("act", 5 * b * inter, 2 * b * inter * s, b * inter * s))
-    else:
-        out.append(_cost("act", b * inter, b * inter * s, b * inter * s))
+    act = activation(spec.activation)
+    out.append(_cost("act", act.flops_per_element * b * inter, (2 if act.gated else 1) * b * inter * s,
+                     b * inter * s))
     out.append(_linear("down_proj", b, *gemm["down_proj"], spec.mlp_bias, s))
     return out
 
@@ -176,7 +207,7 @@ def op_costs_per_step_only(spec: ModelSpec, batch: int, dtype: str = "bf16",
     """Costs of the ops that run once per step: embed, final_norm (fused: with the last residual
     add), lm_head, sample."""
     _check_kernels(kernels)
-    s = DTYPE_BYTES[normalize_dtype(dtype)]
+    s = dtype_bytes(dtype)
     b, h, v = batch, spec.hidden_size, spec.vocab_size
     if spec.positional == "learned":  # token row + position row, added
         embed = _cost("embed", b * h, 2 * (b * h * s + b * ID_BYTES), b * h * s, per_layer=False)
@@ -198,7 +229,7 @@ def decode_costs(spec: ModelSpec, batch: int, context: int, dtype: str = "bf16",
     per_layer = op_costs_per_layer(spec, batch, context, dtype, kernels)
     layer = {c.op: c.scaled(layers) for c in per_layer}
     if kernels == "fused":
-        s = DTYPE_BYTES[normalize_dtype(dtype)]
+        s = dtype_bytes(dtype)
         fused_norm = next(c for c in per_layer if c.op == "input_norm")
         first = _norm("input_norm", spec, batch, s, True)
         layer["input_norm"] = first.plus(fused_norm.scaled(layers - 1)) if layers > 1 else first
@@ -244,7 +275,7 @@ class MemoryFootprint:
 def memory_footprint(spec: ModelSpec, batch: int, context: int, dtype: str = "bf16") -> MemoryFootprint:
     """Weights plus the KV cache of ``batch`` sequences of ``context`` tokens (activations excluded)."""
     _check(batch, context)
-    s = DTYPE_BYTES[normalize_dtype(dtype)]
+    s = dtype_bytes(dtype)
     return MemoryFootprint(spec.weight_bytes(s), batch * context * spec.kv_bytes_per_token(s))
 
 
@@ -252,7 +283,7 @@ def max_batch_that_fits(spec: ModelSpec, gpu: GPUSpec, context: int, dtype: str 
                         memory_fraction: float = DEFAULT_MEMORY_FRACTION, memory_bytes: int | None = None) -> int:
     """Largest batch whose weights + KV cache fit in ``memory_fraction`` of the GPU's memory (0 if none)."""
     _check(1, context)
-    s = DTYPE_BYTES[normalize_dtype(dtype)]
+    s = dtype_bytes(dtype)
     budget = (memory_bytes or gpu.memory_bytes) * memory_fraction - spec.weight_bytes(s)
     per_seq = context * spec.kv_bytes_per_token(s)
     return max(0, int(budget // per_seq))

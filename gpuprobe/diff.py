@@ -25,6 +25,8 @@ from gpuprobe.errors import UserError
 #: Columns of a side table (one row per op or kernel key).
 SIDE_COLUMNS = ("key", "op", "n_kernels", "layers_profiled", "time_s", "dram_bytes", "dram_read_bytes",
                 "dram_write_bytes", "flops")
+#: Largest roofline.json read (bytes).
+MAX_JSON_BYTES = 256 << 20
 SUMMED = ("time_s", "dram_bytes", "dram_read_bytes", "dram_write_bytes", "flops")
 
 
@@ -43,6 +45,8 @@ class Side:
     table: pd.DataFrame
     gpu: str | None = None
     notes: list[str] = field(default_factory=list)
+    kind: str | None = None  # what measured it: "ncu", "nsys", or "roofline.json (mode M)"
+    model: str | None = None
 
 
 def _is_roofline_json(path: Path) -> bool:
@@ -78,13 +82,19 @@ def _from_report(path: Path, by: str, rules: str | None) -> Side:
     else:
         ops = op_table(kernels)
         table = ops.assign(key=ops["op"])[list(SIDE_COLUMNS)]
-    return Side(str(path), by, table, df.attrs.get("device_name"), notes)
+    fmt = str(df.attrs.get("format") or "")
+    kind = "nsys" if fmt.startswith("nsys") else "ncu"
+    return Side(str(path), by, table, df.attrs.get("device_name"), notes, kind=kind)
 
 
 def _from_roofline(path: Path, by: str, batch: int | None) -> Side:
     from gpuprobe.roofline.schema import RooflineResult
 
-    res = RooflineResult.from_json(path)
+    try:
+        res = RooflineResult.from_json(path)
+    except RecursionError:
+        raise UserError(f"'{path}': JSON nested too deeply to be a roofline.json; give the file "
+                        "`gpuprobe roofline --json` or `gpuprobe report --json` wrote") from None
     batches = sorted({p.batch for p in res.points if p.batch is not None})
     if batch is not None:
         points = [p for p in res.points if p.batch == batch]
@@ -116,17 +126,22 @@ def _from_roofline(path: Path, by: str, batch: int | None) -> Side:
         table = pd.DataFrame(rows, columns=list(SIDE_COLUMNS))
         if table["key"].duplicated().any():
             raise UserError(f"'{path}' holds one op twice; give a roofline.json of one batch")
-    return Side(str(path), by, table, res.gpu)
+    mode = getattr(res, "mode", None)
+    kind = {"ncu": "ncu", "nsys": "nsys"}.get(str(mode), f"roofline.json (mode {mode})")
+    return Side(str(path), by, table, res.gpu, kind=kind, model=getattr(res, "model", None))
 
 
 def side_table(path: str | Path, by: str = "op", rules: str | None = None, batch: int | None = None) -> Side:
     """A report or a ``roofline.json`` -> its per-op (``by="op"``) or per-kernel table."""
     if by not in ("op", "kernel"):
         raise UserError(f"--by must be 'op' or 'kernel', got '{by}'")
+    from gpuprobe.paths import require_regular_file
+
     p = Path(path)
-    if not p.exists():
-        raise UserError(f"'{p}': no such file")
-    if p.is_file() and _is_roofline_json(p):
+    size = require_regular_file(p, what="a report or a roofline.json")
+    if _is_roofline_json(p):
+        if size > MAX_JSON_BYTES:
+            raise UserError(f"'{p}' is {size >> 20} MiB: too big for a roofline.json")
         return _from_roofline(p, by, batch)
     return _from_report(p, by, rules)
 
@@ -176,10 +191,29 @@ class Diff:
     b: Side
     rows: list[dict[str, Any]]
     total: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"a": self.a.source, "b": self.b.source, "by": self.a.by, "gpu_a": self.a.gpu, "gpu_b": self.b.gpu,
-                "rows": self.rows, "total": self.total}
+                "source_a": self.a.kind, "source_b": self.b.kind, "model_a": self.a.model, "model_b": self.b.model,
+                "rows": self.rows, "total": self.total, "warnings": list(self.warnings)}
+
+
+def _norm(name: str | None) -> str:
+    return " ".join(str(name or "").lower().replace("nvidia", "").split())
+
+
+def mismatches(a: Side, b: Side) -> list[str]:
+    """What makes the two sides not like for like: how they were measured, the GPU, the model."""
+    out = []
+    if a.kind and b.kind and a.kind != b.kind:
+        out.append(f"A is {a.kind}, B is {b.kind}: the sides were measured differently (an ncu report replays "
+                   "each kernel with counters; an nsys trace times the real run), so ratios mix methods")
+    if a.gpu and b.gpu and _norm(a.gpu) != _norm(b.gpu):
+        out.append(f"A ran on {a.gpu}, B on {b.gpu}: different GPUs")
+    if a.model and b.model and a.model != b.model:
+        out.append(f"A is model {a.model}, B is model {b.model}: different models")
+    return out
 
 
 def compare(a: Side, b: Side) -> Diff:
@@ -194,7 +228,7 @@ def compare(a: Side, b: Side) -> Diff:
     tot_b["n_kernels"] = int(pd.to_numeric(b.table["n_kernels"], errors="coerce").fillna(0).sum())
     total = _row("total", tot_a, tot_b)
     total["op"] = None
-    return Diff(a, b, rows, total)
+    return Diff(a, b, rows, total, mismatches(a, b))
 
 
 def slower_than(diff: Diff, pct: float) -> list[tuple[str, float]]:

@@ -43,6 +43,10 @@ CLASS_MEMBERS: dict[str, tuple[str, ...]] = {
     "norm": ("input_norm", "post_norm", "final_norm"),
 }
 
+#: Ops whose kernels the rule table names by a class that is neither the op's name nor a class of
+#: :data:`CLASS_MEMBERS`: a residual add is a plain elementwise kernel.
+_OTHER_RULE_CLASSES: dict[str, str] = {"residual_add": "elementwise"}
+
 #: Ops that run once per step rather than once per layer.
 STEP_OPS: frozenset[str] = frozenset({"embed", "final_norm", "lm_head", "sample"})
 
@@ -86,6 +90,16 @@ def gemm_shapes(spec) -> dict[str, tuple[int, int]]:
         "down_proj": (spec.intermediate_size, spec.hidden_size),
         "lm_head": (spec.hidden_size, spec.vocab_size),
     }
+
+
+def rule_class(op: str) -> str:
+    """The op class (``gpuprobe.kernel_rules.OP_CLASSES``) the kernel rule table gives an op's kernels in a
+    trace without NVTX ranges: ``gemm`` or ``norm`` for their members, else the op's own name
+    (``attention``, ``kv_write``...), ``elementwise`` for ``residual_add``."""
+    for cls, members in CLASS_MEMBERS.items():
+        if op in members:
+            return cls
+    return _OTHER_RULE_CLASSES.get(op, op)
 
 
 def op_order(op: str) -> tuple[int, str]:

@@ -1,5 +1,5 @@
 """Lists of integers as users write them (``1,2,4``; ``1-512`` for powers of two): one parser for the
-command line and for the functions that take the same text (e.g. :func:`gpuprobe.advise.curves.measure_curve`)."""
+command line and for the functions that take the same text (e.g. :func:`gpuprobe.run.advise.measure_curve`)."""
 from __future__ import annotations
 
 from gpuprobe.errors import UserError
@@ -45,3 +45,14 @@ def parse_int_list(text: str, what: str = "batch") -> list[int]:
     if limit is not None and max(out) > limit:
         raise UserError(f"{what} {show_int(max(out))} is above the limit of {limit:,}; give smaller values.")
     return sorted(out)
+
+
+def parse_int_sequence(text: str, what: str = "batch") -> list[int]:
+    """'512,128,128' -> [512, 128, 128]: order and repeats kept, each value checked as by :func:`parse_int_list`."""
+    parts = [p.strip() for p in str(text).split(",")]
+    for p in parts:
+        if not p.isdigit():
+            parse_int_list(p or str(text), what)  # raises the one-line error for this value
+            raise UserError(f"give single {what} values separated by commas here (no ranges), got '{text}'.")
+        parse_int_list(p, what)
+    return [int(p) for p in parts]

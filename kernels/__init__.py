@@ -2,8 +2,10 @@
 
 ``paged_decode_attention`` (:mod:`.paged_attention`), ``decode_gemm`` (:mod:`.gemm`) and the engine's
 fused elementwise kernels ``fused_add_norm`` (:mod:`.norm`), ``rotary_kv_write`` (:mod:`.rotary`) and
-``fused_activation`` / ``silu_and_mul`` (:mod:`.activation`) are loaded on first use, so
-``import gpuprobe.kernels`` (and :mod:`.reference`) works where Triton is not installed.
+``fused_activation`` (:mod:`.activation`) are loaded on first use, so ``import gpuprobe.kernels`` (and
+:mod:`.reference`, :mod:`.activation_table`) works where Triton is not installed. Helpers the kernels share
+(input checks, the dtype map, launch sizes, the GPU timer) are :mod:`.common`; nothing here imports
+gpuprobe outside this package.
 """
 from __future__ import annotations
 
@@ -18,8 +20,6 @@ _LAZY = {
     "fused_add_norm": "norm",
     "rotary_kv_write": "rotary",
     "fused_activation": "activation",
-    "silu_and_mul": "activation",
-    "relu": "activation",
 }
 
 __all__ = sorted(_LAZY)

@@ -1,4 +1,5 @@
-"""The MLP's activation in Triton: SiLU-and-mul for SwiGLU (Qwen2, Llama), ReLU (OPT), GELU.
+"""The MLP's activation in Triton: SiLU-and-mul for SwiGLU (Qwen2, Llama), ReLU (OPT), GELU; the functions
+and which model activations use them are :mod:`.activation_table`.
 
 Gated (``gated=True``): the input is the fused ``gate_up_proj`` output ``[N, 2I]``, gate in the
 first half and up in the second (the engine's layout), and ``out [N, I] = act(gate) * up``.
@@ -16,17 +17,15 @@ import torch
 import triton
 import triton.language as tl
 
-from ._checks import check_rows
-
-#: Activations the kernel computes; ``gelu_tanh`` is the tanh approximation.
-ACTIVATIONS = ("silu", "relu", "gelu", "gelu_tanh")
+from .activation_table import FUNCTIONS, apply_torch
+from .common import check_rows, time_s, torch_dtype
 #: Columns per program (4 warps, 8 elements per thread).
 BLOCK = 1024
 
 
 @triton.jit
 def _apply(x, ACT: tl.constexpr):
-    """``ACT`` of an fp32 tile."""
+    """``ACT`` (a function of :data:`.activation_table.FUNCTIONS`) of an fp32 tile."""
     if ACT == "silu":
         y = x * tl.sigmoid(x)
     elif ACT == "relu":
@@ -57,11 +56,11 @@ def fused_activation(x: torch.Tensor, act: str = "silu", *, gated: bool = True,
                      out: torch.Tensor | None = None) -> torch.Tensor:
     """``act(gate) * up`` of ``x [N, 2I]`` (``gated``) or ``act(x)`` of ``x [N, I]``; returns ``out [N, I]``.
 
-    ``act``: one of :data:`ACTIVATIONS`. fp16 / bf16 / fp32 with fp32 math; ``x`` and ``out`` need
+    ``act``: an elementwise function of :data:`.activation_table.FUNCTIONS`. fp16 / bf16 / fp32 with fp32 math; ``x`` and ``out`` need
     a contiguous last dimension (a row stride is free). No host synchronisation.
     """
-    if act not in ACTIVATIONS:
-        raise ValueError(f"act must be one of {ACTIVATIONS}, got {act!r}")
+    if act not in FUNCTIONS:
+        raise ValueError(f"act must be one of {tuple(FUNCTIONS)}, got {act!r}")
     check_rows(x, "cols")
     n, width = x.shape
     if gated and width % 2:
@@ -78,30 +77,13 @@ def fused_activation(x: torch.Tensor, act: str = "silu", *, gated: bool = True,
     return out
 
 
-def silu_and_mul(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """SwiGLU: ``silu(x[:, :I]) * x[:, I:]``."""
-    return fused_activation(x, "silu", gated=True, out=out)
-
-
-def relu(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``max(x, 0)`` (OPT's MLP)."""
-    return fused_activation(x, "relu", gated=False, out=out)
-
-
 # --------------------------------------------------------------------------------------------------
 # Reference, check, benchmark
 # --------------------------------------------------------------------------------------------------
 def activation_reference(x: torch.Tensor, act: str = "silu", *, gated: bool = True,
                          compute_dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """The same in ``compute_dtype`` with torch's own activations."""
-    import torch.nn.functional as F
-
-    xf = x.to(compute_dtype)
-    a, up = xf.chunk(2, dim=-1) if gated else (xf, None)
-    fn = {"silu": F.silu, "relu": F.relu, "gelu": F.gelu,
-          "gelu_tanh": lambda t: F.gelu(t, approximate="tanh")}[act]
-    y = fn(a)
-    return y * up if up is not None else y
+    """The same in ``compute_dtype`` with torch's own activations (:func:`.activation_table.apply_torch`)."""
+    return apply_torch(act, gated, x.to(compute_dtype))
 
 
 def activation_bytes(rows: int, cols: int, elt_bytes: int, gated: bool = True) -> int:
@@ -120,23 +102,11 @@ def check_activation(rows: int, cols: int, dtype: torch.dtype = torch.bfloat16, 
 
 def bench_activation(rows: int, cols: int, dtype: str = "bf16", *, act: str = "silu", gated: bool = True,
                      rep_ms: int = 100) -> dict[str, Any]:
-    """Kernel and the unfused PyTorch ops timed on the GPU; the kernel's bytes next to its time."""
-    import torch.nn.functional as F
-
-    from . import bench
-
-    bench.require_cuda()
-    x = torch.randn(rows, cols * (2 if gated else 1), device="cuda", dtype=getattr(torch, bench.DTYPE_NAMES[dtype]))
-    fused_s = bench.time_s(lambda: fused_activation(x, act, gated=gated), rep_ms=rep_ms)
-
-    def unfused():
-        a, up = x.chunk(2, dim=-1) if gated else (x, None)
-        y = {"silu": F.silu, "relu": F.relu, "gelu": F.gelu, "gelu_tanh": lambda t: F.gelu(t, approximate="tanh")}[act](a)
-        return y * up if up is not None else y
-
-    unfused_s = bench.time_s(unfused, rep_ms=rep_ms)
-    nbytes = activation_bytes(rows, cols, x.element_size(), gated)
-    bw, source = bench.copy_bandwidth()
+    """Kernel and the unfused PyTorch ops timed on the GPU (``dtype`` a normalised name); the kernel's
+    bytes next to its time."""
+    x = torch.randn(rows, cols * (2 if gated else 1), device="cuda", dtype=torch_dtype(dtype))
+    fused_s = time_s(lambda: fused_activation(x, act, gated=gated), rep_ms=rep_ms)
+    unfused_s = time_s(lambda: apply_torch(act, gated, x), rep_ms=rep_ms)
     return {"kernel": "activation", "act": act, "gated": gated, "rows": rows, "cols": cols, "dtype": dtype,
-            "bytes": nbytes, "time_s": fused_s, "pct_of_copy_bw": bench.pct(nbytes, fused_s, bw),
-            "unfused_time_s": unfused_s, "copy_bw_source": source}
+            "bytes": activation_bytes(rows, cols, x.element_size(), gated), "time_s": fused_s,
+            "unfused_time_s": unfused_s}

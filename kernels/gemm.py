@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .paged_attention import DEFAULT_SM_COUNT, _is_interpreted, _next_pow2, _sm_count
+from .common import DEFAULT_SM_COUNT, device_sm_count, is_interpreted, next_pow2
 
 
 @triton.jit
@@ -98,7 +98,7 @@ def choose_gemm_config(m: int, n: int, k: int, sm_count: int = DEFAULT_SM_COUNT,
     if min(m, n, k, sm_count) <= 0:
         raise ValueError("m, n, k and sm_count must be positive")
     if m <= 32:
-        block_m, block_n, block_k, warps, stages = max(16, _next_pow2(m)), 64, 128, 4, 4
+        block_m, block_n, block_k, warps, stages = max(16, next_pow2(m)), 64, 128, 4, 4
     elif m <= 64:
         block_m, block_n, block_k, warps, stages = 64, 64, 128, 8, 4
     elif m <= 256:
@@ -147,7 +147,7 @@ def decode_gemm(
         return out
     if k == 0:
         return out.zero_()
-    cfg = choose_gemm_config(m, n, k, sm_count or _sm_count(x.device))
+    cfg = choose_gemm_config(m, n, k, sm_count or device_sm_count(x.device))
     block_m = block_m or cfg.block_m
     block_n = block_n or cfg.block_n
     block_k = block_k or cfg.block_k
@@ -162,7 +162,7 @@ def decode_gemm(
     k_per_split = -(-k_blocks // split_k) * block_k
     split_k = -(-k // k_per_split)  # no empty K ranges
 
-    upcast = x.dtype == torch.bfloat16 and _is_interpreted(decode_gemm_kernel)
+    upcast = x.dtype == torch.bfloat16 and is_interpreted(decode_gemm_kernel)
     precision = "ieee" if x.dtype == torch.float32 or upcast else "tf32"
     grid = (triton.cdiv(m, block_m), triton.cdiv(n, block_n), split_k)
     if split_k == 1:
@@ -180,3 +180,8 @@ def decode_gemm(
     decode_gemm_splitk_reduce_kernel[(triton.cdiv(m * n, reduce_block),)](
         out, part, m * n, n, out.stride(0), out.stride(1), split_k, BLOCK=reduce_block, num_warps=4)
     return out
+
+
+def gemm_bytes(m: int, n: int, k: int, elt_bytes: int = 2) -> int:
+    """Minimum DRAM bytes of ``[m, k] x [k, n]``: x and W read once, y written once."""
+    return (m * k + k * n + m * n) * elt_bytes

@@ -16,6 +16,9 @@ row) become the constant 1. Written against Triton 3.9 and kept to APIs that Tri
 node's) also has; version differences are guarded in :func:`_ast_source` and :func:`_ptxas_path`.
 
 Run ``python -m gpuprobe.kernels.hopper_build`` for the table of every knob configuration.
+
+Triton and the kernel modules load inside the builders: a process whose Triton was imported under
+``TRITON_INTERPRET=1`` cannot compile, and :func:`build` then runs the builders in a child process.
 """
 from __future__ import annotations
 
@@ -29,6 +32,9 @@ import subprocess
 import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
+
+from .activation_table import ACTIVATIONS
+from .common import is_interpreted, next_pow2
 
 #: Largest dynamic shared memory of one block on Hopper (sm_90), in bytes.
 HOPPER_MAX_SHARED_BYTES = 232_448
@@ -69,9 +75,9 @@ def interpreting() -> bool:
     Such a process cannot compile: even ``triton.language``'s own helpers (``tl.cdiv``, ``tl.max``)
     were built interpreted. :func:`build` then compiles in a child process with the interpreter off.
     """
-    from . import paged_attention
+    from . import paged_attention  # imports Triton, which this module loads only when it compiles
 
-    return type(paged_attention.paged_decode_attention_v1_kernel).__name__ == "InterpretedFunction"
+    return is_interpreted(paged_attention.paged_decode_attention_v1_kernel)
 
 
 def _ast_source(fn, signature: dict[str, str], constexprs: dict[str, Any], divisible: Iterable[str]):
@@ -194,8 +200,8 @@ def build_attention(*, dtype: str = "bf16", head_dim: int = 64, group: int = 7, 
     else:
         sig = {"out_ptr": f"*{_TL_DTYPES[dtype]}", **sig, "stride_ob": "i32", "stride_oh": "i32"}
         divisible += ["out_ptr", "stride_ob", "stride_oh"]
-    constexprs = dict(GROUP=group, GROUP_PAD=max(16, pa._next_pow2(group)), HEAD_DIM=head_dim,
-                      D_PAD=max(16, pa._next_pow2(head_dim)), PAGE_SIZE=page_size, BLOCK_KV=block_kv,
+    constexprs = dict(GROUP=group, GROUP_PAD=max(16, next_pow2(group)), HEAD_DIM=head_dim,
+                      D_PAD=max(16, next_pow2(head_dim)), PAGE_SIZE=page_size, BLOCK_KV=block_kv,
                       UPCAST=False, DOT_PRECISION="ieee" if dtype == "fp32" else "tf32")
     sig = {n: sig.get(n, "constexpr") for n in fn.arg_names}
     config = dict(dtype=dtype, head_dim=head_dim, group=group, page_size=page_size, block_kv=block_kv,
@@ -211,7 +217,7 @@ def build_attention_reduce(*, dtype: str = "bf16", head_dim: int = 64, splits_pa
     fn = pa.paged_decode_attention_reduce_kernel
     sig = {"out_ptr": f"*{_TL_DTYPES[dtype]}", "part_out_ptr": "*fp32", "part_lse_ptr": "*fp32",
            "stride_ob": "i32", "stride_oh": "i32", "num_q_heads": "i32", "num_splits": "i32"}
-    constexprs = dict(SPLITS_PAD=splits_pad, HEAD_DIM=head_dim, D_PAD=max(16, pa._next_pow2(head_dim)))
+    constexprs = dict(SPLITS_PAD=splits_pad, HEAD_DIM=head_dim, D_PAD=max(16, next_pow2(head_dim)))
     sig = {n: sig.get(n, "constexpr") for n in fn.arg_names}
     return compile_for_hopper(fn, sig, constexprs, ["out_ptr", "part_out_ptr", "part_lse_ptr", "stride_ob",
                                                     "stride_oh"],
@@ -264,7 +270,6 @@ def build_rotary(*, dtype: str = "bf16", num_q_heads: int = 14, num_kv_heads: in
                  rotate: bool = True, aligned: bool = True) -> BuildResult:
     """Compile rotary + KV write for one head shape at the launcher's warps."""
     from . import rotary
-    from .paged_attention import _next_pow2
 
     fn = rotary.rotary_kv_write_kernel
     t = _TL_DTYPES[dtype]
@@ -274,8 +279,8 @@ def build_rotary(*, dtype: str = "bf16", num_q_heads: int = 14, num_kv_heads: in
             "page_size")
     sig = {**{p: f"*{t}" for p in ptrs}, "positions_ptr": "*i64", "slot_mapping_ptr": "*i64", **{i: "i32" for i in ints}}
     constexprs = dict(NUM_Q_HEADS=num_q_heads, NUM_KV_HEADS=num_kv_heads, HALF=head_dim // 2,
-                      HALF_PAD=_next_pow2(head_dim // 2), HQ_PAD=_next_pow2(num_q_heads),
-                      HKV_PAD=_next_pow2(num_kv_heads), ROTATE=rotate)
+                      HALF_PAD=next_pow2(head_dim // 2), HQ_PAD=next_pow2(num_q_heads),
+                      HKV_PAD=next_pow2(num_kv_heads), ROTATE=rotate)
     sig = {n: sig.get(n, "constexpr") for n in fn.arg_names}
     divisible = [*ptrs, "positions_ptr", "slot_mapping_ptr", *ints[:-1]]
     return compile_for_hopper(fn, sig, constexprs, divisible if aligned else [],
@@ -370,8 +375,8 @@ def fused_jobs(dtypes=("bf16", "fp16", "fp32")) -> list["Job"]:
             jobs += [("rotary", dict(dtype=dt, num_q_heads=hq, num_kv_heads=hkv, head_dim=d, rotate=True, aligned=al))
                      for hq, hkv, d in ROTARY_SHAPES]
             jobs += [("rotary", dict(dtype=dt, num_q_heads=32, num_kv_heads=32, head_dim=64, rotate=False, aligned=al))]
-            jobs += [("activation", dict(dtype=dt, act=a, gated=g, aligned=al))
-                     for a, g in (("silu", True), ("relu", False), ("gelu", False), ("gelu_tanh", True))]
+            jobs += [("activation", dict(dtype=dt, act=a.function, gated=a.gated, aligned=al))
+                     for a in ACTIVATIONS.values()]  # every row of the activation table
     return jobs
 
 

@@ -23,8 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._checks import check_rows
-from .paged_attention import _next_pow2
+from .common import check_rows, next_pow2, time_s, torch_dtype
 
 NORM_KINDS = ("rms", "layer")
 
@@ -68,7 +67,7 @@ def fused_add_norm_kernel(
 def norm_launch_config(hidden: int) -> tuple[int, int]:
     """``(BLOCK, num_warps)`` for a row of ``hidden`` elements: the whole row in one tile, about 8
     elements per thread up to 8 warps (16 elements per thread at H = 8192), so nothing spills."""
-    block = _next_pow2(max(hidden, 16))
+    block = next_pow2(max(hidden, 16))
     return block, max(1, min(8, block // 256))
 
 
@@ -168,16 +167,14 @@ def check_add_norm(rows: int, hidden: int, dtype: torch.dtype = torch.bfloat16, 
 
 
 def bench_add_norm(rows: int, hidden: int, dtype: str = "bf16", *, kind: str = "rms", rep_ms: int = 100) -> dict[str, Any]:
-    """Kernel and the unfused PyTorch ops (add, then norm) timed on the GPU; the kernel's bytes next to its time."""
-    from . import bench
-
-    bench.require_cuda()
-    dt = getattr(torch, bench.DTYPE_NAMES[dtype])
+    """Kernel and the unfused PyTorch ops (add, then norm) timed on the GPU (``dtype`` a normalised name);
+    the kernel's bytes next to its time."""
+    dt = torch_dtype(dtype)
     x = torch.randn(rows, hidden, device="cuda", dtype=dt)
     res = torch.randn_like(x)
     w = torch.randn(hidden, device="cuda", dtype=dt)
     b = torch.randn(hidden, device="cuda", dtype=dt) if kind == "layer" else None
-    fused_s = bench.time_s(lambda: fused_add_norm(x, w, 1e-6, residual=res, bias=b, kind=kind), rep_ms=rep_ms)
+    fused_s = time_s(lambda: fused_add_norm(x, w, 1e-6, residual=res, bias=b, kind=kind), rep_ms=rep_ms)
 
     def unfused():
         s = x + res
@@ -186,9 +183,7 @@ def bench_add_norm(rows: int, hidden: int, dtype: str = "bf16", *, kind: str = "
         sf = s.float()
         return w * (sf * torch.rsqrt(sf.pow(2).mean(-1, keepdim=True) + 1e-6)).to(dt)
 
-    unfused_s = bench.time_s(unfused, rep_ms=rep_ms)
-    nbytes = add_norm_bytes(rows, hidden, x.element_size(), bias=b is not None)
-    bw, source = bench.copy_bandwidth()
+    unfused_s = time_s(unfused, rep_ms=rep_ms)
     return {"kernel": "fused_add_norm", "kind": kind, "rows": rows, "hidden": hidden, "dtype": dtype,
-            "bytes": nbytes, "time_s": fused_s, "pct_of_copy_bw": bench.pct(nbytes, fused_s, bw),
-            "unfused_time_s": unfused_s, "copy_bw_source": source}
+            "bytes": add_norm_bytes(rows, hidden, x.element_size(), bias=b is not None), "time_s": fused_s,
+            "unfused_time_s": unfused_s}

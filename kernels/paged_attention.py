@@ -34,8 +34,8 @@ import torch
 import triton
 import triton.language as tl
 
-#: SM count assumed when no CUDA device is present (H100 SXM), e.g. in the interpreter.
-DEFAULT_SM_COUNT = 132
+from .common import DEFAULT_SM_COUNT, device_sm_count, is_interpreted, next_pow2
+
 
 
 # --------------------------------------------------------------------------------------------------
@@ -221,21 +221,6 @@ def choose_num_splits(
     return max(1, splits)
 
 
-def _next_pow2(n: int) -> int:
-    return 1 << max(0, int(n) - 1).bit_length()
-
-
-def _sm_count(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return DEFAULT_SM_COUNT
-
-
-def _is_interpreted(kernel) -> bool:
-    """True when Triton runs ``kernel`` in its CPU interpreter (``TRITON_INTERPRET=1``)."""
-    return type(kernel).__name__ == "InterpretedFunction"
-
-
 def _dot_settings(dtype: torch.dtype, kernel) -> tuple[bool, str]:
     """(UPCAST, DOT_PRECISION) for a cache dtype.
 
@@ -243,7 +228,7 @@ def _dot_settings(dtype: torch.dtype, kernel) -> tuple[bool, str]:
     the tiles to fp32 inside the kernel (the compiled GPU kernel keeps bf16 tensor-core dots).
     fp32 caches use IEEE fp32 dots rather than TF32 so fp32 results stay exact enough to compare.
     """
-    upcast = dtype == torch.bfloat16 and _is_interpreted(kernel)
+    upcast = dtype == torch.bfloat16 and is_interpreted(kernel)
     precision = "ieee" if dtype == torch.float32 or upcast else "tf32"
     return upcast, precision
 
@@ -288,7 +273,7 @@ def default_block_kv(head_dim: int) -> int:
     64-token tile of a head_dim padded to 128 (80, 96, 128) spills registers once the loads cannot
     be vectorised (strides or pointers not multiples of 16 elements); a 32-token tile never does.
     """
-    return 64 if max(16, _next_pow2(head_dim)) <= 64 else 32
+    return 64 if max(16, next_pow2(head_dim)) <= 64 else 32
 
 
 def paged_decode_attention(
@@ -329,13 +314,13 @@ def paged_decode_attention(
     if bsz == 0 or max_pages == 0:
         return out.zero_()
     if num_splits is None:
-        num_splits = choose_num_splits(bsz, hkv, max_pages * page_size, sm_count or _sm_count(q.device))
+        num_splits = choose_num_splits(bsz, hkv, max_pages * page_size, sm_count or device_sm_count(q.device))
     num_splits = int(num_splits)
     if num_splits < 1:
         raise ValueError(f"num_splits must be >= 1, got {num_splits}")
 
     group = hq // hkv
-    meta = dict(GROUP=group, GROUP_PAD=max(16, _next_pow2(group)), HEAD_DIM=d, D_PAD=max(16, _next_pow2(d)),
+    meta = dict(GROUP=group, GROUP_PAD=max(16, next_pow2(group)), HEAD_DIM=d, D_PAD=max(16, next_pow2(d)),
                 PAGE_SIZE=page_size, BLOCK_KV=block_kv)
     qk_scale = (1.0 / math.sqrt(d) if scale is None else float(scale)) * math.log2(math.e)
     cache_strides = (*k_cache.stride()[:3], *v_cache.stride()[:3])
@@ -358,6 +343,6 @@ def paged_decode_attention(
         num_warps=num_warps, num_stages=num_stages)
     paged_decode_attention_reduce_kernel[(bsz, hq)](
         out, part_out, part_lse, out.stride(0), out.stride(1), hq, num_splits,
-        SPLITS_PAD=_next_pow2(num_splits), HEAD_DIM=d, D_PAD=meta["D_PAD"],
+        SPLITS_PAD=next_pow2(num_splits), HEAD_DIM=d, D_PAD=meta["D_PAD"],
         num_warps=4 if meta["D_PAD"] >= 128 else 2)
     return out

@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .paged_attention import _next_pow2
+from .common import next_pow2, time_s, torch_dtype
 
 
 @triton.jit
@@ -83,7 +83,7 @@ def rotary_kv_write_kernel(
 
 def rotary_launch_warps(num_q_heads: int, head_dim: int) -> int:
     """4 warps, 8 for the widest q tiles (40-64 heads of 128): about 32 fp32 values per thread per half."""
-    return 8 if _next_pow2(num_q_heads) * _next_pow2(head_dim // 2) > 2048 else 4
+    return 8 if next_pow2(num_q_heads) * next_pow2(head_dim // 2) > 2048 else 4
 
 
 def rotary_kv_write(
@@ -148,8 +148,8 @@ def rotary_kv_write(
         q.stride(0), q.stride(1), q_out.stride(0), q_out.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         cos.stride(0) if rotate else 0, sin.stride(0) if rotate else 0,
         *k_cache.stride()[:3], *v_cache.stride()[:3], k_cache.shape[1],
-        NUM_Q_HEADS=hq, NUM_KV_HEADS=hkv, HALF=d // 2, HALF_PAD=_next_pow2(max(d // 2, 1)),
-        HQ_PAD=_next_pow2(hq), HKV_PAD=_next_pow2(hkv), ROTATE=rotate, num_warps=rotary_launch_warps(hq, d))
+        NUM_Q_HEADS=hq, NUM_KV_HEADS=hkv, HALF=d // 2, HALF_PAD=next_pow2(max(d // 2, 1)),
+        HQ_PAD=next_pow2(hq), HKV_PAD=next_pow2(hkv), ROTATE=rotate, num_warps=rotary_launch_warps(hq, d))
     return q_out
 
 
@@ -200,11 +200,9 @@ def check_rotary_kv_write(tokens: int, num_q_heads: int, num_kv_heads: int, head
 
 def bench_rotary_kv_write(tokens: int, num_q_heads: int, num_kv_heads: int, head_dim: int, dtype: str = "bf16", *,
                           page_size: int = 16, rep_ms: int = 100) -> dict[str, Any]:
-    """Kernel and the unfused PyTorch ops (RoPE of q and k, two index_copy_ writes) timed on the GPU."""
-    from . import bench
-
-    bench.require_cuda()
-    dt = getattr(torch, bench.DTYPE_NAMES[dtype])
+    """Kernel and the unfused PyTorch ops (RoPE of q and k, two index_copy_ writes) timed on the GPU
+    (``dtype`` a normalised name)."""
+    dt = torch_dtype(dtype)
     qkv = torch.randn(tokens, (num_q_heads + 2 * num_kv_heads) * head_dim, device="cuda", dtype=dt)
     q, k, v = qkv.split((num_q_heads * head_dim, num_kv_heads * head_dim, num_kv_heads * head_dim), dim=-1)
     q, k, v = (t.view(tokens, -1, head_dim) for t in (q, k, v))
@@ -214,7 +212,7 @@ def bench_rotary_kv_write(tokens: int, num_q_heads: int, num_kv_heads: int, head
     kc = torch.randn(pages, page_size, num_kv_heads, head_dim, device="cuda", dtype=dt)
     vc = torch.randn_like(kc)
     slots = torch.randperm(pages * page_size, device="cuda")[:tokens]
-    fused_s = bench.time_s(lambda: rotary_kv_write(q, k, v, kc, vc, slots, positions, cos, sin), rep_ms=rep_ms)
+    fused_s = time_s(lambda: rotary_kv_write(q, k, v, kc, vc, slots, positions, cos, sin), rep_ms=rep_ms)
 
     def unfused():
         c, s = cos[positions].unsqueeze(1), sin[positions].unsqueeze(1)
@@ -228,9 +226,7 @@ def bench_rotary_kv_write(tokens: int, num_q_heads: int, num_kv_heads: int, head
         vc.view(-1, num_kv_heads, head_dim).index_copy_(0, slots, v)
         return qr
 
-    unfused_s = bench.time_s(unfused, rep_ms=rep_ms)
-    nbytes = rotary_bytes(tokens, num_q_heads, num_kv_heads, head_dim, qkv.element_size())
-    bw, source = bench.copy_bandwidth()
+    unfused_s = time_s(unfused, rep_ms=rep_ms)
     return {"kernel": "rotary_kv_write", "tokens": tokens, "heads": f"{num_q_heads}/{num_kv_heads}/{head_dim}",
-            "dtype": dtype, "bytes": nbytes, "time_s": fused_s, "pct_of_copy_bw": bench.pct(nbytes, fused_s, bw),
-            "unfused_time_s": unfused_s, "copy_bw_source": source}
+            "dtype": dtype, "bytes": rotary_bytes(tokens, num_q_heads, num_kv_heads, head_dim, qkv.element_size()),
+            "time_s": fused_s, "unfused_time_s": unfused_s}

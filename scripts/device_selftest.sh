@@ -7,21 +7,27 @@
 # On the node:  bash scripts/device_selftest.sh [selftest options, e.g. --check splitk_bandwidth decode_gemm]
 #
 # What it does, and what it promises:
-# - Installs .whl/*.whl into $GPUPROBE_SITE (/tmp/site), except any gpuprobe wheel there: gpuprobe
-#   always comes from this checkout, built with pip; when the build fails, its pure-Python tree is
-#   copied instead (gpuprobe/, kernels/ as gpuprobe/kernels, csrc/ as gpuprobe/csrc). The log says
-#   which source was used; a stale gpuprobe wheel is never installed.
+# - Installs .whl/*.whl into $GPUPROBE_SITE (/tmp/site) one by one (a wheel for another Python fails
+#   alone and the log names it), except any gpuprobe wheel there: gpuprobe always comes from this
+#   checkout, built with pip; when the build fails, its pure-Python tree is copied instead (gpuprobe/,
+#   kernels/ as gpuprobe/kernels, csrc/ as gpuprobe/csrc). The log says which source was used; a stale
+#   gpuprobe wheel is never installed.
 # - Appends to PYTHONPATH (the site first) and runs Python from outside the checkout, so the
 #   checkout's gpuprobe/ folder (without kernels/ and csrc/) can never shadow the installed one.
 # - A whole-run watchdog: everything ends within WALL_S (420) seconds of the start. The selftest's
-#   budget is what the install leaves, less END_MARGIN_S (30); SIGTERM at WALL_S - 25 (the selftest
-#   stops the check in flight and writes the summary of what ran), SIGKILL at WALL_S - 5.
+#   budget (--budget-s, which its plan is made for) is what the install leaves, less END_MARGIN_S (30).
+#   The selftest stops itself at its budget (the check in flight is skipped, the summary and evidence
+#   written); the watchdog's SIGTERM comes no sooner than 15 s after that deadline (20 s after the
+#   selftest's start + budget, WALL_S - 10 by default), its SIGKILL at WALL_S - 4.
+# - Ends the whole tree: every process the run started carries GPUPROBE_RUN_TAG in its environment,
+#   also those in sessions of their own (check processes, ncu, an MPS daemon and its server); on exit
+#   the script stops them (SIGTERM, then SIGKILL), so nothing of this run can disturb a later call.
 # - Always leaves summary.md and summary.json in $OUT (or gpuprobe-out/selftest-device/): the
 #   selftest's, copied every 2 s while it runs; or, when the run could not start or died before
 #   writing one, a pair written on exit that says why. Also its own log, selftest.log, and
 #   evidence.tar.gz when the selftest wrote one.
 # Environment: WALL_S, END_MARGIN_S, BUDGET_S (overrides the computed budget), GPUPROBE_SITE,
-# GPUPROBE_SELFTEST_DIR, OUT.
+# GPUPROBE_SELFTEST_DIR, OUT. A second call in the same lease: WALL_S=240 (docs/gpu-nodes.md).
 set -u
 t0=$(date +%s)
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -35,6 +41,8 @@ margin_s=${END_MARGIN_S:-30}
 reason="the script stopped before the selftest started"
 args="$*"
 st_pid=""
+run_tag="device-selftest-$$-$t0"
+export GPUPROBE_RUN_TAG="$run_tag"
 mkdir -p "$dest"
 log="$dest/selftest.log"
 : >"$log"
@@ -78,9 +86,35 @@ write_fallback_summaries() {  # the run left no summary: say why, in both files
   } >"$dest/summary.md"
 }
 
+tagged_pids() {  # processes of this run (GPUPROBE_RUN_TAG in their environment), this script left out
+  local e pid
+  for e in /proc/[0-9]*/environ; do
+    pid=${e#/proc/}; pid=${pid%/environ}
+    [ "$pid" = "$$" ] && continue
+    if tr '\0' '\n' <"$e" 2>/dev/null | grep -qx "GPUPROBE_RUN_TAG=$run_tag"; then echo "$pid"; fi
+  done
+}
+
+end_tree() {  # stop every process of this run still alive: SIGTERM (their clean-up), then SIGKILL
+  local pids left
+  pids=$(tagged_pids)
+  [ -z "$pids" ] && return 0
+  say "ending what the run left running: pids $(echo $pids)"
+  kill -TERM $pids 2>/dev/null
+  for _ in 1 2 3 4 5; do
+    left=$(for p in $pids; do kill -0 "$p" 2>/dev/null && echo "$p"; done)
+    [ -z "$left" ] && return 0
+    sleep 1
+  done
+  say "still alive after SIGTERM: $(echo $left); killing"
+  kill -KILL $left 2>/dev/null
+  return 0
+}
+
 on_exit() {
   local rc=$?
   trap - EXIT
+  end_tree
   copy_out
   if [ ! -f "$dest/summary.json" ] || [ ! -f "$dest/summary.md" ]; then
     say "no summary from the selftest: writing one that says why ($reason)"
@@ -121,13 +155,15 @@ for w in "$repo"/.whl/*.whl; do
     *) wheels+=("$w") ;;
   esac
 done
-if [ "${#wheels[@]}" -gt 0 ]; then
-  if pip_target "${wheels[@]}"; then
-    say "installed ${#wheels[@]} carried wheel(s) from .whl/"
+installed=0
+for w in "${wheels[@]}"; do  # one by one: a wheel for another Python or platform fails alone
+  if pip_target "$w"; then
+    installed=$((installed + 1))
   else
-    say "installing the carried wheels failed (see above); going on with what the node has"
+    say "installing $(basename "$w") failed (see above); going on without it"
   fi
-fi
+done
+[ "${#wheels[@]}" -gt 0 ] && say "installed $installed of ${#wheels[@]} carried wheel(s) from .whl/"
 
 source_used=""
 if (cd "$work" && pip_target --no-build-isolation "$repo"); then
@@ -167,8 +203,12 @@ reason="the selftest was started but wrote no summary (see selftest.log)"
 # background job of a non-interactive shell ignores SIGINT, so the watchdog sends TERM).
 python3 -m gpuprobe selftest --gpu --out "$run_dir" --budget-s "$budget" "$@" > >(tee -a "$log") 2>&1 &
 st_pid=$!
-term_at=$(( wall_s - 25 ))
-kill_at=$(( wall_s - 5 ))
+# the selftest's deadline is its start + budget (+ up to 5 s to start Python and import the checks):
+# TERM at least 15 s after it, SIGKILL 6 s before the wall limit
+term_at=$(( $(elapsed) + budget + 20 ))
+[ "$term_at" -lt $(( wall_s - 10 )) ] && term_at=$(( wall_s - 10 ))
+kill_at=$(( wall_s - 4 ))
+[ "$term_at" -gt "$kill_at" ] && term_at=$kill_at
 while kill -0 "$st_pid" 2>/dev/null; do
   copy_out
   now=$(elapsed)

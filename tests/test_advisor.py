@@ -362,9 +362,16 @@ def test_cli_json_on_the_seed_curve(seed_csv, tmp_path, capsys):
 
 def test_cli_table_with_model_and_gpu(seed_csv, tmp_path, capsys):
     rc = main(["advise", "--from", str(seed_csv), "--model", "opt-2.7b", "--context", "512", "--gpu", "h100-sxm",
-               "--out", str(tmp_path)])
+               "--out", str(tmp_path), "--format", "table"])
     out = capsys.readouterr().out
     assert rc == 0 and "B_opt = 512" in out and "Replicas that fit" in out
+    rc = main(["advise", "--from", str(seed_csv), "--model", "opt-2.7b", "--context", "512", "--gpu", "h100-sxm",
+               "--out", str(tmp_path), "--format", "tsv"])
+    out, err = capsys.readouterr()
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert rows[0][:4] == ["batch", "tokens_per_s", "of_best_pct", "step_latency_s"]
+    chosen = [r for r in rows[1:] if r[rows[0].index("verdict")] == "B_opt"]
+    assert rc == 0 and [int(r[0]) for r in chosen] == [512] and "B_opt = 512" in err  # the summary aside
 
 
 def test_cli_without_gpu_or_file_is_one_line_exit_2(tmp_path, capsys, monkeypatch):

@@ -170,3 +170,26 @@ def test_bad_batch_and_context():
         op_costs_per_layer(QWEN, 0, 10)
     with pytest.raises(UserError):
         op_costs_per_layer(QWEN, 1, -5)
+
+
+@pytest.mark.parametrize("activation,flops_per_element,gated", [
+    ("relu", 1, False), ("gelu", 5, False), ("gelu_tanh", 9, False), ("swiglu", 5, True), ("geglu_tanh", 10, True)])
+def test_act_cost_follows_the_activation_table(activation, flops_per_element, gated):
+    """FLOPs per element counted by hand (one per add, multiply, transcendental); bytes: the input (gate and up
+    when gated) read once, the output written once."""
+    import dataclasses
+
+    spec = dataclasses.replace(get_model("opt-1.3b"), activation=activation)  # I = 8192, fp16: 2 bytes
+    act = {c.op: c for c in op_costs_per_layer(spec, 4, 64, "fp16")}["act"]
+    assert act.flops == flops_per_element * 4 * 8192
+    assert (act.dram_read_bytes, act.dram_write_bytes) == ((2 if gated else 1) * 4 * 8192 * 2, 4 * 8192 * 2)
+    gate_up = {c.op: c for c in op_costs_per_layer(spec, 4, 64, "fp16")}["gate_up_proj"]
+    assert gate_up.dram_write_bytes == (2 if gated else 1) * 4 * 8192 * 2
+
+
+def test_dtype_is_a_normalised_name():
+    """Spellings are normalised once where a user gives them (gpuprobe.specs.gpus.normalize_dtype)."""
+    from gpuprobe.errors import UserError
+
+    with pytest.raises(UserError, match="unknown dtype 'bfloat16'; use one of bf16, fp16, fp32"):
+        decode_costs(QWEN, 1, 64, "bfloat16")

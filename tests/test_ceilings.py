@@ -325,21 +325,26 @@ def test_measured_roofs_carry_roofline_names():
     assert "l2" not in unverified and "tensor_fp16" in unverified
 
 
-def test_select_ceilings_prefers_measured_and_falls_back_to_datasheet():
-    dram, comp, source = C.select_ceilings(H100, "bf16", None)
-    assert (dram.value, comp.value, source) == (H100.dram_bytes_per_s, H100.bf16_flops_per_s, "datasheet")
-    dram, comp, source = C.select_ceilings(H100, "bf16", make_result())
-    assert (dram.value, comp.value, source) == (3.01 * TB, 803 * TB, "measured")
-    assert dram.name == "dram" and comp.name == "tensor_bf16"
-    assert comp.value / dram.value == pytest.approx(266.8, abs=0.5)  # the reference ridge (~267 FLOP/byte)
-    # a cached run of another GPU is not this GPU's ceiling
-    assert C.select_ceilings(get_gpu("h200"), "bf16", make_result())[2] == "datasheet"
-    # fp32: the FMA kernel's figure
-    assert C.select_ceilings(H100, "fp32", make_result())[1].value == 60 * TB
-    # no verified tensor figure: measured DRAM, datasheet compute
-    r = make_result(unverified=("cublas_bf16", "mma_bf16"))
-    dram, comp, source = C.select_ceilings(H100, "bf16", r)
-    assert (dram.source, comp.source, source) == ("measured", "datasheet", "mixed")
+def test_cached_roofs_make_the_ceilings_measured_and_fall_back_to_datasheet():
+    """A cached run's roofs through the one chooser every roofline uses (roofline.schema.roofs_and_ceilings)."""
+    from gpuprobe.roofline.schema import roofs_and_ceilings
+
+    def chosen(gpu, dtype, cached):
+        roofs = C.measured_roofs(cached, dtype) if cached is not None and cached.registry_gpu == gpu.name else []
+        return roofs_and_ceilings(gpu, dtype, extra_roofs=roofs)[1]
+
+    c = chosen(H100, "bf16", None)
+    assert (c.dram_bytes_per_s, c.flops_per_s, c.dram_source) == (H100.dram_bytes_per_s, H100.bf16_flops_per_s,
+                                                                  "datasheet")
+    c = chosen(H100, "bf16", make_result())
+    assert (c.dram_bytes_per_s, c.flops_per_s, c.dram_source, c.compute_source) == (3.01 * TB, 803 * TB, "measured",
+                                                                                    "measured")
+    assert c.dram_roof == "dram" and c.compute_roof == "tensor_bf16"
+    assert c.ridge == pytest.approx(266.8, abs=0.5)  # the reference ridge (~267 FLOP/byte)
+    assert chosen(get_gpu("h200"), "bf16", make_result()).dram_source == "datasheet"  # another GPU's run
+    assert chosen(H100, "fp32", make_result()).flops_per_s == 60 * TB  # fp32: the FMA kernel's figure
+    c = chosen(H100, "bf16", make_result(unverified=("cublas_bf16", "mma_bf16")))
+    assert (c.dram_source, c.compute_source) == ("measured", "datasheet")  # no verified tensor figure
 
 
 def test_datasheet_roofs_and_measured_roofs_share_names():
@@ -366,13 +371,17 @@ def test_targets_pass_on_reference_like_figures():
 @pytest.mark.parametrize("change, message", [
     ({"dram_copy": 2.80 * TB}, "of torch's copy"),
     ({"fp32_fma": 50 * TB}, "FP32 FMA"),
-    ({"mma_fp16": 400 * TB}, "mma.sync fp16"),
     ({"unverified": ("l2_read",)}, "l2_read: its result did not check out"),
     ({"smem_read": 0.0}, "not positive"),
 ])
 def test_targets_fail_where_a_claim_does_not_hold(change, message):
     _, failures = C.evaluate_targets(make_result(**change), H100)
     assert any(message in f for f in failures), failures
+
+
+def test_mma_sync_over_cublas_is_a_figure_never_a_failure():
+    figures, failures = C.evaluate_targets(make_result(mma_fp16=100 * TB), H100)
+    assert figures["mma_fp16_vs_cublas"] < 0.2 and not any("mma" in f for f in failures)
 
 
 def test_targets_without_clock_or_spec_do_not_invent_a_comparison():
@@ -385,7 +394,7 @@ def test_targets_without_clock_or_spec_do_not_invent_a_comparison():
 
 
 # ---------------------------------------------------------------------------------------------
-# Clocks and identity through gpuprobe.measure.telemetry, against a stand-in for pynvml
+# Clocks and identity through gpuprobe.system.telemetry, against a stand-in for pynvml
 # ---------------------------------------------------------------------------------------------
 
 
@@ -497,17 +506,18 @@ def test_selftest_check_skips_without_gpu(tmp_path):
 
 
 def test_cli_table_shows_measured_datasheet_and_ratio():
-    from rich.console import Console
+    import io
 
-    from gpuprobe.cli.ceilings import _footer, ceilings_table
+    from gpuprobe.render.ceilings_table import ceilings_notes, print_ceilings
 
-    con = Console(record=True, width=160)
-    con.print(ceilings_table(make_result(unverified=("l2_read",)), H100))
-    text = con.export_text()
-    assert "DRAM copy (torch)" in text and "3.010" in text and "3.350" in text and "89.9%" in text
+    out = io.StringIO()
+    print_ceilings(make_result(unverified=("l2_read",)), H100, None, False, "table", stream=out)
+    text = out.getvalue()
+    torch_row = next(line for line in text.splitlines() if line.startswith("DRAM copy (torch)"))
+    assert "3.010" in torch_row and "3.350" in torch_row and "89.85" in torch_row  # % of datasheet
     assert "FAILED" in text  # the unverified L2 row
     assert "FP32 FMA vs datasheet at the SM clock seen" in text
-    footer = " ".join(_footer(make_result(), None, False))
+    footer = " ".join(ceilings_notes(make_result(), None, False))
     assert "3.010 TB/s" in footer and "not cached" in footer
 
 

@@ -23,10 +23,12 @@ def analytic_run(tmp_path_factory):
 
 
 def test_analytic_mode_banner_first_line(analytic_run):
+    """The banner is the first line a terminal shows: on stderr, so that stdout holds the table alone."""
     r, _ = analytic_run
     assert r.returncode == 0, r.stderr
-    first = r.stdout.splitlines()[0]
+    first = r.stderr.splitlines()[0]
     assert "ANALYTIC mode" in first and "no GPU" in first
+    assert "ANALYTIC" not in r.stdout and r.stdout.splitlines()[0].split("\t")[:3] == ["op", "batch", "time_s"]
 
 
 def test_three_files_and_json_contract(analytic_run):
@@ -113,7 +115,7 @@ def test_models_and_gpus_commands():
     r = gp("gpus", "--json")
     data = json.loads(r.stdout)
     assert data["detected"] is None and len(data["gpus"]) >= 9
-    r = gp("models")
+    r = gp("models", "--format", "table")
     assert r.returncode == 0 and "494.0 M" in r.stdout
 
 
@@ -147,8 +149,11 @@ def test_analytic_table_fits_the_terminal(tmp_path, columns):
 
 def test_piped_table_is_tab_separated_and_json_is_strict(tmp_path):
     r = gp("roofline", "--model", "qwen2-0.5b", "--batch", "1,64", "--out", str(tmp_path / "a"))
-    rows = [line.split("\t") for line in r.stdout.splitlines()[1:] if "\t" in line]
-    assert rows[0] == ["op", "B=1", "B=64"] and any(row[0] == "attention" for row in rows)
+    rows = [line.split("\t") for line in r.stdout.splitlines()]
+    head = rows[0]
+    assert head[:3] == ["op", "batch", "time_s"] and all(len(row) == len(head) for row in rows)
+    att = {int(row[1]): float(row[2]) for row in rows[1:] if row[0] == "attention"}
+    assert set(att) == {1, 64} and att[64] > att[1] > 0  # one row per op and batch, seconds as named
     j = gp("roofline", "--model", "qwen2-0.5b", "--batch", "1,64", "--json", "--out", str(tmp_path / "b"))
     data = json.loads(j.stdout, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
     assert {p["batch"] for p in data["points"]} == {1, 64} and "ANALYTIC" in j.stderr
@@ -161,8 +166,9 @@ def test_resume_in_analytic_mode_is_refused(tmp_path):
 
 def test_models_piped_is_greppable_and_fits_80_columns():
     r = gp("models")
-    line = next(l for l in r.stdout.splitlines() if l.startswith("llama-3.2-1b\t"))
-    assert line.split("\t")[2] == "1,235.8 M"
+    head, *rows = [line.split("\t") for line in r.stdout.splitlines()]
+    row = dict(zip(head, next(row for row in rows if row[0] == "llama-3.2-1b")))
+    assert row["num_params"] == "1235814400" and row["num_layers"] == "16"  # raw values, named with what they count
     for cmd in (["models"], ["gpus"]):
         t = subprocess.run([sys.executable, "-m", "gpuprobe", *cmd, "--format", "table"], capture_output=True,
                            text=True, env={**os.environ, "COLUMNS": "80"}, timeout=120)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gpuprobe.roofline.crosscheck import (TOLERANCE, CrossCheck, attention_bytes, check_point, check_points, failures,
-                                 gemm_flops)
+from gpuprobe.roofline.crosscheck import (TOLERANCE, CrossCheck, check_point, check_points, failures, gemm_flops,
+                                          step_attention_bytes)
 from gpuprobe.specs.models import get_model
 
 MEASURED = Path(__file__).resolve().parent / "fixtures" / "measured"
@@ -38,7 +38,7 @@ def test_attention_reads_match_kv_bytes_on_both_h100_reports():
         read = checks["attention_dram_read"]
         assert read.ratio == pytest.approx(want, abs=0.0006) and not read.flagged
         assert "match the KV bytes" in read.note
-        kv, _ = attention_bytes(SPEC, batch, ctx, "bf16")
+        kv, _ = step_attention_bytes(SPEC, batch, ctx, "bf16")
         assert kv == 2 * batch * ctx * 2 * 64 * 2 * 24
 
 
@@ -85,14 +85,14 @@ def test_flags_and_failures():
     missing = check_point("o_proj", 8, spec=SPEC, context=1024, dtype="bf16")[0]
     assert missing.ratio is None and missing.flagged and failures([missing]) == [missing]
     gather = check_point("attention", 8, spec=SPEC, context=1024, dtype="bf16",
-                         dram_read_bytes=attention_bytes(SPEC, 8, 1024, "bf16")[0] * 3, dram_write_bytes=0.0)
+                         dram_read_bytes=step_attention_bytes(SPEC, 8, 1024, "bf16")[0] * 3, dram_write_bytes=0.0)
     assert failures(gather)[0].name == "attention_dram_read"  # the torch reference moves 3x the KV bytes
     assert exact.summary == "gemm_flops qkv_proj B=64: 1.000" and TOLERANCE == 0.10
     assert CrossCheck.from_dict(json.loads(json.dumps(padded.to_dict()))) == padded
 
 
 def test_check_points_use_each_points_own_context():
-    pts = [{"op": "attention", "batch": 4, "context": 512, "dram_read_bytes": attention_bytes(SPEC, 4, 512, "bf16")[0],
+    pts = [{"op": "attention", "batch": 4, "context": 512, "dram_read_bytes": step_attention_bytes(SPEC, 4, 512, "bf16")[0],
             "dram_write_bytes": None, "flops_executed": 1.0},
            {"op": "rope", "batch": 4, "flops_executed": 1.0}]
     checks = check_points(pts, SPEC, 1024, "bf16")

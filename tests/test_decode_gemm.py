@@ -127,13 +127,14 @@ def test_bf16_projection_shapes_on_gpu(m, k, n):
 
 
 def test_gemm_bench_shapes_and_claims():
-    from gpuprobe.kernels import bench
+    from gpuprobe.ceilings import kernel_bench as bench
+    from gpuprobe.kernels.gemm import gemm_bytes
     from gpuprobe.tools.selftest.checks.kernels import evaluate_gemm
 
     shapes = bench.model_gemm_shapes("qwen2-0.5b")
     assert shapes == {"qkv_proj": (896, 1152), "o_proj": (896, 896), "gate_up_proj": (896, 9728),
                       "down_proj": (4864, 896)}
-    assert bench.gemm_bytes(1, 896, 896) == (896 + 896 * 896 + 896) * 2
+    assert gemm_bytes(1, 896, 896) == (896 + 896 * 896 + 896) * 2
     ok = {"op": "o_proj", "m": 16, "ratio_vs_cublas": 1.1, "rel_err": 1e-3}
     assert evaluate_gemm([ok, {**ok, "m": 256, "ratio_vs_cublas": 2.0}]) == []  # M > 64 has no time claim
     assert len(evaluate_gemm([{**ok, "ratio_vs_cublas": 1.5}, {**ok, "rel_err": 0.5}])) == 2

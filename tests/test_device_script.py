@@ -116,3 +116,52 @@ def test_real_selftest_through_the_script_from_outside_the_checkout(tmp_path):
     assert f"gpuprobe imports from {tmp_path / 'site' / 'gpuprobe'} (PYTHONPATH={tmp_path / 'site'}:/nonexistent/keep-me;" \
         in log
     assert "selftest budget" in log
+
+
+def test_wheels_install_one_by_one(tmp_path):
+    """A wheel that does not install (another Python's) fails alone; the others are installed."""
+    record = tmp_path / "pip-args.txt"
+    _stand_in(tmp_path / "bin", f'''
+        case "$*" in
+          *"-m pip"*) echo "$*" >> {record}
+                      case "$*" in *zz_test_bad*) exit 1 ;; esac
+                      exit 0 ;;
+        esac
+        exit 1
+    ''')
+    whl = REPO / ".whl"
+    made = not whl.exists()
+    whl.mkdir(exist_ok=True)
+    bad, good = whl / "zz_test_bad-0.0-cp39-cp39-manylinux_2_17_x86_64.whl", whl / "zz_test_good-0.0-py3-none-any.whl"
+    try:
+        bad.write_bytes(b"")
+        good.write_bytes(b"")
+        r, out = _run(tmp_path)
+    finally:
+        bad.unlink(missing_ok=True)
+        good.unlink(missing_ok=True)
+        if made:
+            shutil.rmtree(whl, ignore_errors=True)
+    calls = [c for c in record.read_text().splitlines() if "zz_test_" in c]
+    assert len(calls) == 2 and all(c.count("zz_test_") == 1 for c in calls)  # one pip call per wheel
+    log = (out / "selftest.log").read_text()
+    assert f"installing {bad.name} failed" in log and "installed 1 of 2 carried wheel(s)" in log
+
+
+def test_the_script_ends_everything_the_run_left_running(tmp_path):
+    """A process of the run in a session of its own (as an MPS daemon is) does not outlive the script."""
+    pid_file = tmp_path / "leftover.pid"
+    _stand_in(tmp_path / "bin", f'''
+        case "$*" in
+          *"-m pip"*) exit 0 ;;
+          *"import gpuprobe"*) echo "{tmp_path}/site/gpuprobe"; exit 0 ;;
+          *"-m gpuprobe selftest"*) setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $! > {pid_file}; exit 0 ;;
+        esac
+        exit 1
+    ''')
+    r, out = _run(tmp_path)
+    pid = int(pid_file.read_text())
+    from gpuprobe.system.children import process_alive
+
+    assert not process_alive(pid), "a process of the run outlived the script"
+    assert "ending what the run left running" in (out / "selftest.log").read_text()

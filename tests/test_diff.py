@@ -75,7 +75,7 @@ def test_diff_of_roofline_json(tmp_path, capsys):
         assert r["time_ratio"] == pytest.approx(s["time_ratio"])
     assert main(["diff", str(ja), str(jb), "--by", "kernel", "--format", "csv"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("kernel,op,kernels A") and len(out) > 5
+    assert out[0].startswith("kernel,op,kernels_a,kernels_b,time_a_s,time_b_s") and len(out) > 5
 
 
 def test_slower_than_ignores_one_sided_rows():

@@ -10,7 +10,7 @@ from gpuprobe.tools import doctor
 from gpuprobe.cli import main
 from gpuprobe.tools.doctor import FAILING, MISSING, OK, Item, Report
 
-ITEMS = ["python", "gpuprobe", "torch", "triton", "cupy", "nvtx", "ncu_report", "nvidia-ml-py", "triton_launcher", "cuda", "gpu",
+ITEMS = ["python", "gpuprobe", "kernel", "torch", "triton", "cupy", "nvtx", "ncu_report", "nvidia-ml-py", "triton_launcher", "cuda", "gpu",
          "driver", "nvml", "clocks", "power_limit", "temperature", "energy_counter", "gpu_busy", "ncu",
          "counter_permission", "mps_control", "mode:analytic", "mode:report", "mode:timing", "mode:ncu",
          "mode:replicate --mps"]
@@ -68,14 +68,18 @@ def test_cli_json_is_well_formed(capsys):
     assert Report.from_dict(data).statuses() == {i["name"]: i["status"] for i in data["items"]}
 
 
-def test_cli_plain_lines_one_per_item(capsys):
-    assert main(["doctor", "--quick"]) == 0
+def test_cli_piped_rows_one_per_item(capsys):
+    assert main(["doctor", "--quick"]) == 0  # captured stdout is no terminal: TSV, one row per item
+    head, *rows = [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()]
+    assert head == ["status", "group", "item", "detail", "fix"] and len(rows) == len(ITEMS)
+    for row, name in zip(rows, ITEMS):
+        assert row[0] in (OK, MISSING, FAILING) and row[2] == name
+    modes = {r[2]: r[0] for r in rows if r[2].startswith("mode:")}
+    assert modes["mode:analytic"] == OK and modes["mode:report"] == OK
+    assert main(["doctor", "--quick", "--format", "table"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == len(ITEMS) + 1
-    for line, name in zip(lines, ITEMS):
-        status, rest = line.split(None, 1)
-        assert status in (OK, MISSING, FAILING) and rest.startswith(name)
-    assert "modes that work here: analytic, report" in lines[-1]
+    assert lines[0].split(None, 1)[1].startswith(ITEMS[0]) and "modes that work here: analytic, report" in \
+        " ".join(lines[-2:])
 
 
 def test_cli_bad_argument_exits_2(capsys):
@@ -84,13 +88,13 @@ def test_cli_bad_argument_exits_2(capsys):
     assert e.value.code == 2
 
 
-def test_render_rich_runs(report):
-    from rich.console import Console
-
-    console = Console(record=True, width=200)
-    doctor.render_rich(report, console)
-    text = console.export_text()
+def test_table_fits_the_width_and_machine_rows_hold_every_item(report):
+    text = doctor.render_text(report, 80)
     assert "counter_permission" in text and "modes that work here" in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    rows = doctor.report_rows(report)
+    assert [r["item"] for r in rows] == [i.name for i in report.items]
+    assert all(r["fix"] is None for r in rows if r["status"] == "ok")
 
 
 def test_counter_permission_answers_are_read():
@@ -108,14 +112,15 @@ def test_counter_permission_answers_are_read():
 
 
 def test_ncu_found_and_counter_probe_delegated(monkeypatch, tmp_path):
-    """With an ncu on PATH, the doctor reports where and which version, and asks the ncu module about
-    counter permission (here answered by a stand-in, as there is no GPU)."""
+    """With an ncu on PATH, the doctor reports where and which version, and asks the counter probe about
+    counter permission (here answered by a stand-in, as there is no GPU); ncu's output is kept."""
     import gpuprobe.ncu.runner as runner
 
     calls = []
-    monkeypatch.setattr(runner, "check_counter_permission",
-                        lambda ncu, timeout_s=60: calls.append((ncu, timeout_s)) or ("failing", runner.PERMISSION_FIX))
+    monkeypatch.setattr(doctor, "run_counter_probe", lambda ncu, timeout_s=60: calls.append((ncu, timeout_s))
+                        or ("failing", runner.PERMISSION_FIX, "==ERROR== ERR_NVGPUCTRPERM ..."))
     items = {i.name: i for i in doctor._probe_ncu("/opt/ncu/ncu", "2025.3.1.0", True, True, 42)}
+    assert items["counter_permission"].data["probe_output"] == "==ERROR== ERR_NVGPUCTRPERM ..."
     assert items["ncu"].ok and "2025.3.1.0" in items["ncu"].detail
     assert calls == [("/opt/ncu/ncu", 42)]
     assert items["counter_permission"].status == FAILING
@@ -137,6 +142,19 @@ def test_modes_follow_their_needs():
     got = {i.name: i for i in doctor._modes(no_perm)}
     assert got["mode:timing"].ok and not got["mode:ncu"].ok
     assert "counter permission" in got["mode:ncu"].detail and "counter_permission" in got["mode:ncu"].fix
+
+
+def test_kernel_release_names_the_runtime(monkeypatch):
+    """`uname -r` decides whether ncu reads counters on the lent nodes: gVisor reports 4.4.x, Firecracker 6.x -fc."""
+    assert doctor.runtime_of("4.4.0") == "gVisor"
+    assert doctor.runtime_of("6.18.44-fc-v236-gpu") == "Firecracker"
+    assert doctor.runtime_of("6.8.0-45-generic") == "Linux"
+    monkeypatch.setattr(doctor.platform, "release", lambda: "4.4.0")
+    item = doctor._probe_kernel()
+    assert item.ok and item.data == {"release": "4.4.0", "runtime": "gVisor", "machine": doctor.platform.machine()}
+    assert "LibraryNotLoaded" in item.detail
+    monkeypatch.setattr(doctor.platform, "release", lambda: "")
+    assert doctor._probe_kernel().status == MISSING
 
 
 def test_item_rejects_an_unknown_status():

@@ -154,9 +154,12 @@ def test_compiled_check_body_on_cpu(tiny_dir, tmp_path, monkeypatch):
     from gpuprobe.tools.selftest.registry import CheckContext, CheckFailed, all_checks
 
     assert all_checks()["throughput_b1_compiled"].owner == "engine"
+    from gpuprobe.specs.gpus import get_gpu
+
     checks = engine_checks_on_cpu(monkeypatch, tiny_dir, 1e15)  # floor ~0: the claim fails
+    monkeypatch.setattr("gpuprobe.tools.selftest.targets.spec_here", lambda: get_gpu("h200"))  # an H200's target
     ctx = CheckContext(out_dir=tmp_path, gpu=True, budget_s=240)
-    with pytest.raises(CheckFailed, match="weight-read floor") as err:
+    with pytest.raises(CheckFailed, match="batch-1 step") as err:
         checks.throughput_b1_compiled(ctx)
     fig = err.value.figures
     assert fig["unfused_step_ms"] > 0 and fig["fused_step_ms"] > 0 and fig["compile_s"] > 0

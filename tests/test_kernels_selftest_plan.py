@@ -19,7 +19,7 @@ if not torch.cuda.is_available():
 
 pytest.importorskip("triton")
 
-from gpuprobe.kernels import bench  # noqa: E402
+from gpuprobe.ceilings import kernel_bench as bench  # noqa: E402
 from gpuprobe.kernels import gemm as gm  # noqa: E402
 from gpuprobe.kernels import paged_attention as pa  # noqa: E402
 from gpuprobe.tools.selftest.checks.kernels import CORRECTNESS_CASES, CORRECTNESS_SPLITS  # noqa: E402

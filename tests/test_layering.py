@@ -171,7 +171,7 @@ def test_nothing_outside_cli_imports_cli():
 def test_the_graph_sees_function_level_imports_and_cycles():
     """The checker itself: a function-level import is an edge, and a two-module cycle is found."""
     graph = import_graph()
-    assert "gpuprobe.render.plots.roofline" in graph["gpuprobe.roofline.outputs"]  # imported inside a function
+    assert "gpuprobe.render.plots.roofline" in graph["gpuprobe.render.outputs"]  # imported inside a function
     assert find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
     assert find_cycles({"a": {"b"}, "b": set()}) == []
 
@@ -191,8 +191,8 @@ def _loaded_after(code: str, watch: tuple[str, ...]) -> list[str]:
 def test_core_modules_import_without_cli_or_torch():
     """The torch-free core (analytic and report paths, the measured roofline's stages, the advisor) loads
     no command-line module, no torch and no triton."""
-    mods = ["gpuprobe.analytic", "gpuprobe.roofline.points", "gpuprobe.roofline.plan", "gpuprobe.roofline.assemble",
-            "gpuprobe.roofline.measured", "gpuprobe.roofline.analytic", "gpuprobe.ncu.counter_roofline",
+    mods = ["gpuprobe.analytic", "gpuprobe.roofline.points", "gpuprobe.run.plan", "gpuprobe.roofline.assemble",
+            "gpuprobe.run.measured", "gpuprobe.roofline.analytic", "gpuprobe.ncu.counter_roofline",
             "gpuprobe.advise.advisor", "gpuprobe.advise.curves", "gpuprobe.measure.point", "gpuprobe.tools.doctor"]
     assert _loaded_after("".join(f"import {m}\n" for m in mods), ("torch", "triton")) == []
 
@@ -202,3 +202,24 @@ def test_command_line_loads_no_heavy_library():
     heavy = ("torch", "triton", "matplotlib", "pandas", "ncu_report", "pynvml")
     got = _loaded_after("import gpuprobe.cli as c\nc.build_parser()", heavy)
     assert [m for m in got if not m.startswith("gpuprobe.cli")] == []
+
+
+def _folder(module: str) -> str:
+    """The folder of a module: ``gpuprobe.measure.sweep`` -> ``measure``; top-level modules are their own."""
+    parts = module.split(".")
+    if parts[0] == "kernels":
+        return "kernels"
+    if len(parts) == 1:
+        return "gpuprobe"
+    return parts[1] if (len(parts) > 2 or MODULES[module].name == "__init__.py") else "(top)" + parts[1]
+
+
+def test_no_cycle_between_folders():
+    """The layers of docs/architecture.md: at folder scale too, no two folders import each other, even
+    through others (``measure`` and ``ceilings`` once did, through ``measure.telemetry``)."""
+    graph: dict[str, set[str]] = {}
+    for module, deps in import_graph().items():
+        a = _folder(module)
+        graph.setdefault(a, set()).update(_folder(d) for d in deps if _folder(d) != a)
+    assert find_cycles(graph) == []
+    assert graph.get("kernels", set()) == set()  # the Triton kernels import nothing of gpuprobe

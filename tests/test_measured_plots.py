@@ -69,7 +69,7 @@ def test_throughput_series_and_bandwidth_without_measured_copy(tmp_path):
 
 def test_report_md_verdicts_are_backed_by_numbers(tmp_path):
     from gpuprobe.render.report_md import attention_claim, verdict_lines
-    from gpuprobe.roofline.outputs import write_outputs
+    from gpuprobe.render.outputs import write_outputs
 
     res = _result("timing")
     files = write_outputs(res, tmp_path)

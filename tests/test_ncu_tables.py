@@ -21,19 +21,21 @@ def _tsv_rows(text: str) -> list[list[str]]:
 @pytest.mark.parametrize("by", ["op", "kernel"])
 def test_report_table_fits_and_keeps_every_number(width, by, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", str(width))
-    assert main(["report", str(path(B64_RAW)), "--by", by, "--format", "tsv"]) == 0
-    tsv = _tsv_rows(capsys.readouterr().out)
+    assert main(["report", str(path(B64_RAW)), "--by", by, "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
     assert main(["report", str(path(B64_RAW)), "--by", by, "--format", "table"]) == 0
     text = capsys.readouterr().out
     lines = text.splitlines()
     assert max(len(x) for x in lines) <= width
-    header, body = tsv[0], tsv[1:]
-    assert len(body) == (20 if by == "kernel" else 4)
-    numeric = [j for j, h in enumerate(header) if h not in ("op", "kernel", "limiter")]
+    assert len(data) == (20 if by == "kernel" else 4)
+    from gpuprobe.render.report_tables import report_columns
+
     cells = [c for line in lines for c in line.split()]
-    for row in body:
-        for j in numeric:
-            assert row[j] in cells, (header[j], row[j])  # the same digits, whole
+    for row in data:  # every raw value, as the table writes it in its unit, appears whole
+        for col in report_columns(by):
+            if col.numeric and col.machine_name in row and row[col.machine_name] is not None and \
+                    col.key not in ("time_row",):
+                assert col.fmt(row[col.machine_name]) in cells, (col.machine_name, row[col.machine_name])
     if width == 80:
         assert "µs = time in µs" in text  # abbreviated headers come with their legend
     assert "roofs:" in text and "(datasheet)" in text and "(ncu_peak)" in text
@@ -42,7 +44,7 @@ def test_report_table_fits_and_keeps_every_number(width, by, capsys, monkeypatch
 def test_piped_output_is_tab_separated(capsys):
     assert main(["report", str(path(B64_RAW))]) == 0  # capsys is not a terminal
     rows = _tsv_rows(capsys.readouterr().out)
-    assert rows[0][:3] == ["op", "kernels", "time µs"] and {len(r) for r in rows} == {len(rows[0])}
+    assert rows[0][:3] == ["op", "n_kernels", "time_s"] and {len(r) for r in rows} == {len(rows[0])}
     assert [r[0] for r in rows[1:]] == ["qkv_proj", "attention", "o_proj", "mlp"]
 
 
@@ -61,7 +63,7 @@ def test_missing_values_render_as_dash_and_null():
     rows = [{"name": "a", "x": float("nan"), "lim": None}, {"name": "b", "x": 141234.5, "lim": float("nan")}]
     text = render_text(cols, rows, 80)
     assert "141,234" in text and text.count(" -") >= 2 and "nan" not in text.lower()
-    assert render_tsv(cols, rows).splitlines()[1] == "a\t-\t-"
+    assert render_tsv(cols, rows).splitlines()[1] == "a\t\t"  # machine formats: missing is empty
     assert list(csv.reader(io.StringIO(render_csv(cols, rows))))[1] == ["a", "", ""]
     data = json.loads(render_json(cols, rows))
     assert data[0] == {"name": "a", "x": None, "lim": None} and data[1]["x"] == 141234.5

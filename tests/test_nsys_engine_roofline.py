@@ -44,7 +44,7 @@ def fake_nsys(tmp_path, monkeypatch):
 
 
 def test_worker_traces_aligns_and_returns_a_record(fake_nsys, tmp_path):
-    from gpuprobe.nsys.engine_roofline import nsys_point
+    from gpuprobe.nsys.engine_point import nsys_point
 
     rec = nsys_point(model="qwen2-0.5b", batch=8, context=256, out_dir=str(tmp_path))
     call = json.loads(fake_nsys.read_text().splitlines()[0])
@@ -58,8 +58,8 @@ def test_worker_traces_aligns_and_returns_a_record(fake_nsys, tmp_path):
 
 
 def test_nsys_mode_sweep_writes_roofline_json(fake_nsys, tmp_path):
-    from gpuprobe.nsys.engine_roofline import run_nsys_roofline
-    from gpuprobe.roofline.plan import RooflineOptions
+    from gpuprobe.run.measured import run_measured_roofline
+    from gpuprobe.run.options import RooflineOptions
     from gpuprobe.specs.gpus import get_gpu
     from gpuprobe.specs.models import get_model
 
@@ -67,7 +67,8 @@ def test_nsys_mode_sweep_writes_roofline_json(fake_nsys, tmp_path):
     out.mkdir()
     options = RooflineOptions(model="qwen2-0.5b", batches=(8, 32), batches_given=True, context=256, dtype="bf16",
                               mode="nsys", out=str(out))
-    rc = run_nsys_roofline(options, spec=get_model("qwen2-0.5b"), gpu=get_gpu("h100-sxm"), out=out)
+    rc = run_measured_roofline(options, spec=get_model("qwen2-0.5b"), gpu=get_gpu("h100-sxm"), mode="nsys",
+                               why="forced with --mode nsys", out=out)
     assert rc == 0
     d = json.loads((out / "roofline.json").read_text())
     assert d["mode"] == "nsys" and d["batch"] == [8, 32] and d["context"] == 256

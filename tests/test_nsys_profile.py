@@ -69,7 +69,9 @@ def test_profile_nsys_runs_exports_and_reports(fake_nsys, tmp_path):
     meta = json.loads((out / "run.gpuprobe.json").read_text())
     assert meta["tool"] == "nsys" and meta["command"][0].endswith("nsys")
     assert meta["command"][1:] == calls[0]
-    assert "50 kernels on Tesla T4" in " ".join(r.stdout.split())
+    rows = [line.split("\t") for line in r.stdout.splitlines()]  # piped: the report's rows as TSV
+    assert rows[0][:3] == ["op", "kernels", "time_s"] and sum(int(row[1]) for row in rows[1:]) == 50
+    assert "traced in" in r.stderr
 
 
 def test_nsys_rep_is_exported_then_read(fake_nsys, tmp_path):

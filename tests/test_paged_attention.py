@@ -249,12 +249,19 @@ def test_cuda_graph_replay_follows_new_lengths(num_splits):
 
 # ---- benchmark arithmetic, CLI input checks and selftest checks (pure parts) ----------------------
 def test_attention_bytes_and_targets():
-    from gpuprobe.kernels import bench
+    from gpuprobe.analytic import attention_bytes, decode_costs
+    from gpuprobe.ceilings import kernel_bench as bench
+    from gpuprobe.specs import get_model
 
     shape = bench.HeadShape.of_model("qwen2-0.5b")
     assert shape == bench.HeadShape(14, 2, 64)
     # B=256, C=2048: K and V, 2 KV heads x 64 dims x 2 bytes per token, plus q and out
-    assert bench.attention_bytes(256, 2048, shape) == 2 * 256 * 2 * 2048 * 64 * 2 + 2 * 256 * 14 * 64 * 2
+    assert bench.attention_call_bytes(256, 2048, shape) == 2 * 256 * 2 * 2048 * 64 * 2 + 2 * 256 * 14 * 64 * 2
+    # one count: the cost model's attention op moves the same bytes per layer
+    one = attention_bytes(256, 2048, num_heads=14, num_kv_heads=2, head_dim=64, elt_bytes=2)
+    spec = get_model("qwen2-0.5b")
+    cost = next(c for c in decode_costs(spec, 256, 2048, "bf16") if c.op == "attention")
+    assert cost.dram_bytes == one.total * spec.num_layers and cost.kv_read_bytes == one.kv_read * spec.num_layers
     assert bench.pct(3.0e12, 1.0, 3.0e12) == pytest.approx(100.0)
     row = {"pct_copy_bw": 91.0, "ratio_vs_sdpa_dense": 1.02, "num_splits": 1}
     assert bench.attention_target(256, 2048, row) == "met"
@@ -266,7 +273,7 @@ def test_attention_bytes_and_targets():
 
 
 def test_parse_knobs():
-    from gpuprobe.kernels import bench
+    from gpuprobe.ceilings import kernel_bench as bench
 
     assert bench.parse_knobs(None, bench.ATTENTION_KNOB_NAMES) == [{}]
     grid = bench.parse_knobs("block_kv=32,64 num_splits=1,auto", bench.ATTENTION_KNOB_NAMES)

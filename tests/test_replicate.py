@@ -14,9 +14,9 @@ import pytest
 
 from gpuprobe.cli import main
 from gpuprobe.errors import GpuprobeError, NotAvailable
-from gpuprobe.measure.children import process_alive as _alive
+from gpuprobe.system.children import process_alive as _alive
 from gpuprobe.measure.replicas import MPSDaemon, memory_share, processes_with_env, run_replicas
-from gpuprobe.measure.telemetry import Telemetry
+from gpuprobe.system.telemetry import Telemetry
 
 WORKER = textwrap.dedent("""
     import os, sys, time

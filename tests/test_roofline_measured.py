@@ -52,7 +52,8 @@ def replay_env(monkeypatch):
 
 
 def _sweep(out: Path, batches, *, resume=False, mode="timing"):
-    from gpuprobe.roofline.measured import make_points, measure_sweep, sweep_config
+    from gpuprobe.run.measured import measure_sweep
+    from gpuprobe.run.plan import make_points, sweep_config
 
     config = sweep_config("qwen2-0.5b", context=1024, dtype="bf16", attention=None, mode=mode, layers="one",
                           batches=batches)
@@ -82,9 +83,10 @@ def test_sweep_of_recorded_points_writes_every_output(tmp_path, replay_env, caps
     assert att[512].dram_pct_of_measured == pytest.approx(95, abs=1.5)
     assert att[512].limiter == "memory" and att[1].limiter == "latency"
     assert all(p.flops_executed is None and p.flops == p.flops_useful for p in res.points)
-    out = capsys.readouterr().out
-    assert "attention: DRAM 95% of peak" in out and "memory-bound" in out
-    assert "sweep wall time" in out
+    captured = capsys.readouterr()
+    assert "attention: DRAM 95% of peak" in captured.err and "memory-bound" in captured.err
+    assert "sweep wall time" in captured.err
+    assert captured.out.splitlines()[0].startswith("op\tbatch\ttime_s")  # stdout: the table alone
 
 
 def test_failed_point_costs_that_point_only(tmp_path, replay_env):
@@ -186,7 +188,7 @@ def test_ncu_crosschecks_match_the_ratios_seen_on_the_h100():
 
 
 def test_ncu_report_md_from_recorded_results(tmp_path):
-    from gpuprobe.roofline.outputs import write_outputs
+    from gpuprobe.render.outputs import write_outputs
 
     files = write_outputs(_ncu_result(), tmp_path)
     assert "throughput" not in files  # no step times were recorded with these reports
@@ -217,7 +219,7 @@ def test_summarize_report_and_recorded_records_agree():
 
 # ---- planning ----------------------------------------------------------------------------------------
 def test_choose_measured_mode():
-    from gpuprobe.roofline.plan import choose_measured_mode
+    from gpuprobe.run.plan import choose_measured_mode
 
     assert choose_measured_mode("auto", (True, "ncu 2025.3.1 can read the counters"))[0] == "ncu"
     mode, why = choose_measured_mode("auto", (False, "Nsight Compute is not installed"))
@@ -229,8 +231,8 @@ def test_choose_measured_mode():
 
 def test_plan_batches_cuts_the_default_list_at_what_fits():
     from gpuprobe.analytic import max_batch_that_fits
-    from gpuprobe.cli._common import DEFAULT_BATCHES
-    from gpuprobe.roofline.plan import plan_batches
+    from gpuprobe.run.options import DEFAULT_BATCHES
+    from gpuprobe.run.plan import plan_batches
 
     kept, note = plan_batches(DEFAULT_BATCHES, SPEC, GPU, 1024, "bf16", explicit=False)
     assert kept == list(DEFAULT_BATCHES) and note is None
@@ -242,7 +244,7 @@ def test_plan_batches_cuts_the_default_list_at_what_fits():
 
 
 def test_resume_with_other_settings_is_refused(tmp_path):
-    from gpuprobe.roofline.plan import SWEEP_FILE, check_resume, sweep_config
+    from gpuprobe.run.plan import SWEEP_FILE, check_resume, sweep_config
 
     cfg = sweep_config("qwen2-0.5b", context=1024, dtype="bf16", attention=None, mode="ncu", layers="one",
                        batches=[1, 2])
@@ -298,7 +300,8 @@ def test_target_annotates_only_the_profiled_layer(tiny_model):
 
 def test_real_worker_in_timing_mode_on_the_cpu(tmp_path, tiny_model, capsys):
     """One point through the real worker in a child process, then assembly and every output."""
-    from gpuprobe.roofline.measured import make_points, measure_sweep, sweep_config
+    from gpuprobe.run.measured import measure_sweep
+    from gpuprobe.run.plan import make_points, sweep_config
     from gpuprobe.specs.models import load_model_spec
 
     spec = load_model_spec(tiny_model)
@@ -365,7 +368,7 @@ def test_selftest_limits_fit_the_budget():
     for b in (budget, 120.0, 60.0):
         point, ncu = limits(b)
         assert ncu <= point - 15 and point <= max(30.0, b - OVERHEAD_S)
-    points = __import__("gpuprobe.roofline.plan", fromlist=["make_points"]).make_points(
+    points = __import__("gpuprobe.run.plan", fromlist=["make_points"]).make_points(
         "qwen2-0.5b", [1], context=8, dtype="bf16", attention=None, mode="ncu", layers="one", out_dir=".",
         keep_reports=False, ncu_timeout_s=40, graph_iters=5)
     assert points[0]["ncu_timeout_s"] == 40.0 and points[0]["graph_iters"] == 5 and points[0]["keep_report"] is False

@@ -234,14 +234,18 @@ def test_cli_list_and_a_chosen_check(capsys, tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_writes_the_summary_of_what_ran(tmp_path, sig):
-    """Ctrl-C, or SIGTERM through the CLI's handler (a watchdog's stop), writes what ran."""
+    """Ctrl-C, or SIGTERM through the CLI's handler (a watchdog's stop), writes what ran; the check in flight
+    runs its clean-up and is skipped with the signal named (no verdict), never failed."""
     (tmp_path / "fake_checks.py").write_text(textwrap.dedent('''
         import os, time
         def quick(ctx):
             return {"ok": 1}
         def slow(ctx):
             (ctx.out_dir / "pid").write_text(str(os.getpid()))
-            time.sleep(60)
+            try:
+                time.sleep(60)
+            finally:
+                (ctx.out_dir / "cleaned_up").write_text("yes")
     '''))
     script = textwrap.dedent(f'''
         import sys
@@ -269,10 +273,14 @@ def test_ctrl_c_writes_the_summary_of_what_ran(tmp_path, sig):
     assert out.strip().splitlines()[-1] == "interrupted"
     summary = _read_summary(tmp_path / "out")
     got = {c["name"]: c for c in summary["checks"]}
+    said = "Ctrl-C" if sig == signal.SIGINT else "SIGTERM"
     assert got["quick"]["status"] == "passed"
-    assert got["slow"]["status"] == "failed" and "interrupted" in got["slow"]["reason"]
-    assert got["later"]["status"] == "skipped" and "interrupted" in got["later"]["reason"]
-    assert summary["interrupted"] is True
+    assert got["slow"]["status"] == "skipped" and f"the run was stopped ({said})" in got["slow"]["reason"]
+    assert (tmp_path / "out" / "checks" / "slow" / "cleaned_up").read_text() == "yes"  # its clean-up ran
+    assert got["later"]["status"] == "skipped" and f"stopped ({said})" in got["later"]["reason"]
+    assert summary["interrupted"] is True and summary["stop_signal"] == signal.Signals(sig).name
+    assert summary["counts"]["failed"] == 0
+    assert f"STOPPED ({said})" in (tmp_path / "out" / "summary.md").read_text()
     assert (tmp_path / "out" / "evidence.tar.gz").is_file()
     with pytest.raises(ProcessLookupError):  # the check's process was stopped, not left running
         for _ in range(50):

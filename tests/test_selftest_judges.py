@@ -294,11 +294,12 @@ def test_doctors_probe_reused_never_probed_twice(tmp_path, monkeypatch):
 
 def test_probe_once_when_no_doctor_ran(tmp_path, monkeypatch):
     from gpuprobe.ncu import runner
+    from gpuprobe.tools.selftest import counters
     from gpuprobe.tools.selftest.counters import counter_probe
 
     calls = []
     monkeypatch.setattr(runner, "find_ncu", lambda: None)
-    monkeypatch.setattr(runner, "check_counter_permission", lambda *a, **k: calls.append(1) or ("ok", "ncu can read"))
+    monkeypatch.setattr(counters, "probe_counters", lambda *a, **k: calls.append(1) or ("ok", "ncu can read", "out"))
     ctx = CheckContext(out_dir=tmp_path / "a", gpu=True, budget_s=60, run_dir=tmp_path)
     ctx.out_dir.mkdir()
     assert counter_probe(ctx).usable and counter_probe(ctx).usable and calls == [1]
@@ -342,12 +343,22 @@ def test_roofline_falls_back_to_timing_mode_when_counters_are_refused(tmp_path, 
 # -- the two-point roofline ---------------------------------------------------------------------------------
 
 def test_two_points_and_assembly_fit_the_budget():
-    from gpuprobe.tools.selftest.checks.roofline import BATCHES, OVERHEAD_S, limits
+    """Both ncu points at their limits, the timing-mode fallback and the assembly fit the check's budget; the
+    ncu limit is sized from what ncu costs (kernels x replay passes), above its longest expected run."""
+    from gpuprobe.tools.selftest.checks.roofline import (BATCHES, OVERHEAD_S, WORKER_AROUND_NCU_S, expected_seconds,
+                                                         fallback_reserve_s, limits, point_cost)
     from gpuprobe.tools.selftest.registry import all_checks
 
-    for budget in (all_checks()["roofline_two_points"].budget_s, 110.0, 80.0):
+    chk = all_checks()["roofline_two_points"]
+    cost = point_cost()
+    assert cost.passes == 18 and cost.kernels >= 12 and cost.expected_s < cost.upper_s
+    point, ncu = limits(chk.budget_s)
+    assert ncu == pytest.approx(cost.limit_s()) and ncu > cost.upper_s and point == ncu + WORKER_AROUND_NCU_S
+    assert chk.estimate("h200") == pytest.approx(expected_seconds(), abs=5) and chk.estimate("h200") < chk.budget_s
+    for budget in (chk.budget_s, 110.0, 80.0):
         point, ncu = limits(budget)
-        assert len(BATCHES) * point + OVERHEAD_S <= budget and ncu < point
+        assert len(BATCHES) * point + OVERHEAD_S + fallback_reserve_s() <= budget or point == 25.0
+        assert ncu < point
 
 
 def test_roofline_json_written_even_when_no_point_finished(tmp_path):

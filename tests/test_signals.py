@@ -11,12 +11,12 @@ import time
 
 import pytest
 
-from gpuprobe.measure.children import process_alive
+from gpuprobe.system.children import process_alive
 from gpuprobe.measure.sweep import LOCK_FILE, run_sweep
 
 WORKER = '''
 import os, sys
-from gpuprobe.measure.children import run_child
+from gpuprobe.system.children import run_child
 
 def work(tag, hold=0.0, pids=None):
     if pids:

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from gpuprobe.measure import telemetry
-from gpuprobe.measure.telemetry import (
+from gpuprobe.system import telemetry
+from gpuprobe.system.telemetry import (
     MIN_ENERGY_WINDOW_S, Sample, Telemetry, energy_between, integrate_power, is_throttled, summarize,
     throttle_reason_names,
 )

@@ -26,8 +26,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from gpuprobe.advise.curves import Curve
+from gpuprobe.analytic import dtype_bytes
 from gpuprobe.errors import UserError
-from gpuprobe.specs.gpus import DTYPE_BYTES, normalize_dtype
+from gpuprobe.specs.gpus import normalize_dtype
 
 RULES = ("default", "paper", "marginal")
 RULE_ALIASES = {"marginal": "paper"}
@@ -260,16 +261,15 @@ class MemoryPlan:
         return asdict(self)
 
 
-def kv_bytes(curve: Curve, batch: int, spec=None, context: int | None = None, dtype: str | None = None
+def kv_bytes(curve: Curve, batch: int, spec=None, context: int | None = None, dtype: str = "bf16"
              ) -> tuple[int | None, str | None]:
     """KV-cache bytes at ``batch``: the measured figure when the curve has it, else analytic
-    (``spec.kv_bytes_per_token`` x batch x context), else None."""
+    (``spec.kv_bytes_per_token`` x batch x context, ``dtype`` a normalised name), else None."""
     p = curve.point(batch)
     if p.kv_cache_bytes is not None:
         return int(p.kv_cache_bytes), "measured"
     if spec is not None and context:
-        nbytes = DTYPE_BYTES[normalize_dtype(dtype or "bf16")]
-        return int(spec.kv_bytes_per_token(nbytes) * batch * context), "analytic"
+        return int(spec.kv_bytes_per_token(dtype_bytes(dtype)) * batch * context), "analytic"
     return None, None
 
 
@@ -283,7 +283,8 @@ def plan_memory(curve: Curve, b_opt: int | None, *, spec=None, context: int | No
     :data:`DEFAULT_FIXED_COST_BYTES`. Figures the input cannot give are None and named in ``missing``.
     """
     context = context or curve.context
-    dtype = dtype or curve.dtype
+    if spec is not None:  # the analytic figures need the dtype, as the user or the curve's file wrote it
+        dtype = normalize_dtype(dtype or curve.dtype or "bf16")
     largest = curve.batches[-1]
     fixed = int(fixed_cost_bytes) if fixed_cost_bytes is not None else DEFAULT_FIXED_COST_BYTES
     src = fixed_cost_source if fixed_cost_bytes is not None else "default"
@@ -306,7 +307,7 @@ def plan_memory(curve: Curve, b_opt: int | None, *, spec=None, context: int | No
         freed, basis = None, None
     weights, w_src = curve.point(b_opt).weights_bytes, "measured"
     if weights is None and spec is not None:
-        weights, w_src = int(spec.weight_bytes(DTYPE_BYTES[normalize_dtype(dtype or "bf16")])), "analytic"
+        weights, w_src = int(spec.weight_bytes(dtype_bytes(dtype))), "analytic"
     if weights is None:
         w_src = None
         missing.append("weights_bytes (give --model, or a weights_bytes column)")

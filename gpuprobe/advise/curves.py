@@ -25,9 +25,6 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from gpuprobe.errors import UserError
-from gpuprobe.measure.throughput import sweep_throughput
-from gpuprobe.parsing import parse_int_list
-from gpuprobe.render.throughput import write_results
 
 #: Column names accepted for each field, first match wins (the engine's names first).
 _ALIASES: dict[str, tuple[str, ...]] = {
@@ -299,17 +296,3 @@ def with_meta(curve: Curve, **meta: Any) -> Curve:
     """A copy of ``curve`` with the given metadata filled in where it was unknown."""
     fill = {k: v for k, v in meta.items() if v is not None and getattr(curve, k) is None}
     return replace(curve, **fill)
-
-
-def measure_curve(model: str, batches: str | Iterable[int], context: int, dtype: str, attention: str | None,
-                  out: str | Path) -> Curve:
-    """Tokens/s and memory against batch, measured now: the engine's throughput sweep in CUDA-graph mode
-    (:func:`gpuprobe.measure.throughput.sweep_throughput`) into ``out/throughput`` (its CSV, JSON,
-    figure and ``results.jsonl``, as ``gpuprobe throughput`` writes them); returns the curve."""
-    wanted = parse_int_list(batches, "batch") if isinstance(batches, str) else sorted(set(batches))
-    folder = Path(out) / "throughput"
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = sweep_throughput(model, wanted, context, folder, dtype=dtype, attention=attention)
-    write_results(rows, folder, {"model": model, "context": context, "dtype": dtype, "attention": attention,
-                                 "mode": "graph"})
-    return load_curve(folder, context=context, model=model)

@@ -16,7 +16,7 @@ Modules, one job each:
 - :mod:`.expected`: what each kernel must have written (the result checks' arithmetic)
 - :mod:`.result`: :class:`CeilingsResult`, :class:`Measurement` and their JSON form
 - :mod:`.targets`: the device targets and datasheet comparisons
-- :mod:`.device`: whether there is a GPU and what it is (NVML through :mod:`gpuprobe.measure.telemetry`, else torch)
+- :mod:`.device`: whether there is a GPU and what it is (NVML through :mod:`gpuprobe.system.telemetry`, else torch)
 - :mod:`.clocks`: SM and memory clocks sampled while trials run
 - :mod:`.timing`: CUDA-event timing of a launch closure
 - :mod:`.runner`: each microbenchmark, torch's copy and cuBLAS, with their result checks
@@ -24,6 +24,8 @@ Modules, one job each:
 - :mod:`.cache`: one JSON file per GPU and driver in the user cache folder
 - :mod:`.roofs`: measured roofs and the choice of a roofline's two ceilings
 - :mod:`.bandwidth`: :func:`copy_bandwidth`, the figure every "% of bandwidth" divides by
+- :mod:`.kernel_bench`: the project's Triton kernels (:mod:`gpuprobe.kernels`) timed against their baselines
+  and that copy bandwidth (``gpuprobe attention-bench``, ``benchmarks/``, the kernels' selftest checks)
 
 Nothing here imports torch, CuPy or NVML at import time: the analytic roofline imports this
 package on machines without a GPU.
@@ -41,7 +43,7 @@ from gpuprobe.ceilings.measure import measure_ceilings, run_ceilings
 from gpuprobe.ceilings.nvrtc import load_libnvrtc, nvrtc_compile
 from gpuprobe.ceilings.plan import GiB, MiB, MMA_INPUT_MAX, BenchPlan, fma_max_iters, mma_max_iters, plan_benchmarks
 from gpuprobe.ceilings.result import MEASUREMENTS, SCHEMA_VERSION, CeilingsResult, Measurement, MeasurementInfo
-from gpuprobe.ceilings.roofs import measured_roofs, select_ceilings
+from gpuprobe.ceilings.roofs import measured_roofs
 from gpuprobe.ceilings.sources import (
     SOURCE_FILES, KernelSignature, all_kernels, constants, find_kernel, load_source, parse_constants, parse_kernels,
 )
@@ -55,5 +57,5 @@ __all__ = [
     "fma_max_iters", "fp32_scaled_datasheet", "gpu_or_raise", "load_libnvrtc", "load_source", "measure_ceilings",
     "measured_roofs", "mma_expected", "mma_fragments", "mma_max_iters", "nvrtc_compile", "pack_ctypes",
     "pack_numpy", "parse_constants", "parse_kernels", "plan_benchmarks", "present_gpu_identity",
-    "quick_copy_bandwidth", "read_bandwidth", "run_ceilings", "save_cached", "select_ceilings", "u32_checksum", "within",
+    "quick_copy_bandwidth", "read_bandwidth", "run_ceilings", "save_cached", "u32_checksum", "within",
 ]

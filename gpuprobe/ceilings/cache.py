@@ -9,7 +9,7 @@ from pathlib import Path
 from gpuprobe.ceilings.device import present_gpu_identity
 from gpuprobe.ceilings.result import CeilingsResult
 from gpuprobe.errors import GpuprobeError
-from gpuprobe.specs.gpus import get_gpu, match_device_name
+from gpuprobe.specs.gpus import get_gpu
 
 
 def cache_dir() -> Path:
@@ -57,8 +57,7 @@ def _same_gpu(result: CeilingsResult, gpu_name: str) -> bool:
         wanted = get_gpu(gpu_name).name
     except GpuprobeError:
         return False
-    have = result.gpu or getattr(match_device_name(result.device_name), "name", None)
-    return have == wanted
+    return result.registry_gpu == wanted
 
 
 def cached_ceilings(gpu_name: str | None = None) -> CeilingsResult | None:

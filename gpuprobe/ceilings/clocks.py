@@ -1,4 +1,4 @@
-"""SM and memory clocks of the GPU under test, sampled through :class:`gpuprobe.measure.telemetry.Telemetry`
+"""SM and memory clocks of the GPU under test, sampled through :class:`gpuprobe.system.telemetry.Telemetry`
 while each timed trial runs (the host is idle then)."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import statistics
 from typing import Any
 
 from gpuprobe.ceilings.device import max_clocks_and_driver, nvml_device_keys
-from gpuprobe.measure.telemetry import Telemetry
+from gpuprobe.system.telemetry import Telemetry
 
 
 class ClockSampler:

@@ -1,11 +1,11 @@
 """The present GPU: whether there is one (:func:`gpu_or_raise`) and what it is (name, driver),
-read through :mod:`gpuprobe.measure.telemetry`'s NVML sampler, else torch."""
+read through :mod:`gpuprobe.system.telemetry`'s NVML sampler, else torch."""
 from __future__ import annotations
 
 from typing import Any
 
 from gpuprobe.errors import NotAvailable
-from gpuprobe.measure.telemetry import Telemetry, load_nvml
+from gpuprobe.system.telemetry import Telemetry, load_nvml
 
 NO_GPU_MESSAGE = ("no CUDA GPU on this machine: ceilings are measured on one "
                   "(the analytic roofline keeps using datasheet figures)")
@@ -37,7 +37,7 @@ def nvml_device_keys(device_index: int) -> list[int | str]:
 
 def max_clocks_and_driver(device: int | str, nvml: Any = None) -> dict[str, Any]:
     """``sm_max_mhz``, ``mem_max_mhz`` and ``driver`` of an NVML device (index or UUID): the figures
-    :class:`~gpuprobe.measure.telemetry.Telemetry` does not read. Each one NVML does not give is left out."""
+    :class:`~gpuprobe.system.telemetry.Telemetry` does not read. Each one NVML does not give is left out."""
     try:
         nv = nvml if nvml is not None else load_nvml()
         if nvml is not None:

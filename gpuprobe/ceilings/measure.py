@@ -17,7 +17,7 @@ from gpuprobe.ceilings.result import CeilingsResult
 from gpuprobe.ceilings.runner import Runner
 from gpuprobe.ceilings.sources import SOURCE_FILES
 from gpuprobe.ceilings.timing import Timer
-from gpuprobe.specs.gpus import match_device_name
+from gpuprobe.specs.gpus import gpu_from_device_name
 
 
 def measure_ceilings(*, quick: bool = False, backend: str | None = None, trial_s: float | None = None,
@@ -33,7 +33,7 @@ def measure_ceilings(*, quick: bool = False, backend: str | None = None, trial_s
     props = torch.cuda.get_device_properties(idx)
     torch.cuda.init()
     torch.zeros(1, device=f"cuda:{idx}")  # the primary context exists and is current on this thread
-    spec = match_device_name(props.name)
+    spec = gpu_from_device_name(props.name)
     l2 = int(getattr(props, "L2_cache_size", 0) or (spec.l2_bytes if spec else 0) or 50 * MiB)
     free, _total = torch.cuda.mem_get_info(idx)
     plan = plan_benchmarks(props.multi_processor_count, l2, int(free), quick=quick)

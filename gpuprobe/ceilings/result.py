@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gpuprobe.specs.gpus import gpu_from_device_name
+
 SCHEMA_VERSION = 1
 
 
@@ -71,6 +73,11 @@ class CeilingsResult:
     environment: dict[str, Any] = field(default_factory=dict)  # torch, CUDA, CuPy versions
     seconds: float = 0.0
     schema_version: int = SCHEMA_VERSION
+
+    @property
+    def registry_gpu(self) -> str | None:
+        """The registry name of the GPU measured: as recorded, else from its device name (None if unknown)."""
+        return self.gpu or getattr(gpu_from_device_name(self.device_name), "name", None)
 
     def value(self, name: str, verified_only: bool = True) -> float | None:
         m = self.measurements.get(name)

@@ -1,17 +1,19 @@
-"""Measured roofs and ceiling selection (pure): a cached run's figures as roofline roofs."""
+"""Measured roofs (pure): a cached run's figures as roofline roofs; the ceilings a roofline takes from them are
+chosen by :func:`gpuprobe.roofline.schema.roofs_and_ceilings`, as for every roofline."""
 from __future__ import annotations
 
+from gpuprobe.analytic import dtype_bytes
 from gpuprobe.ceilings.result import CeilingsResult
 from gpuprobe.roofline import schema as roofline
-from gpuprobe.specs.gpus import match_device_name, normalize_dtype
 
 
 def measured_roofs(result: CeilingsResult, dtype: str) -> list:
     """The measured roofs of ``result`` for ``dtype`` (names as :mod:`gpuprobe.roofline.schema` uses):
     ``dram`` (the copy bandwidth), ``l2``, ``smem``, ``fp32``, ``tensor_<dtype>`` (the best verified
     tensor rate, cuBLAS in practice), ``mma_sync_<dtype>`` (the hand-written kernel). Only verified
-    figures become roofs."""
-    d = normalize_dtype(dtype)
+    figures become roofs. ``dtype``: a normalised name."""
+    dtype_bytes(dtype)  # a UserError for any other spelling
+    d = dtype
     roofs = []
 
     def add(name: str, kind: str, value: float | None) -> None:
@@ -26,26 +28,3 @@ def measured_roofs(result: CeilingsResult, dtype: str) -> list:
         add(f"tensor_{d}", "compute", result.best_tensor(d))
         add(f"mma_sync_{d}", "compute", result.value(f"mma_{d}"))
     return roofs
-
-
-def select_ceilings(gpu_spec, dtype: str, cached: CeilingsResult | None):
-    """The two roofs a roofline's ``bound`` uses, and where they come from.
-
-    ``(dram_roof, compute_roof, source)``: measured DRAM copy bandwidth when ``cached`` holds it
-    (and is of ``gpu_spec``'s GPU), else the datasheet; the compute roof of the dtype likewise.
-    ``source`` is ``measured``, ``datasheet`` or ``mixed``. The rule itself is
-    :func:`gpuprobe.roofline.schema.select_ceilings`, so every roofline picks roofs the same way.
-    """
-    roofs = list(roofline.datasheet_roofs(gpu_spec, dtype))
-    if cached is not None and _result_is_of(cached, gpu_spec):
-        roofs += measured_roofs(cached, dtype)
-    c = roofline.select_ceilings(roofs, dtype)
-    dram = roofline.Roof(c.dram_roof, "memory", c.dram_bytes_per_s, c.dram_source)
-    comp = roofline.Roof(c.compute_roof, "compute", c.flops_per_s, c.compute_source)
-    source = c.dram_source if c.dram_source == c.compute_source else "mixed"
-    return dram, comp, source
-
-
-def _result_is_of(result: CeilingsResult, gpu_spec) -> bool:
-    have = result.gpu or getattr(match_device_name(result.device_name), "name", None)
-    return have == gpu_spec.name

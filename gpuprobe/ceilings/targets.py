@@ -46,8 +46,9 @@ def fp32_scaled_datasheet(spec, clocks: dict[str, Any], sm_mhz: float | None = N
 TARGETS = {
     "copy_vs_torch_min": 0.95,  # DRAM copy kernel >= 95% of torch's copy (faster than torch passes)
     "fp32_vs_scaled_within": 0.10,  # FP32 FMA within 10% of the datasheet scaled to its run's SM clock
-    "mma_vs_cublas_min": 0.60,  # mma.sync kernel >= 60% of cuBLAS, per dtype
 }
+# The hand-written mma.sync kernel against cuBLAS is a figure, never a target: no published figure supports a
+# share of cuBLAS for mma.sync on Hopper, where cuBLAS issues wgmma, which mma.sync cannot.
 
 
 def evaluate_targets(result: CeilingsResult, spec) -> tuple[dict[str, Any], list[str]]:
@@ -92,6 +93,4 @@ def evaluate_targets(result: CeilingsResult, spec) -> tuple[dict[str, Any], list
         if mma and cublas:
             r = mma / cublas
             figures[f"mma_{dt}_vs_cublas"] = round(r, 4)
-            if r < TARGETS["mma_vs_cublas_min"]:
-                failures.append(f"mma.sync {dt} kernel at {r:.1%} of cuBLAS (target: at least 60%)")
     return figures, failures

@@ -2,19 +2,16 @@
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-import time
-from pathlib import Path
 
 from gpuprobe.analytic import KERNEL_MODES
 from gpuprobe.engine.backends import BACKENDS
-from gpuprobe.errors import GpuprobeError, UserError
-from gpuprobe.parsing import LIMITS, parse_int_list, show_int  # noqa: F401  (parse_int_list: the subcommands' name)
+from gpuprobe.errors import UserError
+from gpuprobe.parsing import LIMITS, show_int
 from gpuprobe.specs.models import check_context as model_context_error
 
 ATTENTION_BACKENDS = BACKENDS  # the engine's list (gpuprobe.engine.backends), without importing torch
-DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
 def positive_int(what: str):
     def conv(text: str) -> int:
         try:
@@ -87,29 +84,3 @@ def check_context(context: int, spec=None, beyond_max: bool = False) -> int:
         if why:
             raise UserError(f"--{why} (--beyond-max-context allows it as a what-if)")
     return context
-
-
-def output_dir(out: str | None, prefix: str) -> Path:
-    """The folder to write into: ``out``, or a new ``./gpuprobe-out/{prefix}-{timestamp}``; must be writable."""
-    path = Path(out) if out else Path("gpuprobe-out") / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create output folder '{path}': {e.strerror or e}; pass a writable --out.") from None
-    if not os.access(path, os.W_OK):
-        raise UserError(f"output folder '{path}' is not writable; pass a writable --out.")
-    return path
-
-
-def run_script(main, argv: list[str] | None = None) -> None:
-    """Run a script's ``main`` the way the CLI runs a subcommand: a gpuprobe error (or a bad value) is
-    one line on stderr and exit code 2, never a traceback. Used by the scripts in ``benchmarks/``."""
-    try:
-        code = main() if argv is None else main(argv)
-    except (GpuprobeError, ValueError) as e:
-        print(f"{sys.argv[0]}: error: {e}", file=sys.stderr)
-        raise SystemExit(getattr(e, "exit_code", 2)) from None
-    except KeyboardInterrupt:
-        print(f"{sys.argv[0]}: interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
-    raise SystemExit(code or 0)

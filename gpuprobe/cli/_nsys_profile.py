@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from gpuprobe.errors import UserError
 
@@ -27,8 +28,9 @@ def add_nsys_arguments(p: argparse.ArgumentParser) -> None:
 def run_nsys_profile(args: argparse.Namespace, cmd: list[str]) -> int:
     """Trace ``cmd`` into ``DIR/NAME.nsys-rep`` and ``DIR/NAME.sqlite`` (``DIR/NAME.gpuprobe.json``: the nsys
     command line), then print the report of the trace."""
-    from gpuprobe.cli._common import output_dir
-    from gpuprobe.cli._nsys_report import run_trace_report
+    from gpuprobe.run.paths import output_dir
+    from gpuprobe.run.options import ReportOptions
+    from gpuprobe.run.trace_report import run_trace_report
     from gpuprobe.nsys.runner import profile, require_nsys
 
     if args.capture_range == "nvtx" and not args.nvtx_capture:
@@ -41,9 +43,7 @@ def run_nsys_profile(args: argparse.Namespace, cmd: list[str]) -> int:
     meta.write_text(json.dumps({"tool": "nsys", "command": res.command, "seconds": round(res.seconds, 3),
                                 "capture_range": args.capture_range, "nvtx_capture": args.nvtx_capture,
                                 "report": str(res.report), "sqlite": str(res.sqlite)}, indent=2) + "\n")
-    print(f"traced in {res.seconds:.1f} s: {res.report}, {res.sqlite}")
-    ns = argparse.Namespace(file=str(res.sqlite), by="op", json=False, plot=None,
-                            out=str(out / "report") if args.model else None, gpu=None, dtype="bf16",
-                            measured_dram_tbps=None, model=args.model, batch=args.batch, context=args.context,
-                            step_regex=args.step_regex, step_kernel=args.step_kernel, align_eager=None)
-    return run_trace_report(ns)
+    print(f"traced in {res.seconds:.1f} s: {res.report}, {res.sqlite}", file=sys.stderr)
+    return run_trace_report(ReportOptions(file=str(res.sqlite), out=str(out / "report") if args.model else None,
+                                          model=args.model, batch=args.batch, context=args.context,
+                                          step_regex=args.step_regex, step_kernel=args.step_kernel))

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 
-from gpuprobe.cli._common import add_dtype_argument, add_model_argument, parse_int_list, positive_int
+from gpuprobe.cli._common import add_dtype_argument, add_model_argument, positive_int
+from gpuprobe.parsing import parse_int_list
 from gpuprobe.errors import UserError
+from gpuprobe.render.tables import FORMATS, emit, spec_columns
 from gpuprobe.specs.gpus import normalize_dtype
 
 NAME = "attention-bench"
@@ -34,15 +36,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-baselines", action="store_true", help="skip dense SDPA and the paged reference")
     p.add_argument("--rep-ms", type=positive_int("--rep-ms"), default=100,
                    help="milliseconds of repetitions per timing (default %(default)s)")
-    fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true", help="one JSON object per point")
-    fmt.add_argument("--csv", action="store_true", help="CSV with every field")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="table (default on a terminal), tsv (default when piped), csv, json (a list of points)")
 
 
 def run(args: argparse.Namespace) -> int:
     # the kernels package is installed as gpuprobe.kernels (it is absent from a bare checkout): loaded
     # here, so `gpuprobe --help` works wherever the CLI does
-    from gpuprobe.kernels import bench
+    from gpuprobe.ceilings import kernel_bench as bench
 
     batches = parse_int_list(args.batch, "batch")
     contexts = parse_int_list(args.context, "context")
@@ -65,9 +66,8 @@ def run(args: argparse.Namespace) -> int:
                                                   page_size=args.page_size, dtype=dtype, knobs=ks,
                                                   baselines=not args.no_baselines,
                                                   reference=not args.no_baselines, rep_ms=args.rep_ms))
-    fmt = "json" if args.json else "csv" if args.csv else "table"
     title = (f"{args.model}: {shape.num_q_heads}/{shape.num_kv_heads} heads, head_dim {shape.head_dim}, "
              f"page {args.page_size}, {dtype}; copy bw {rows[0]['copy_bw_gbps']:.0f} GB/s "
              f"({rows[0]['copy_bw_source']})") if rows else None
-    bench.print_rows(rows, bench.ATTENTION_COLUMNS, fmt, title=title)
+    emit(spec_columns(bench.ATTENTION_COLUMNS), rows, args.format, title=title)
     return 0

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from gpuprobe.tools import doctor
+from gpuprobe.jsonsafe import dumps
+from gpuprobe.render.tables import FORMATS, Column, choose_format, emit, fmt_text, terminal_width
 
 NAME = "doctor"
 HELP = "check this machine: packages, GPU, driver, NVML, ncu and counter permission, MPS; which modes work"
@@ -20,16 +20,28 @@ ORDER = 90
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print the items as JSON")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="table (default on a terminal: one wrapped line per item), tsv (default when piped), csv, "
+                        "json (a list of items)")
     p.add_argument("--quick", action="store_true", help="skip the ncu run that checks counter permission")
 
 
+#: The machine formats' columns: one row per item.
+COLUMNS = [Column("status", "status", numeric=False), Column("group", "group", numeric=False),
+           Column("item", "item", numeric=False), Column("detail", "detail", fmt=fmt_text, numeric=False),
+           Column("fix", "fix", fmt=fmt_text, numeric=False)]
+
+
 def run(args: argparse.Namespace) -> int:
+    from gpuprobe.tools import doctor  # the probes import NVML and ncu helpers: not when the parser is built
+
     report = doctor.collect(probe_counters=not args.quick)
+    fmt = choose_format(args.format)
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    elif sys.stdout.isatty():
-        doctor.render_rich(report)
+        sys.stdout.write(dumps(report.to_dict(), indent=2) + "\n")
+    elif fmt == "table":
+        print(doctor.render_text(report, terminal_width()))
     else:
-        print(doctor.render_text(report))
+        emit(COLUMNS, doctor.report_rows(report), fmt)
     return 0

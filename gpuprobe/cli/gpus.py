@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
+from gpuprobe.jsonsafe import dumps
 from gpuprobe.specs.gpus import detect_gpu, list_gpus
 from gpuprobe.render.tables import FORMATS, Column, choose_format, emit, fmt_num, fmt_text
 
@@ -32,17 +32,18 @@ def _columns():
             num("memory_bytes", "memory GiB", "GiB", "memory as the device reports it, GiB", 2**30),
             Column("sm_count", "SMs", fmt=fmt_text),
             num("l2_bytes", "L2 MiB", "L2", "L2 cache MiB", 2**20),
-            num("ridge_bf16", "ridge bf16", "ridge", "bf16 ridge, FLOP per DRAM byte", 1)]
+            Column("ridge_bf16", "ridge bf16", "ridge", "bf16 ridge, FLOP per DRAM byte", fmt=fmt_num,
+                   field="ridge_bf16_flop_per_byte")]
 
 
 def run(args: argparse.Namespace) -> int:
     det = detect_gpu()
     if args.json:
-        print(json.dumps({
+        print(dumps({
             "detected": None if det is None else {"device_name": det.device_name, "memory_bytes": det.memory_bytes,
                                                   "registry": det.spec.name if det.spec else None, "via": det.via},
             "gpus": [g.to_dict() for g in list_gpus()],
-        }, indent=2, allow_nan=False))
+        }, indent=2))
         return 0
     rows = [dict(g.to_dict(), gpu=g.name, display_name=g.display_name, ridge_bf16=g.ridge_bf16) for g in list_gpus()]
     if det is None:

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from gpuprobe.cli import report as report_cli
-from gpuprobe.cli._common import output_dir, positive_float, positive_int
+from gpuprobe.run.paths import output_dir
+from gpuprobe.cli._common import positive_float, positive_int
 from gpuprobe.errors import UserError
 from gpuprobe.ncu import load_report
 from gpuprobe.ncu.metrics import METRIC_SETS
@@ -86,10 +87,12 @@ def run(args: argparse.Namespace) -> int:
     df = load_report(res.report)
     table = write_table(df, out / f"{args.name}.csv")
     print(f"profiled {len(df)} kernels in {res.seconds:.1f} s with ncu {res.ncu.version or '?'}: "
-          f"{res.report}, {table}")
+          f"{res.report}, {table}", file=sys.stderr)
 
-    return report_cli.run(argparse.Namespace(file=str(res.report), by="op", json=False, plot=None, out=None,
-                                             gpu=None, dtype="bf16", measured_dram_tbps=None))
+    from gpuprobe.run.options import ReportOptions
+    from gpuprobe.run.report import run_report
+
+    return run_report(ReportOptions(file=str(res.report)))
 
 
 def write_table(df, path):

@@ -1,12 +1,12 @@
-"""``gpuprobe report FILE``: the per-op (or per-kernel) counter roofline of any Nsight Compute report."""
+"""``gpuprobe report FILE``: parsing only; the run is :func:`gpuprobe.run.report.run_report`."""
 from __future__ import annotations
 
 import argparse
-import math
-import sys
 
-from gpuprobe.jsonsafe import dumps
-from gpuprobe.render.plots.style import check_figure_path
+from gpuprobe.cli._common import positive_float, positive_int
+from gpuprobe.render.tables import FORMATS
+from gpuprobe.run.options import ReportOptions
+from gpuprobe.specs.gpus import normalize_dtype
 
 NAME = "report"
 HELP = "read an Nsight Compute report or an Nsight Systems trace: per-op table, roofline.json, plot"
@@ -32,9 +32,6 @@ ORDER = 40
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from gpuprobe.cli._common import positive_float
-    from gpuprobe.render.tables import FORMATS
-
     p.add_argument("file", metavar="FILE", help=".ncu-rep, .ncu-rep.xz, an ncu CSV page (raw or details), "
                    "or an nsys .sqlite/.nsys-rep/stats CSV")
     p.add_argument("--by", choices=("op", "kernel"), default="op", help="one row per op (default) or per kernel")
@@ -50,134 +47,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rules", metavar="RULES",
                    help="your kernel rules file (CSV: pattern,op,example,engine), matched before the built-in table "
                         "for kernels outside NVTX op ranges")
-    from gpuprobe.cli._nsys_report import add_trace_arguments
-
     add_trace_arguments(p)
 
 
-def _time_cell(p) -> str:
-    from gpuprobe.render.tables import fmt_num
-
-    text = fmt_num(p.get("time_s"), 1e-6)
-    return text + "*" if p.get("time_derived") and text != "-" else text
-
-
-def report_columns(by: str) -> list:
-    """The columns of the report table, per op or per kernel (rows are roofline points as dicts)."""
-    from gpuprobe.render.tables import Column, fmt_num, fmt_text
-
-    def num(key, header, short, legend, scale=1.0):
-        return Column(key, header, short, legend, fmt=lambda x, s=scale: fmt_num(x, s))
-
-    cols = []
-    if by == "kernel":
-        cols += [Column("kernel_id", "id", fmt=fmt_text),
-                 Column("kernel", "kernel", fmt=fmt_text, numeric=False, name=True),
-                 Column("kernel_op", "op", fmt=fmt_text, numeric=False)]
-    else:
-        cols += [Column("op", "op", fmt=fmt_text, numeric=False, name=True, cut="middle"),
-                 Column("n_kernels", "kernels", "n", "kernels", fmt=fmt_text)]
-    cols += [
-        Column("time_row", "time µs", "µs", "time in µs (* derived from SM cycles / SM clock)", fmt=fmt_text,
-               raw_key="time_s"),
-        num("share_pct", "share %", "%t", "share of the total time, %"),
-        num("flops", "GFLOP", "GF", "GFLOP executed", 1e9),
-        num("dram_read_bytes", "DRAM rd MB", "rdMB", "DRAM MB read", 1e6),
-        num("dram_write_bytes", "DRAM wr MB", "wrMB", "DRAM MB written", 1e6),
-        num("intensity", "FLOP/B", "F/B", "FLOP per DRAM byte"),
-        num("flops_per_s", "TFLOP/s", "TF/s", "achieved TFLOP/s", 1e12),
-        num("bytes_per_s", "DRAM TB/s", "TB/s", "achieved DRAM TB/s", 1e12),
-        num("dram_pct_of_ncu_peak", "DRAM %pk", "D%", "DRAM % of ncu's peak"),
-        num("sm_pct", "SM %", "S%", "SM throughput % of peak"),
-        num("tensor_pct", "tensor %", "T%", "tensor pipe % of peak"),
-        Column("limiter", "limiter", "lim", "limiter (memory, compute, latency)", fmt=fmt_text, numeric=False),
-    ]
-    return cols
+def add_trace_arguments(p: argparse.ArgumentParser) -> None:
+    """The options ``report`` takes for Nsight Systems inputs."""
+    g = p.add_argument_group("Nsight Systems traces (.sqlite, .sqlite.xz, .nsys-rep, nsys stats CSVs)")
+    g.add_argument("--model", help="model registry name or config.json: writes the trace's roofline (mode nsys)")
+    g.add_argument("--batch", type=positive_int("--batch"), help="batch size of the traced steps "
+                   "(default: from the step range names, e.g. 'decode b=64 c=1024')")
+    g.add_argument("--context", type=positive_int("--context"), help="context length of the traced steps "
+                   "(default: from the step range names)")
+    g.add_argument("--step-regex", default=None, metavar="REGEX",
+                   help="NVTX range name of one decode step (default '^decode\\b')")
+    g.add_argument("--step-kernel", default=None, metavar="REGEX",
+                   help="cut steps at a marker kernel that ends each step instead (e.g. argmax)")
+    g.add_argument("--align-eager", default=None, metavar="EAGER",
+                   help="an eager NVTX-ranged trace of the same step: graph-replayed kernels take its ops")
 
 
-def report_rows(result) -> list[dict]:
-    """Roofline points as row dicts with the derived figures the table shows (missing stays None)."""
-    import math
-
-    times = [p.time_s for p in result.points]
-    known = all(t is not None and math.isfinite(t) for t in times)
-    total = sum(times) if known and times else None
-    rows = []
-    for p in result.points:
-        d = p.to_dict()
-        t = p.time_s if p.time_s is not None and math.isfinite(p.time_s) else None
-        d["time_row"] = _time_cell(d)
-        if str(d.get("kernel_op", "")).startswith("other:"):
-            d["kernel_op"] = "other"  # the kernel column already names it
-        d["share_pct"] = t / total * 100.0 if t is not None and total else None
-        d["flops_per_s"] = p.flops / t if t and p.flops is not None else None
-        d["bytes_per_s"] = p.dram_bytes / t if t and p.dram_bytes is not None else None
-        rows.append(d)
-    return rows
-
-
-def roofs_line(result) -> str:
-    """Which roofs the result knows and which two ``bound`` uses, with their sources."""
-    def val(r):
-        return (f"{r.value / 1e12:.3g} TB/s" if r.kind == "memory" else f"{r.value / 1e12:.4g} TFLOP/s")
-
-    known = ", ".join(f"{r.name} {val(r)} ({r.source})" for r in result.roofs) or "none"
-    c = result.ceilings
-    used = ("none: no bound" if c is None else
-            f"DRAM {c.dram_bytes_per_s / 1e12:.3g} TB/s ({c.dram_source}), {c.compute_roof} "
-            f"{c.flops_per_s / 1e12:.4g} TFLOP/s ({c.compute_source})")
-    return f"roofs: {known}. bound uses: {used}"
+def options_from_args(args: argparse.Namespace) -> ReportOptions:
+    return ReportOptions(
+        file=args.file, by=args.by, as_json=args.json, fmt=args.format, plot=args.plot, out=args.out, gpu=args.gpu,
+        dtype=normalize_dtype(args.dtype),
+        measured_dram_bytes_per_s=args.measured_dram_tbps * 1e12 if args.measured_dram_tbps else None,
+        rules=args.rules, model=args.model, batch=args.batch, context=args.context, step_regex=args.step_regex,
+        step_kernel=args.step_kernel, align_eager=args.align_eager)
 
 
 def run(args: argparse.Namespace) -> int:
-    from gpuprobe.errors import UserError
-    from gpuprobe.ncu import load_report
-    from gpuprobe.ncu.counter_roofline import report_to_roofline
-    from gpuprobe.nsys import is_nsys_input
-    from gpuprobe.render.tables import emit
-    from gpuprobe.roofline.schema import LIMITER_RULE
+    from gpuprobe.run.report import run_report  # the readers load pandas: not when the parser is built
 
-    if args.plot:
-        check_figure_path(args.plot)
-    if is_nsys_input(args.file):
-        from gpuprobe.cli._nsys_report import run_trace_report
-
-        return run_trace_report(args)
-    df = load_report(args.file, rules=args.rules)
-    for w in df.attrs.get("warnings", []):
-        print(f"warning: {w}", file=sys.stderr)
-    measured = args.measured_dram_tbps * 1e12 if args.measured_dram_tbps else None
-    result = report_to_roofline(df, gpu=args.gpu, dtype=args.dtype, measured_dram_bytes_per_s=measured,
-                                by=args.by)
-    if args.plot and result.ceilings is None:
-        raise UserError(f"cannot plot '{args.file}': {result.provenance.get('ceilings_note')}")
-    if args.out:
-        from gpuprobe.cli._common import output_dir
-
-        result.write(output_dir(args.out, "report"))
-    if args.plot:
-        plot_result(result, args.plot)
-    if args.json:
-        sys.stdout.write(dumps(result.to_dict(), indent=2) + "\n")
-        return 0
-
-    device = df.attrs.get("device_name") or (result.gpu if result.gpu != "unknown" else "a GPU it does not name")
-    notes = [roofs_line(result),
-             f"limiter: memory if DRAM >= {LIMITER_RULE['threshold_pct']:.0f}% of peak, compute if SM or tensor >= "
-             f"{LIMITER_RULE['threshold_pct']:.0f}%, else latency; '-' = not in this report"]
-    if result.provenance.get("ceilings_note"):
-        notes.append("note: " + result.provenance["ceilings_note"])
-    notes += [f"derived: {d}" for d in df.attrs.get("derived", [])]
-    missing = df.attrs.get("missing") or []
-    if missing:
-        notes.append(f"not in this report: {', '.join(missing)}")
-    emit(report_columns(args.by), report_rows(result), args.format,
-         title=f"{args.file}: {len(df)} kernels on {device}, by {args.by}", notes=notes)
-    return 0
-
-
-def plot_result(result, path) -> None:
-    """The roofline figure; points whose counters are missing are named on it, not placed."""
-    from gpuprobe.render.plots.roofline import plot_roofline
-
-    plot_roofline(result, path)
+    return run_report(options_from_args(args))

@@ -4,25 +4,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import time
 from pathlib import Path
 
 from gpuprobe.errors import UserError
-from gpuprobe.tools.selftest.runner import DEFAULT_BUDGET_S
+from gpuprobe.tools.selftest.runner import DEFAULT_BUDGET_S, EXIT_NO_GPU_VERDICT, install_stop_handlers
 
 NAME = "selftest"
 HELP = "run the registered checks (CPU ones; with --gpu every GPU-side claim) and write summary + evidence"
 DESCRIPTION = """\
 Each check runs in its own process with its own time budget; a check that fails, crashes or runs
 over its own budget is recorded and the run goes on. A check starts only when its estimate fits in
-what is left of the total budget (else it is skipped, "not enough budget left"). Without --gpu (or
-without CUDA) the GPU checks are listed as skipped with the reason. The output folder gets
-summary.md, summary.json and evidence.tar.gz (at most 16 MiB); Ctrl-C or SIGTERM still writes the
-summary of what ran. --plan prints the order, each check's estimate and the total, and runs nothing.
+what is left of the total budget (else it is skipped, "not enough budget left"); a check still running
+when the budget runs out, or when the run is stopped (Ctrl-C, SIGTERM), is skipped with that reason.
+Without --gpu (or without CUDA) the GPU checks are listed as skipped with the reason. The output folder
+gets summary.md, summary.json and evidence.tar.gz (at most 16 MiB), also when the run is stopped.
+--plan prints the order, each check's estimate and the total against --budget-s, and runs nothing.
 
-Exit code: 0 when no check failed, 1 when one did, 130 after Ctrl-C, 2 on bad arguments.
+Exit code: 0 when no check failed, 1 when one did, 3 with --gpu when GPU checks were asked for and none
+got a verdict (no usable GPU), 130 after Ctrl-C, 143 after SIGTERM, 2 on bad arguments.
 """
 ORDER = 95
 
@@ -32,8 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output folder (default ./gpuprobe-out/selftest-<timestamp>)")
     p.add_argument("--budget-s", default=f"{DEFAULT_BUDGET_S:g}", metavar="S",
-                   help="total seconds for the run; a check starts only when its estimate fits in what is left "
-                        f"(default {DEFAULT_BUDGET_S:g})")
+                   help="total seconds for the run (and for --plan); a check starts only when its estimate fits in "
+                        f"what is left (default {DEFAULT_BUDGET_S:g}: scripts/device_selftest.sh's in a 7-minute slot)")
     p.add_argument("--check", nargs="+", action="extend", default=None, metavar="NAME",
                    help="run only these checks, the extra ones too (see --list or --plan)")
     p.add_argument("--list", action="store_true", help="list the checks and exit")
@@ -102,19 +103,14 @@ def _print_plan(args: argparse.Namespace, checks: dict, budget: float) -> None:
 
 
 def _interrupt_on_term() -> None:
-    """SIGTERM (a batch system's or a watchdog's stop) acts as Ctrl-C: the check in flight is stopped
-    and the summary of what ran is written. SIGINT is restored when the parent left it ignored (a
-    background job of a non-interactive shell)."""
+    """SIGTERM (a batch system's or a watchdog's stop), SIGHUP and Ctrl-C stop the run: the check in
+    flight is stopped and skipped, the summary of what ran and the evidence are written
+    (:func:`gpuprobe.tools.selftest.runner.install_stop_handlers`)."""
+    install_stop_handlers()
 
-    def to_keyboard_interrupt(signum, frame):  # noqa: ARG001
-        raise KeyboardInterrupt
 
-    try:
-        signal.signal(signal.SIGTERM, to_keyboard_interrupt)
-        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-    except ValueError:  # not the main thread (a test calling run() from a worker thread)
-        pass
+#: Exit status of a run stopped by a signal: 128 + its number, as a shell reports it.
+_STOP_EXIT = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -140,9 +136,14 @@ def run(args: argparse.Namespace) -> int:
     run_ = runner.run_selftest(out, names=args.check, gpu=args.gpu, budget_s=budget,
                                progress=lambda line: print(line, flush=True), command=command)
     c = run_.counts()
-    print(f"{c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped in {run_.wall_s:.0f} s; "
-          f"summary: {os.path.join(out, 'summary.md')}; evidence: {os.path.join(out, 'evidence.tar.gz')}")
+    no_verdict = run_.no_gpu_verdict()
+    print(f"{c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped in {run_.wall_s:.0f} s"
+          + (f"; NO GPU VERDICT: {no_verdict}" if no_verdict else "")
+          + f"; summary: {os.path.join(out, 'summary.md')}; evidence: {os.path.join(out, 'evidence.tar.gz')}")
     if run_.interrupted:
-        print("gpuprobe selftest: interrupted; the summary holds what ran", file=sys.stderr)
-        return 130
+        print(f"gpuprobe selftest: stopped ({run_.stop_signal}); the summary holds what ran", file=sys.stderr)
+        return _STOP_EXIT.get(run_.stop_signal or "SIGINT", 130)
+    if no_verdict:
+        print(f"gpuprobe selftest: --gpu, but {no_verdict}", file=sys.stderr)
+        return EXIT_NO_GPU_VERDICT
     return 1 if c["failed"] else 0

@@ -4,17 +4,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gpuprobe.cli._common import (add_attention_argument, add_batch_argument, add_context_argument, add_dtype_argument,
-                                  add_kernels_argument, add_model_argument, check_context, output_dir, parse_int_list, positive_float,
-                                  positive_int)
+from gpuprobe.cli._common import (add_attention_argument, add_batch_argument, add_context_argument,
+                                  add_dtype_argument, add_kernels_argument, add_model_argument, check_context,
+                                  positive_float, positive_int)
+from gpuprobe.parsing import parse_int_list
 from gpuprobe.errors import NotAvailable, UserError
 from gpuprobe.jsonsafe import dumps
 from gpuprobe.measure.throughput import sweep_throughput
 from gpuprobe.render.plots.throughput import series
-from gpuprobe.render.tables import Column, emit, fmt_num, fmt_text
+from gpuprobe.render.tables import FORMATS, Column, emit, fmt_num, fmt_text
 from gpuprobe.render.throughput import write_results
 from gpuprobe.specs.gpus import normalize_dtype
 from gpuprobe.specs.models import load_model_spec
+from gpuprobe.run.paths import output_dir
 
 NAME = "throughput"
 HELP = "decode tokens/s, step latency p50/p90 and memory per batch size (CUDA graphs or eager)"
@@ -55,7 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="cuda (default), or cpu: for tiny models and tests only (eager, no graphs)")
     p.add_argument("--page-size", type=positive_int("--page-size"), default=16, help="KV page size in tokens")
     p.add_argument("--json", action="store_true", help="print the rows (and the run's settings) as JSON to stdout")
-    p.add_argument("--format", choices=("table", "tsv", "csv", "json"), default=None,
+    p.add_argument("--format", choices=FORMATS, default=None,
                    help="the table's format: table (default on a terminal), tsv (default when piped), csv, json")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and KV fill")
     p.add_argument("--timeout", type=positive_float("--timeout"), default=900.0,
@@ -95,8 +97,7 @@ def run(args: argparse.Namespace) -> int:
         print(dumps({"meta": meta, "rows": rows}, indent=2))
     else:
         _print_table(rows, args.format)
-    print(f"wrote {paths['csv']}, {paths['json']}, {paths['png']}, {out / 'results.jsonl'}",
-          file=sys.stderr if args.json else sys.stdout)
+    print(f"wrote {paths['csv']}, {paths['json']}, {paths['png']}, {out / 'results.jsonl'}", file=sys.stderr)
     return 0 if any(r["status"] == "ok" for r in rows) else 1
 
 
@@ -105,7 +106,7 @@ def _columns():
         return Column(key, header, short, legend, fmt=lambda x, s=scale: fmt_num(x, s))
 
     return [Column("batch", "batch", fmt=fmt_text),
-            Column("series", "mode", fmt=fmt_text, numeric=False),
+            Column("series", "mode", fmt=fmt_text, numeric=False, field="mode"),
             num("tokens_per_s", "tokens/s", "tok/s", "tokens per second", 1),
             num("step_latency_s", "step p50 ms", "p50", "step latency p50, ms", 1e-3),
             num("step_latency_p90_s", "step p90 ms", "p90", "step latency p90, ms", 1e-3),

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from gpuprobe.engine import compiled
 from gpuprobe.engine.backends import BACKENDS
 from gpuprobe.errors import NotAvailable, UserError
+from gpuprobe.kernels.reference import paged_attention_reference
 
 if TYPE_CHECKING:
     from gpuprobe.engine.batch import DecodeBatch
@@ -68,8 +69,6 @@ class TorchPagedAttention(_Paged):
     name = "torch"
 
     def __init__(self) -> None:
-        from gpuprobe.kernels.reference import paged_attention_reference
-
         self._fn = paged_attention_reference
 
     def decode(self, layer, q, batch, scale):

@@ -22,6 +22,7 @@ import torch
 
 from gpuprobe.engine.attention import BACKENDS, default_attention, make_backend
 from gpuprobe.engine.batch import DecodeBatch
+from gpuprobe.engine.compiled import CompiledStep
 from gpuprobe.engine.fused import resolve_kernels
 from gpuprobe.engine.graphs import StepGraph
 from gpuprobe.engine.kvcache import PagedKVCache, page_bytes, pages_for, resolve_budget
@@ -29,17 +30,12 @@ from gpuprobe.engine.model import Transformer
 from gpuprobe.engine.nvtx import NO_RANGES, OpTimer, OpTimes, Ranges
 from gpuprobe.engine.weights import has_checkpoint, init_random, load_hf, unique_param_bytes
 from gpuprobe.errors import UserError
+from gpuprobe.kernels.common import torch_dtype
 from gpuprobe.specs.gpus import normalize_dtype
 from gpuprobe.specs.models import ModelSpec, load_model_spec
 
-TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-
 #: Prefill processes at most this many prompt tokens at once (rows of the padded batch per chunk).
 PREFILL_CHUNK_TOKENS = 8192
-
-
-def torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    return TORCH_DTYPES[normalize_dtype(dtype)]
 
 
 @dataclass
@@ -76,7 +72,9 @@ class Engine:
                  page_size: int = 16, kv_budget: float | int | None = None,
                  checkpoint: str | Path | None = None, compile: bool = False, kernels: str | None = None) -> None:
         self.device = _resolve_device(device)
-        self.dtype = torch_dtype(dtype if dtype is not None else ("bf16" if self.device.type == "cuda" else "fp32"))
+        # the Python API's edge: any spelling (or a torch dtype) normalised once here
+        self.dtype = torch_dtype(normalize_dtype(dtype if dtype is not None else
+                                                 ("bf16" if self.device.type == "cuda" else "fp32")))
         self.spec = spec
         if page_size < 1:
             raise UserError(f"page_size must be a positive number of tokens, got {page_size}.")
@@ -304,8 +302,6 @@ class Engine:
         if not self.compile:
             raise UserError("this engine was made without compile=True.")
         if self._compiled is None:
-            from gpuprobe.engine.compiled import CompiledStep
-
             model, backend = self.model, self.backend
 
             def decode_step(batch: DecodeBatch) -> torch.Tensor:
@@ -406,7 +402,7 @@ class Engine:
         if self.backend.paged:
             kv = batch * pages_for(tokens, self.page_size) * page_bytes(self.spec, self.page_size, self.dtype)
         else:
-            kv = batch * tokens * self.spec.kv_bytes_per_token(torch.empty((), dtype=self.dtype).element_size())
+            kv = batch * tokens * self.spec.kv_bytes_per_token(self.dtype.itemsize)
         return MemoryReport(self.weights_bytes, kv, None)
 
 

@@ -8,7 +8,8 @@ op (NVTX range)     fused kernel                                replaces (unfuse
 ``input_norm``      residual add + norm (:mod:`kernels.norm`)   the previous ``residual_add`` + the norm
 ``kv_write``        RoPE of q, k + paged KV write (``rotary``)  ``rope`` + two ``index_copy_``
 ``post_norm``       residual add + norm                         ``residual_add`` + the norm
-``act``             SiLU-and-mul / ReLU (``activation``)        ``chunk``, SiLU, multiply
+``act``             the activation (``activation``), e.g.       ``chunk``, SiLU, multiply
+                    SiLU-and-mul
 ``final_norm``      the last residual add + norm                ``residual_add`` + the norm
 ==================  ==========================================  ===============================
 
@@ -28,8 +29,7 @@ from gpuprobe.errors import NotAvailable, UserError
 if TYPE_CHECKING:
     import torch
 
-#: ``spec.activation`` -> (kernel activation, gated).
-ACTIVATIONS = {"swiglu": ("silu", True), "relu": ("relu", False), "gelu": ("gelu", False)}
+    from gpuprobe.kernels.activation_table import Activation
 
 
 def _triton_interpreted() -> bool | None:
@@ -37,9 +37,10 @@ def _triton_interpreted() -> bool | None:
     when Triton (or the project's kernels) cannot be imported."""
     try:
         from gpuprobe.kernels import paged_attention
+        from gpuprobe.kernels.common import is_interpreted
     except Exception:  # noqa: BLE001 - no Triton: no fused kernels
         return None
-    return paged_attention._is_interpreted(paged_attention.paged_decode_attention_v1_kernel)
+    return is_interpreted(paged_attention.paged_decode_attention_v1_kernel)
 
 
 def default_kernels(device: "torch.device") -> str:
@@ -84,16 +85,12 @@ def add_norm(norm, x: "torch.Tensor", residual: "torch.Tensor | None", *, store_
                           kind="layer" if layer else "rms", store_residual=store_residual)
 
 
-def mlp_activation(spec, gu: "torch.Tensor") -> "torch.Tensor":
-    """The MLP activation of ``gu`` (``[N, 2I]`` gate | up, or ``[N, I]``) in one kernel -> ``[N, I]``."""
+def mlp_activation(act: "Activation", gu: "torch.Tensor") -> "torch.Tensor":
+    """The MLP activation ``act`` (a row of the activation table) of ``gu`` (``[N, 2I]`` gate | up, or
+    ``[N, I]``) in one kernel -> ``[N, I]``."""
     from gpuprobe.kernels import fused_activation
 
-    try:
-        act, gated = ACTIVATIONS[spec.activation]
-    except KeyError:
-        raise UserError(f"activation '{spec.activation}' of {spec.name} has no fused kernel; "
-                        f"use kernels='unfused'.") from None
-    return fused_activation(gu, act, gated=gated)
+    return fused_activation(gu, act.function, gated=act.gated)
 
 
 def rope_kv_write(q, k, v, k_cache, v_cache, slots, rope) -> "torch.Tensor":

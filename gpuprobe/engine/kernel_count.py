@@ -18,6 +18,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from gpuprobe.engine.nvtx import use_backend
+
 #: ATen ops that launch no kernel: allocation, metadata, aliasing (besides every op whose schema is a view).
 NON_KERNEL_OPS = frozenset({
     "empty", "empty_strided", "empty_like", "new_empty", "new_empty_strided", "lift_fresh", "detach", "alias",
@@ -107,8 +109,6 @@ def count_kernels(engine, batch) -> KernelCount:
     """Kernels of one eager step of ``engine`` on ``batch`` (a CPU or meta engine; see the module docstring)."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
-
-    from gpuprobe.engine.nvtx import use_backend
 
     backend = _PathBackend()
     rec = _Recorder(backend)

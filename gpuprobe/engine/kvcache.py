@@ -30,7 +30,7 @@ class KVCacheFull(UserError):
 
 def page_bytes(spec: ModelSpec, page_size: int, dtype: torch.dtype) -> int:
     """Bytes of one page across all layers, K and V."""
-    elem = torch.empty((), dtype=dtype).element_size()
+    elem = dtype.itemsize
     return 2 * spec.num_layers * page_size * spec.num_kv_heads * spec.head_dim * elem
 
 

@@ -38,6 +38,7 @@ from gpuprobe.engine import fused as fk
 from gpuprobe.engine.attention import AttentionBackend, prefill_attention
 from gpuprobe.engine.nvtx import NO_RANGES, Ranges
 from gpuprobe.errors import UserError
+from gpuprobe.kernels.activation_table import activation, apply, torch_function
 from gpuprobe.specs.models import ModelSpec
 
 if TYPE_CHECKING:
@@ -198,38 +199,27 @@ class DecoderLayer(nn.Module):
         self.gate_up_proj = nn.Linear(h, spec.gate_up_size, bias=spec.mlp_bias, **kw)
         self.down_proj = nn.Linear(spec.intermediate_size, h, bias=spec.mlp_bias, **kw)
         self.scale = 1.0 / math.sqrt(spec.head_dim)
+        self.act = activation(spec.activation)  # the spec's row of the activation table
+        self.act_fn = torch_function(self.act.function)  # its PyTorch function (unfused mode)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None, i: int,
                 io: DecodeIO | PrefillIO, r: Ranges) -> torch.Tensor:
         """Unfused mode: ``x [N, H]`` -> ``[N, H]``."""
-        s = self.spec
-        n = x.shape[0]
         with r.op("input_norm", i):
             h = self.input_norm(x)  # [N, H]
         with r.op("qkv_proj", i):
             qkv = self.qkv_proj(h)  # [N, (Hq + 2 Hkv) D]
         q, k, v = self._heads(qkv)
-        if rope is not None:
-            with r.op("rope", i):
-                q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        with r.op("kv_write", i):
-            io.write(i, k, v)
-        with r.op("attention", i):
-            a = io.attend(i, q, k, v, self.scale)  # [N, Hq, D]
-        with r.op("o_proj", i):
-            o = self.o_proj(a.reshape(n, s.q_size))  # [N, H]
+        q, k = self._rope_then_write(q, k, v, rope, i, io, r)
+        o = self._attend(q, k, v, i, io, r)  # [N, H]
         with r.op("residual_add", i):
             x = x + o
         with r.op("post_norm", i):
             h = self.post_norm(x)
         with r.op("gate_up_proj", i):
-            gu = self.gate_up_proj(h)  # [N, 2I] (SwiGLU) or [N, I] (ReLU)
+            gu = self.gate_up_proj(h)  # [N, 2I] (gated: gate | up) or [N, I]
         with r.op("act", i):
-            if s.gated_mlp:
-                g, u = gu.chunk(2, dim=-1)
-                m = F.silu(g) * u  # [N, I]
-            else:
-                m = F.relu(gu)
+            m = apply(self.act_fn, self.act.gated, gu)  # [N, I]
         with r.op("down_proj", i):
             d = self.down_proj(m)  # [N, H]
         with r.op("residual_add", i):
@@ -244,8 +234,6 @@ class DecoderLayer(nn.Module):
         ``rope``: ``(cos_table, sin_table, positions)`` in decode (the fused kernel gathers the rows),
         ``(cos_rows, sin_rows)`` in prefill, None without RoPE.
         """
-        s = self.spec
-        n = x.shape[0]
         with r.op("input_norm", i):  # residual += x (in place); h = norm(residual)
             h = fk.add_norm(self.input_norm, x, residual)  # [N, H]
         if residual is None:
@@ -257,24 +245,36 @@ class DecoderLayer(nn.Module):
             with r.op("kv_write", i):  # RoPE of q and k + the KV write: one kernel
                 q = io.rope_write(i, q, k, v, rope)  # [N, Hq, D]
         else:  # prefill attends the rotated k of the prompt itself: PyTorch RoPE, then the cache write
-            if rope is not None:
-                with r.op("rope", i):
-                    q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-            with r.op("kv_write", i):
-                io.write(i, k, v)
-        with r.op("attention", i):
-            a = io.attend(i, q, k, v, self.scale)  # [N, Hq, D]
-        with r.op("o_proj", i):
-            o = self.o_proj(a.reshape(n, s.q_size))  # [N, H]
+            q, k = self._rope_then_write(q, k, v, rope, i, io, r)
+        o = self._attend(q, k, v, i, io, r)  # [N, H]
         with r.op("post_norm", i):  # residual += o; h = norm(residual)
             h = fk.add_norm(self.post_norm, o, residual)
         with r.op("gate_up_proj", i):
-            gu = self.gate_up_proj(h)  # [N, 2I] (SwiGLU) or [N, I] (ReLU)
+            gu = self.gate_up_proj(h)  # [N, 2I] (gated: gate | up) or [N, I]
         with r.op("act", i):
-            m = fk.mlp_activation(s, gu)  # [N, I]
+            m = fk.mlp_activation(self.act, gu)  # [N, I]
         with r.op("down_proj", i):
             d = self.down_proj(m)  # [N, H]
         return d, residual
+
+    def _rope_then_write(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rope, i: int,
+                         io: DecodeIO | PrefillIO, r: Ranges) -> tuple[torch.Tensor, torch.Tensor]:
+        """PyTorch RoPE of q and k (``rope = (cos_rows, sin_rows)``, or None: no rotation), then the cache
+        write of k and v: the unfused ops (and fused prefill). Returns the rotated q and k."""
+        if rope is not None:
+            with r.op("rope", i):
+                q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        with r.op("kv_write", i):
+            io.write(i, k, v)
+        return q, k
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, i: int, io: DecodeIO | PrefillIO,
+                r: Ranges) -> torch.Tensor:
+        """Attention of q over the cache (and the new k, v), then ``o_proj``: ``[N, H]``."""
+        with r.op("attention", i):
+            a = io.attend(i, q, k, v, self.scale)  # [N, Hq, D]
+        with r.op("o_proj", i):
+            return self.o_proj(a.reshape(q.shape[0], self.spec.q_size))  # [N, H]
 
     def _heads(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Views of the fused projection: q ``[N, Hq, D]``, k and v ``[N, Hkv, D]``."""

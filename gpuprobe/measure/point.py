@@ -13,6 +13,11 @@
 4. a second NVML reading, and NVML samples over step 3: a point measured while the GPU throttled
    is flagged.
 
+A node that refuses the GPU counters (``ERR_NVGPUCTRPERM``: a cluster grants them on some nodes only;
+``LibraryNotLoaded`` in a gVisor sandbox) does
+not cost the point: it is measured in timing mode, and its record says so (``mode: "timing"`` and
+``fallback: {requested_mode, mode, node, kernel, reason}``).
+
 The returned dict (JSON-able) is the ``result`` of the point's record in ``results.jsonl``; it holds
 raw figures only (bytes, seconds, counter FLOPs, ncu's percentages): ``% of measured bandwidth``,
 ``limiter`` and the analytic side are computed when the sweep is assembled
@@ -27,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from gpuprobe.jsonsafe import json_value
-from gpuprobe.measure.telemetry import BENIGN_REASONS
+from gpuprobe.system.telemetry import BENIGN_REASONS
 from gpuprobe.measure.timing import time_steps
 from gpuprobe.ncu import load_report
-from gpuprobe.ncu.runner import NoKernelsProfiled, profile
+from gpuprobe.ncu.runner import REFUSAL_MARKERS, CounterPermissionError, NcuError, NoKernelsProfiled, profile
 from gpuprobe.ops import STEP_RANGE, nvtx_path
 from gpuprobe.specs.models import load_model_spec
 
@@ -93,7 +98,7 @@ def summarize_report(df, num_layers: int) -> dict[str, Any]:
 # ---- NVML ------------------------------------------------------------------------------------------
 def _telemetry():
     try:
-        from gpuprobe.measure.telemetry import Telemetry
+        from gpuprobe.system.telemetry import Telemetry
 
         return Telemetry()
     except Exception as e:  # telemetry is optional: a point without it is still a point
@@ -227,7 +232,7 @@ def versions() -> dict[str, Any]:
     except ImportError:
         pass
     try:
-        from gpuprobe.measure.telemetry import load_nvml
+        from gpuprobe.system.telemetry import load_nvml
 
         nv = load_nvml()
         drv = nv.nvmlSystemGetDriverVersion()
@@ -238,6 +243,21 @@ def versions() -> dict[str, Any]:
 
 
 # ---- the worker ------------------------------------------------------------------------------------
+def counters_refused(error: Exception) -> bool:
+    """Whether an ncu failure is the node refusing the GPU counters (the point can still be timed)."""
+    return isinstance(error, CounterPermissionError) or any(m in str(error) for m in REFUSAL_MARKERS)
+
+
+def counter_fallback(why: str) -> dict[str, Any]:
+    """What a point records when its node refuses GPU counters: it was asked for ``ncu``, measured in
+    ``timing`` mode instead (CUDA-event times, analytic bytes and FLOPs), and why; the node is named, since
+    on a cluster counter access differs from node to node."""
+    import platform
+
+    return {"requested_mode": "ncu", "mode": "timing", "node": platform.node(), "kernel": platform.release(),
+            "reason": " ".join(why.split())}
+
+
 def measure_point(*, model: str, batch: int, context: int, dtype: str = "bf16", attention: str | None = None,
                   mode: str = "ncu", layers: str = "one", out_dir: str = ".", warmup: int = 3,
                   graph_iters: int = 50, ncu_timeout_s: float | None = 480, keep_report: bool = True) -> dict[str, Any]:
@@ -252,8 +272,14 @@ def measure_point(*, model: str, batch: int, context: int, dtype: str = "bf16", 
                            "context": context, "dtype": dtype, "num_layers": spec.num_layers, "layers": layers}
     if mode == "ncu":
         t0 = time.perf_counter()
-        rec["ncu"] = profile_point(model, spec.num_layers, batch, context, dtype, attention, layers, out_dir,
-                                   warmup=warmup, timeout_s=ncu_timeout_s, keep_report=keep_report)
+        try:
+            rec["ncu"] = profile_point(model, spec.num_layers, batch, context, dtype, attention, layers, out_dir,
+                                       warmup=warmup, timeout_s=ncu_timeout_s, keep_report=keep_report)
+        except NcuError as e:
+            if not counters_refused(e):
+                raise
+            rec["mode"] = "timing"
+            rec["fallback"] = counter_fallback(str(e))
         phases["ncu_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     eng, b = build_batch(model, batch, context, dtype, attention)

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from gpuprobe.errors import GpuprobeError, NotAvailable
-from gpuprobe.measure.children import end_group, process_alive
+from gpuprobe.system.children import end_group, process_alive
 from gpuprobe.measure.timing import StepStats, time_steps
 
 ENV_INDEX = "GPUPROBE_REPLICA_INDEX"
@@ -354,7 +354,7 @@ def run_replicas(command: Callable[[int], Sequence[str]] | Sequence[str], n: int
     """Start ``n`` copies of ``command`` (a list, or a function of the replica index giving one),
     release them together once all are set up, and collect their results.
 
-    ``telemetry``: a :class:`gpuprobe.measure.telemetry.Telemetry` (or None) sampled from release to the last exit;
+    ``telemetry``: a :class:`gpuprobe.system.telemetry.Telemetry` (or None) sampled from release to the last exit;
     energy is counted over the span of the replicas' timed loops.
     """
     if n < 1:
@@ -460,7 +460,7 @@ def _aggregate(run: ReplicationRun, telemetry: Any, summary: Any) -> None:
     run.aggregate_tokens_per_s = tokens / run.window_s if run.window_s > 0 else None
     run.sum_tokens_per_s = sum(r.tokens_per_s or 0.0 for r in ok)
     if telemetry is not None and summary is not None and summary.available:
-        from gpuprobe.measure.telemetry import energy_between
+        from gpuprobe.system.telemetry import energy_between
 
         e = energy_between(telemetry.samples, t0, t1)
         if e is None and summary.energy_j is not None:
@@ -558,7 +558,7 @@ def replicate(model: str, counts: Sequence[int], batches: Sequence[int], *, cont
     MPS daemon, stopped whatever happens.
     """
     from gpuprobe.advise.advisor import DEFAULT_FIXED_COST_BYTES
-    from gpuprobe.measure.telemetry import Telemetry
+    from gpuprobe.system.telemetry import Telemetry
 
     fixed = fixed_cost_bytes if fixed_cost_bytes is not None else DEFAULT_FIXED_COST_BYTES
     tel = Telemetry(interval_s=0.1, clock=time.time)
@@ -636,7 +636,7 @@ def measure_fixed_cost_bytes(timeout_s: float = 120.0) -> int | None:
     """A replica's memory beyond its own tensors, measured: device memory in use (NVML) while a fresh
     process holds a CUDA context, cuBLAS handle and workspace and a captured CUDA graph, minus the
     memory in use before it started and the bytes of its tensors. None without NVML or a GPU."""
-    from gpuprobe.measure.telemetry import Telemetry
+    from gpuprobe.system.telemetry import Telemetry
 
     tel = Telemetry()
     if not tel.available:

@@ -7,8 +7,16 @@ Every finished point is appended to ``results.jsonl`` at once, one complete JSON
 (written with a single ``write`` and flushed to disk), so Ctrl-C or a killed sweep leaves every
 finished point readable; ``resume=True`` skips points already recorded as ``ok``.
 
+Where the child processes run is the executor's business (docs/contracts.md section 13): here, one after
+another (the default, :func:`run_tasks_locally`), or as Slurm jobs (:mod:`gpuprobe.measure.executors`);
+the child and its record are the same either way. :func:`run_sweeps` runs several results folders through
+one executor at once (a study); :func:`run_sweep` is one folder.
+
 Record format: ``{"point": {...}, "status": "ok"|"failed"|"oom"|"timeout", "reason": str|None,
-"result": {...}|None, "seconds": float, "finished_at": ISO time}``.
+"result": {...}|None, "seconds": float, "finished_at": ISO time}``; a retried attempt adds ``attempt``, a
+Slurm job adds ``job: {executor, job_id, attempt, node[, log, log_tail]}``. Besides ``results.jsonl`` a
+folder holds ``sweep_points.json`` (the points of the sweep last started, for ``--status``), ``logs/`` (one
+log per point) and, while a sweep runs, ``sweep.pid`` (its claim: pid and host).
 """
 from __future__ import annotations
 
@@ -16,19 +24,23 @@ import contextlib
 import importlib
 import json
 import os
+import socket
 import sys
 import tempfile
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from gpuprobe.errors import UserError
-from gpuprobe.measure.children import process_alive, run_child
+from gpuprobe.system.children import process_alive, run_child
 
 RESULTS_FILE = "results.jsonl"
 #: Holds the pid of the sweep writing into a folder, while it runs.
 LOCK_FILE = "sweep.pid"
+#: The points of the sweep last started in a folder (what ``--status`` counts against).
+POINTS_FILE = "sweep_points.json"
 _OOM_MARKERS = ("OutOfMemoryError", "CUDA out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "out of memory")
 
 
@@ -61,23 +73,32 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
 @contextlib.contextmanager
 def claim_folder(out: Path) -> Iterator[None]:
     """Hold ``out`` for this sweep: refuse it while another live sweep holds it (a second ``--resume``
-    racing the first, or one that has not finished stopping), take over a stale claim, let go at the end."""
+    racing the first, or one that has not finished stopping), take over a stale claim, let go at the end.
+
+    The claim names the host too: on a cluster the folder is shared, and a sweep driven from another login
+    node cannot be seen from here, so its claim is refused with the way out (remove the file if it is gone)."""
     lock = out / LOCK_FILE
+    here = socket.gethostname()
     try:
-        other = int(lock.read_text().split()[0])
+        parts = lock.read_text().split()
+        other, host = int(parts[0]), (parts[1] if len(parts) > 1 else here)
     except (OSError, ValueError, IndexError):
-        other = None
+        other, host = None, here
+    if other is not None and host != here:
+        raise UserError(f"'{out}' is in use by a sweep on {host} (pid {other}); wait for it to end, or if it is "
+                        f"gone remove {lock}, then run again.")
     if other is not None and other != os.getpid() and process_alive(other):
         raise UserError(f"'{out}' is in use by a sweep that is still running (pid {other}); wait for it to end "
                         f"or stop it (kill {other}), then run again.")
-    lock.write_text(f"{os.getpid()}\n")
+    mine = f"{os.getpid()} {here}\n"
+    lock.write_text(mine)
     try:
         yield
     finally:
         try:
-            if lock.read_text().split()[0] == str(os.getpid()):
+            if lock.read_text() == mine:
                 lock.unlink()
-        except (OSError, IndexError):
+        except OSError:
             pass
 
 
@@ -166,52 +187,225 @@ def run_point_inline(worker: str, point: dict[str, Any]) -> dict[str, Any]:
                 "seconds": time.perf_counter() - t0}
 
 
+@dataclass
+class PointTask:
+    """One point of a sweep as an executor sees it: the worker's kwargs, where its record goes, its limits.
+
+    ``index``: its position in its sweep (names its log, ``logs/point{index}.log``); ``placement``: per-sweep
+    settings of the executor (for Slurm: the GPU's ``partition`` or ``constraint``); ``attempt``: how many times
+    it has run in this sweep, this run included.
+    """
+
+    point: dict[str, Any]
+    index: int
+    out: Path
+    worker: str
+    timeout_s: float | None = None
+    env: dict[str, str] | None = None
+    label: str = ""
+    placement: dict[str, str] = field(default_factory=dict)
+    attempt: int = 0
+
+    @property
+    def key(self) -> str:
+        return point_key(self.point)
+
+    @property
+    def log_path(self) -> Path:
+        return self.out / "logs" / f"point{self.index}.log"
+
+
+@dataclass
+class Sweep:
+    """The points of one results folder and how to run them (one :func:`run_sweep`, or one folder of a study)."""
+
+    points: list[dict[str, Any]]
+    worker: str
+    out: Path
+    timeout_s: float | None = None
+    label: Callable[[dict[str, Any]], str] | None = None
+    env: dict[str, str] | None = None
+    on_record: Callable[[dict[str, Any]], None] | None = None
+    placement: dict[str, str] = field(default_factory=dict)
+    name: str = "sweep"
+
+
+class Executor(Protocol):
+    """Where a sweep's points run (docs/contracts.md section 13): :mod:`gpuprobe.measure.executors`."""
+
+    name: str
+    retries: int
+
+    def run_tasks(self, tasks: list[PointTask], sink: "RecordSink", bar: "SweepProgress") -> None:
+        """Run every task, handing each finished attempt to ``sink``; on Ctrl-C stop what it started and re-raise."""
+
+
+def should_retry(record: dict[str, Any], attempt: int, retries: int) -> bool:
+    """Whether a finished attempt runs again: it did not finish and did not run out of memory (which would
+    again), and the sweep has retries left for it (``retries`` more runs after the first)."""
+    return record["status"] not in ("ok", "oom") and attempt <= retries
+
+
+class SweepProgress:
+    """The one live line of a sweep (80 columns): the point last started, ``done/total``, ``queued running done
+    failed`` and the time left, estimated from the points finished so far. Disabled: nothing is drawn, the
+    counts are still kept."""
+
+    LABEL_WIDTH = 16
+
+    def __init__(self, total: int, finished: int, enabled: bool = True) -> None:
+        from rich.console import Console
+        from rich.progress import Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        columns = [TextColumn("[bold]{task.description}"), TextColumn("{task.completed}/{task.total}"),
+                   TextColumn("{task.fields[counts]}"), TimeElapsedColumn(), TextColumn("left"),
+                   TimeRemainingColumn()]
+        # on stderr: stdout carries the command's requested output only (docs/contracts.md section 12)
+        self.bar = Progress(*columns, disable=not enabled, transient=False, console=Console(stderr=True))
+        self.counts = {"queued": total - finished, "running": 0, "done": finished, "failed": 0}
+        self.task = self.bar.add_task(self._label("sweep"), total=total, completed=finished, counts=self._text())
+
+    def _label(self, text: str) -> str:
+        w = self.LABEL_WIDTH
+        return text if len(text) <= w else text[:w - 1] + "…"
+
+    def _text(self) -> str:
+        c = self.counts
+        return f"queued {c['queued']} running {c['running']} done {c['done']} failed {c['failed']}"
+
+    def update(self, description: str | None = None, **counts: int) -> None:
+        self.counts.update(counts)
+        kw = {"description": self._label(description)} if description else {}
+        self.bar.update(self.task, completed=self.counts["done"] + self.counts["failed"], counts=self._text(), **kw)
+
+    def print(self, text: str) -> None:
+        """A message above the live line (to stderr when the line is off)."""
+        if self.bar.disable:
+            print(text, file=sys.stderr, flush=True)
+        else:
+            self.bar.console.print(text, markup=False, highlight=False)
+
+    def __enter__(self) -> "SweepProgress":
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+
+class RecordSink:
+    """Where finished attempts go: appended to their folder's ``results.jsonl`` (stamped ``finished_at``),
+    handed to the sweep's ``on_record``, counted on the live line, failures said above it."""
+
+    def __init__(self, sweeps: dict[Path, Sweep], bar: SweepProgress) -> None:
+        self.sweeps, self.bar = sweeps, bar
+
+    def __call__(self, task: PointTask, record: dict[str, Any], *, final: bool = True) -> None:
+        record.setdefault("finished_at", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        append_result(task.out / RESULTS_FILE, record)
+        sweep = self.sweeps.get(task.out)
+        if sweep is not None and sweep.on_record:
+            sweep.on_record(record)
+        if record["status"] != "ok":
+            again = f" (attempt {task.attempt}; running it again)" if not final else ""
+            self.bar.print(f"{task.label}: {record['status']}{again}: {record['reason']}")
+        if final:
+            key = "done" if record["status"] == "ok" else "failed"
+            self.bar.update(**{key: self.bar.counts[key] + 1})
+
+
+def run_tasks_locally(tasks: list[PointTask], sink: RecordSink, bar: SweepProgress, *, isolate: bool = True,
+                      retries: int = 0) -> None:
+    """The local executor: one task after another on this machine, each in its own child process (``isolate``;
+    else in this process, for debugging); a failed attempt runs again at once while ``retries`` allow."""
+    queued = len(tasks)
+    for task in tasks:
+        bar.update(description=task.label, queued=queued - 1, running=1)
+        queued -= 1
+        while True:
+            task.attempt += 1
+            if isolate:
+                task.log_path.parent.mkdir(exist_ok=True)
+                rec = run_point_in_child(task.worker, task.point, task.timeout_s, task.log_path, task.env)
+            else:
+                rec = run_point_inline(task.worker, task.point)
+            if task.attempt > 1:
+                rec["attempt"] = task.attempt
+            again = should_retry(rec, task.attempt, retries)
+            bar.update(running=0 if not again else 1)
+            sink(task, rec, final=not again)
+            if not again:
+                break
+
+
+def write_points(out: Path, points: list[dict[str, Any]]) -> None:
+    """The sweep's points, for ``--status`` (how many there are, which are still to run)."""
+    tmp = out / (POINTS_FILE + ".tmp")
+    tmp.write_text(json.dumps({"points": points}, default=str) + "\n")
+    os.replace(tmp, out / POINTS_FILE)
+
+
+def read_points(out: Path) -> list[dict[str, Any]] | None:
+    try:
+        return json.loads((Path(out) / POINTS_FILE).read_text())["points"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def run_sweeps(sweeps: list[Sweep], *, resume: bool = False, executor: Executor | None = None,
+               progress: bool = True, isolate: bool = True) -> list[list[dict[str, Any]]]:
+    """Run the points of several results folders through one executor (a study: every folder's points are
+    in flight together); returns the latest records of each folder, in the order of ``sweeps``.
+
+    Each folder is held for the run (:func:`claim_folder`); without ``resume`` its results file is started
+    afresh, with it the points already ``ok`` are skipped. ``executor`` None: the local executor
+    (:func:`run_tasks_locally`, no retries). Ctrl-C (or SIGTERM/SIGHUP turned into it) stops what was
+    started, keeps every finished point and re-raises.
+    """
+    with contextlib.ExitStack() as stack:
+        tasks: list[PointTask] = []
+        total = 0
+        for sw in sweeps:
+            sw.out = Path(sw.out)
+            sw.out.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(claim_folder(sw.out))
+            results_path = sw.out / RESULTS_FILE
+            if not resume and results_path.exists():
+                results_path.unlink()
+            points = list(sw.points)
+            write_points(sw.out, points)
+            done = {point_key(r["point"]) for r in read_results(results_path) if r["status"] == "ok"}
+            label = sw.label or (lambda p: ", ".join(f"{k}={v}" for k, v in p.items()))
+            prefix = f"{sw.name}: " if len(sweeps) > 1 else ""
+            tasks += [PointTask(point=p, index=i, out=sw.out, worker=sw.worker, timeout_s=sw.timeout_s, env=sw.env,
+                                label=prefix + label(p), placement=dict(sw.placement))
+                      for i, p in enumerate(points) if point_key(p) not in done]
+            total += len(points)
+        with SweepProgress(total, total - len(tasks), enabled=progress) as bar:
+            sink = RecordSink({sw.out: sw for sw in sweeps}, bar)
+            if executor is None:
+                run_tasks_locally(tasks, sink, bar, isolate=isolate)
+            else:
+                executor.run_tasks(tasks, sink, bar)
+    return [latest_records(read_results(sw.out / RESULTS_FILE)) for sw in sweeps]
+
+
 def run_sweep(points: Iterable[dict[str, Any]], worker: str, out_dir: str | Path, *, resume: bool = False,
               timeout_s: float | None = None, label: Callable[[dict[str, Any]], str] | None = None,
               isolate: bool = True, progress: bool = True, env: dict[str, str] | None = None,
-              on_record: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+              on_record: Callable[[dict[str, Any]], None] | None = None,
+              executor: Executor | None = None) -> list[dict[str, Any]]:
     """Run ``worker(**point)`` for every point; returns all records of ``out_dir/results.jsonl``.
 
     Points already recorded as ``ok`` are skipped when ``resume`` is true; without ``resume`` an
     existing results file is started afresh. Ctrl-C stops after killing the running child, and
     what finished stays in the file (the KeyboardInterrupt is re-raised for the caller). The folder is
     held while the sweep runs (:func:`claim_folder`): a second sweep into it is refused until this one ends.
+    ``executor``: where the points run (None: here, one after another; see :mod:`gpuprobe.measure.executors`).
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    results_path = out / RESULTS_FILE
-    with claim_folder(out):
-        if not resume and results_path.exists():
-            results_path.unlink()
-        _sweep(points, worker, results_path, out / "logs", timeout_s, label, progress, isolate, env, on_record)
-    return latest_records(read_results(results_path))
-
-
-def _sweep(points, worker, results_path, logs, timeout_s, label, progress, isolate, env, on_record) -> None:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    done = {point_key(r["point"]) for r in read_results(results_path) if r["status"] == "ok"}
-    points = list(points)
-    todo = [p for p in points if point_key(p) not in done]
-    label = label or (lambda p: ", ".join(f"{k}={v}" for k, v in p.items()))
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn()]
-    with Progress(*columns, disable=not progress, transient=False) as bar:
-        task = bar.add_task("sweep", total=len(points), completed=len(points) - len(todo))
-        for i, point in enumerate(todo):
-            bar.update(task, description=f"{label(point)}")
-            if isolate:
-                logs.mkdir(exist_ok=True)
-                rec = run_point_in_child(worker, point, timeout_s, logs / f"point{len(points) - len(todo) + i}.log", env)
-            else:
-                rec = run_point_inline(worker, point)
-            rec["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            append_result(results_path, rec)
-            if on_record:
-                on_record(rec)
-            if rec["status"] != "ok" and progress:
-                bar.console.print(f"[yellow]{label(point)}: {rec['status']}[/yellow]: {rec['reason']}")
-            bar.advance(task)
+    sweep = Sweep(points=list(points), worker=worker, out=Path(out_dir), timeout_s=timeout_s, label=label, env=env,
+                  on_record=on_record)
+    return run_sweeps([sweep], resume=resume, executor=executor, progress=progress, isolate=isolate)[0]
 
 
 def _child_main(args_path: str, res_path: str) -> int:

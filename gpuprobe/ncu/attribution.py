@@ -20,6 +20,7 @@ import inspect
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
+import numpy as np
 import pandas as pd
 
 from gpuprobe.kernel_rules import KernelClassifier, classifier
@@ -63,27 +64,66 @@ def _takes(rule: Callable, name: str) -> bool:
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
+def _codes(values: pd.Series) -> np.ndarray:
+    """Integer codes of a column (a categorical's own codes; else one hash pass), -1 for missing."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return values.cat.codes.to_numpy(np.int64)
+    codes, _ = pd.factorize(values, use_na_sentinel=True)
+    return codes.astype(np.int64)
+
+
+def distinct_rows(*columns: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(first row of each distinct combination of ``columns``, per row its combination's number)."""
+    key = np.zeros(len(columns[0]), dtype=np.int64)
+    for col in columns:
+        c = _codes(col) + 1
+        key = key * (int(c.max(initial=0)) + 1) + c
+        key, _ = pd.factorize(key)  # keeps the key small however many columns are combined
+        key = key.astype(np.int64)
+    uniq, first, inv = np.unique(key, return_index=True, return_inverse=True)
+    return first, inv
+
+
 def attribute(df: pd.DataFrame, rule: AttributionRule = default_rule, rules: str | Path | None = None,
               classify: KernelClassifier | None = None) -> pd.DataFrame:
-    """``df`` with the columns ``op`` and ``layer`` (nullable int) set by ``rule`` for each row, and
-    ``op_source``: ``nvtx`` when a known op range is on the kernel's stack, ``rules`` when the kernel rule
-    table named it, ``none`` when neither did (``other:<short name>``).
+    """``df`` with the columns ``op`` and ``layer`` (nullable int) set by ``rule``, and ``op_source``:
+    ``nvtx`` when a known op range is on the kernel's stack, ``rules`` when the kernel rule table named it,
+    ``none`` when neither did (``other:<short name>``). ``op`` and ``op_source`` are categoricals.
 
+    The rule is called once per distinct (kernel name, short name, NVTX stack), never once per kernel.
     ``rules``: a user's kernel rules file, matched before the built-in table (the default rule only);
     ``classify``: an already built classifier instead.
     """
-    out = df.copy()
+    out = df.copy(deep=False)
     kw: dict = {}
     if _takes(rule, "classify"):
         kw["classify"] = classify or classifier(rules)
     names = out["kernel_name"] if "kernel_name" in out.columns else out["kernel_short"]
     with_name = _takes(rule, "kernel_name")
-    pairs = [rule(tuple(stack or ()), short, kernel_name=name, **kw) if with_name else rule(tuple(stack or ()), short)
-             for stack, short, name in zip(out["nvtx_stack"], out["kernel_short"], names)]
-    out["op"] = [p[0] for p in pairs]
-    out["layer"] = pd.array([p[1] for p in pairs], dtype="Int64")
-    out["op_source"] = ["nvtx" if any(is_known(_range_name(n)) for n in (stack or ())) else
-                        "none" if is_other(op) else "rules" for stack, (op, _) in zip(out["nvtx_stack"], pairs)]
+    n = len(out)
+    if n == 0:
+        out["op"], out["layer"], out["op_source"] = pd.Series([], dtype=object), pd.array([], dtype="Int64"), \
+            pd.Series([], dtype=object)
+        return out
+    first, inv = distinct_rows(names, out["kernel_short"], out["nvtx_stack"])
+    stacks = out["nvtx_stack"].to_numpy(dtype=object)[first]
+    shorts = out["kernel_short"].to_numpy(dtype=object)[first]
+    full = names.to_numpy(dtype=object)[first]
+    ops, layers, sources = [], [], []
+    for stack, short, name in zip(stacks, shorts, full):
+        stack = tuple(stack or ())
+        a = rule(stack, short, kernel_name=name, **kw) if with_name else rule(stack, short)
+        ops.append(a[0])
+        layers.append(a[1])
+        sources.append("nvtx" if any(is_known(_range_name(x)) for x in stack) else
+                       "none" if is_other(a[0]) else "rules")
+    op_codes, op_cats = pd.factorize(pd.Series(ops, dtype=object))
+    out["op"] = pd.Categorical.from_codes(op_codes[inv].astype(np.int32), categories=pd.Index(op_cats, dtype=object))
+    lay = pd.array(layers, dtype="Int64")
+    out["layer"] = lay.take(inv)
+    src_codes, src_cats = pd.factorize(pd.Series(sources, dtype=object))
+    out["op_source"] = pd.Categorical.from_codes(src_codes[inv].astype(np.int32),
+                                                 categories=pd.Index(src_cats, dtype=object))
     return out
 
 

@@ -26,6 +26,7 @@ import pandas as pd
 
 from gpuprobe.jsonsafe import json_value
 from gpuprobe.ncu import metrics as M
+from gpuprobe.ncu.counters import rates_above_peak
 from gpuprobe.ops import STEP_OPS, op_order
 from gpuprobe.roofline.points import dram_pct_of_measured, judge_limiter, op_points
 from gpuprobe.specs.gpus import get_gpu, gpu_from_device_name
@@ -211,6 +212,11 @@ def report_to_roofline(df: pd.DataFrame, *, gpu: Any = None, dtype: str = "bf16"
     device_name = df.attrs.get("device_name")
     spec = resolve_gpu(gpu, device_name)
     roofs, ceilings, notes = report_roofs(df, spec, dtype, measured_dram_bytes_per_s)
+    peak_bw = max((r.value for r in roofs if r.kind == "memory" and r.name == "dram"), default=None)
+    peak_flops = max((r.value for r in roofs if r.kind == "compute"), default=None)
+    df, over = rates_above_peak(df, peak_bw, peak_flops)
+    if over:
+        df.attrs["warnings"] = list(df.attrs.get("warnings", [])) + over
     note = "; ".join(notes) or None
 
     if ceilings is not None and ceilings.compute_roof == "fp32" and df["flops"].isna().all() \

@@ -77,6 +77,67 @@ def tensor_flops(df: pd.DataFrame) -> pd.Series | None:
     return sum(p.fillna(0.0) for p in parts)
 
 
+#: Standard columns that can never be negative, and those that are percentages.
+_NON_NEGATIVE = ("dram_read_bytes", "dram_write_bytes", "dram_bytes", "flops_tensor", "flops_fp32", "flops_fp16",
+                 "flops_fp64", "flops", "sm_hz", "dram_hz")
+_PERCENT = ("dram_pct", "sm_pct", "tensor_pct")
+
+
+def _ids(df: pd.DataFrame, mask: np.ndarray, limit: int = 5) -> str:
+    ids = df["id"].to_numpy()[mask] if "id" in df.columns else np.flatnonzero(mask)
+    shown = ", ".join(str(i) for i in ids[:limit])
+    return f"launch id {shown}" + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def _impossible_values(out: pd.DataFrame) -> list[str]:
+    """Set impossible values to missing (in place) and say which rows held them: a duration that is not
+    positive makes the whole row's counters missing (its rates would be absurd); a negative count or a
+    percentage outside 0-100 makes that value missing. Nothing impossible is summed into a total."""
+    notes: list[str] = []
+    t = out["time_s"].to_numpy(float)
+    bad_t = np.isfinite(t) & (t <= 0) | np.isinf(t)
+    if bad_t.any():
+        notes.append(f"{int(bad_t.sum())} kernel(s) with a duration that is not positive ({_ids(out, bad_t)}): "
+                     "their time and counters are left out (the file is damaged or edited)")
+        for c in STANDARD_COLUMNS:
+            out.loc[bad_t, c] = math.nan
+    for c in _NON_NEGATIVE:
+        v = out[c].to_numpy(float)
+        bad = (np.isfinite(v) & (v < 0)) | np.isinf(v)
+        if bad.any():
+            notes.append(f"{c}: {int(bad.sum())} negative or infinite value(s) ({_ids(out, bad)}) left out")
+            out.loc[bad, c] = math.nan
+    for c in _PERCENT:
+        v = out[c].to_numpy(float)
+        bad = np.isfinite(v) & ((v < 0) | (v > 100.5)) | np.isinf(v)
+        if bad.any():
+            notes.append(f"{c}: {int(bad.sum())} value(s) outside 0-100 % ({_ids(out, bad)}) left out")
+            out.loc[bad, c] = math.nan
+    return notes
+
+
+def rates_above_peak(df: pd.DataFrame, dram_bytes_per_s: float | None, flops_per_s: float | None,
+                     slack: float = 1.1) -> tuple[pd.DataFrame, list[str]]:
+    """Kernels whose DRAM bandwidth or FLOP rate is above the GPU's peak (times ``slack``) cannot be real:
+    their time and counters become missing, and the note names them."""
+    t = pd.to_numeric(df["time_s"], errors="coerce").to_numpy(float)
+    over = np.zeros(len(df), dtype=bool)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if dram_bytes_per_s:
+            over |= np.nan_to_num(pd.to_numeric(df["dram_bytes"], errors="coerce").to_numpy(float) / t) > \
+                slack * dram_bytes_per_s
+        if flops_per_s:
+            over |= np.nan_to_num(pd.to_numeric(df["flops"], errors="coerce").to_numpy(float) / t) > \
+                slack * flops_per_s
+    if not over.any():
+        return df, []
+    out = df.copy()
+    for c in STANDARD_COLUMNS:
+        out.loc[over, c] = math.nan
+    return out, [f"{int(over.sum())} kernel(s) run faster than the GPU's peak allows ({_ids(df, over)}): a wrong "
+                 "unit or duration in the file; their time and counters are left out"]
+
+
 def add_standard_columns(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` with :data:`STANDARD_COLUMNS` computed from whatever metrics it holds (NaN where missing)."""
     out = df.copy()
@@ -135,7 +196,10 @@ def add_standard_columns(df: pd.DataFrame) -> pd.DataFrame:
     for k, v in cols.items():
         out[k] = (v if v is not None else nan).astype(float)
     out["time_derived"] = derived.astype(bool)
+    problems = _impossible_values(out)
     out.attrs = dict(df.attrs)
+    if problems:
+        out.attrs["warnings"] = list(df.attrs.get("warnings", [])) + problems
     out.attrs["missing"] = missing
     out.attrs["derived"] = attrs_derived
     return out

@@ -36,8 +36,8 @@ import csv
 import io
 import lzma
 import math
+import os
 import re
-import shutil
 import tempfile
 from collections import OrderedDict
 from pathlib import Path
@@ -46,8 +46,9 @@ from typing import Any, Iterable
 import pandas as pd
 
 from gpuprobe.errors import UserError
+from gpuprobe.paths import require_fits_in_memory, require_regular_file
 from gpuprobe.ncu.rep_child import DEFAULT_DOMAIN, REP_MAGIC
-from gpuprobe.ncu.units import NA_TOKENS, parse_number, unit_factor
+from gpuprobe.ncu.units import NA_TOKENS, metric_unit, parse_number
 
 ID_COLUMNS = ("id", "kernel_name", "kernel_short", "kernel_key", "grid", "block", "device", "stream", "nvtx_stack", "nvtx_ranges")
 
@@ -87,7 +88,8 @@ class ReaderUnavailable(UserError):
 
 
 def _fail(path: Any, what: str) -> ReportFormatError:
-    return ReportFormatError(f"'{path}': {what}")
+    """One line, whatever the damaged text quoted in ``what`` holds (newlines, NULs)."""
+    return ReportFormatError(f"'{path}': {' '.join(str(what).replace(chr(0), ' ').split())}")
 
 
 # ---------------------------------------------------------------- kernel names
@@ -286,14 +288,22 @@ def _read_raw(path: Path, header: list[str], body: list[list[str]]) -> pd.DataFr
 
     metrics: dict[str, list[Any]] = {}
     units: dict[str, str] = {}
+    warnings: list[str] = []
     for j, col in enumerate(header):
         if col in _CSV_IDENTITY or col.startswith(_THREAD_NVTX_PREFIX) or col.startswith(_START_END_PREFIX):
             continue
         values = [r[j] for r in body]
-        base, factor = unit_factor(units_row[j])
+        base, factor, problem = metric_unit(col, units_row[j])
+        if problem is not None:
+            if any(str(v).strip() not in NA_TOKENS for v in values):
+                warnings.append(f"'{path}': column '{col[:60]}' has {problem}; its {len(values)} value(s) are "
+                                "left out (missing), not read in a guessed unit")
+            metrics[col] = [math.nan] * len(values)
+            units[col] = ""
+            continue
         metrics[col] = _column(path, col, values, factor, strict=bool(units_row[j].strip()))
         units[col] = base
-    return _assemble(records, metrics, units, path, "csv-raw")
+    return _assemble(records, metrics, units, path, "csv-raw", warnings)
 
 
 def _column(path: Path, col: str, values: list[str], factor: float, strict: bool) -> list[Any]:
@@ -320,6 +330,8 @@ def _read_details(path: Path, header: list[str], body: list[list[str]]) -> pd.Da
     se_col = next((i for i, c in enumerate(header) if c.startswith(_START_END_PREFIX)), None)
     launches: "OrderedDict[int, dict[str, Any]]" = OrderedDict()
     values: dict[int, dict[str, float | str | None]] = {}
+    bad_units: dict[tuple[str, str], list[int]] = {}
+    conflicts: dict[str, list[int]] = {}
     units: dict[str, str] = {}
     body = [r for r in body if any(c.strip() for c in r)]
     if not body:
@@ -345,8 +357,15 @@ def _read_details(path: Path, header: list[str], body: list[list[str]]) -> pd.Da
             name = label
         else:
             name = DETAILS_LABELS.get((section, label), f"{section}: {label}")
-        base, factor = unit_factor(r[idx["Metric Unit"]])
+        base, factor, problem = metric_unit(name, r[idx["Metric Unit"]])
         raw = r[idx["Metric Value"]]
+        if problem is not None:
+            if str(raw).strip() not in NA_TOKENS:
+                bad_units.setdefault((name, problem), []).append(i + 2)
+            if name not in values[lid]:
+                values[lid][name] = math.nan
+            units.setdefault(name, "")
+            continue
         try:
             x = parse_number(raw)
             val: Any = math.nan if x is None else x * factor
@@ -354,16 +373,43 @@ def _read_details(path: Path, header: list[str], body: list[list[str]]) -> pd.Da
             if r[idx["Metric Unit"]].strip():
                 raise _fail(path, f"row {i + 2}: value '{raw[:40]}' of '{label[:60]}' is not a number") from None
             val = raw
+        if name in values[lid]:  # the same metric twice in one kernel (two sections): keep the first
+            prev = values[lid][name]
+            same = prev == val or (isinstance(prev, float) and isinstance(val, float) and math.isnan(prev)
+                                   and math.isnan(val))
+            if not same:
+                conflicts.setdefault(name, []).append(i + 2)
+            continue
         values[lid][name] = val
         units[name] = base
     records = list(launches.values())
     names = list(dict.fromkeys(n for v in values.values() for n in v))
     metrics = {n: [values[rec["id"]].get(n, math.nan) for rec in records] for n in names}
-    return _assemble(records, metrics, units, path, "csv-details")
+    warnings = [f"'{path}': '{name[:60]}' has {problem} in {len(rows)} row(s) (line {', '.join(map(str, rows[:5]))}"
+                f"{' ...' if len(rows) > 5 else ''}); those values are left out (missing)"
+                for (name, problem), rows in bad_units.items()]
+    warnings += [f"'{path}': '{name[:60]}' is given twice for one kernel with different values (line "
+                 f"{', '.join(map(str, rows[:5]))}{' ...' if len(rows) > 5 else ''}); the first is kept"
+                 for name, rows in conflicts.items()]
+    return _assemble(records, metrics, units, path, "csv-details", warnings)
+
+
+def _safe_text(v: Any) -> Any:
+    """A name with lone surrogates (bytes a decoder could not map) made printable: each one becomes U+FFFD."""
+    if isinstance(v, str):
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            return v.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return v
 
 
 def _assemble(records: list[dict[str, Any]], metrics: dict[str, list[Any]], units: dict[str, str],
-              path: Path, fmt: str) -> pd.DataFrame:
+              path: Path, fmt: str, warnings: list[str] | None = None) -> pd.DataFrame:
+    for r in records:
+        r["kernel_name"] = _safe_text(r.get("kernel_name", ""))
+        r["nvtx_stack"] = tuple(_safe_text(x) for x in r.get("nvtx_stack", ()))
+        r["nvtx_ranges"] = tuple(_safe_text(x) for x in r.get("nvtx_ranges", ()))
     ident = pd.DataFrame({
         "id": [r["id"] for r in records],
         "kernel_name": [r.get("kernel_name", "") for r in records],
@@ -379,6 +425,8 @@ def _assemble(records: list[dict[str, Any]], metrics: dict[str, list[Any]], unit
     cols = {k: v for k, v in metrics.items() if k not in ident.columns}
     df = pd.concat([ident, pd.DataFrame(cols, index=ident.index)], axis=1) if cols else ident
     df.attrs.update({"source": str(path), "format": fmt, "units": dict(units)})
+    if warnings:
+        df.attrs["warnings"] = list(warnings)
     name = _first_string(df, "device__attribute_display_name")
     if name:
         df.attrs["device_name"] = name
@@ -406,15 +454,32 @@ def _first_string(df: pd.DataFrame, col: str) -> str | None:
 # ---------------------------------------------------------------- .ncu-rep
 
 
+#: Largest decompressed ``.xz`` report (bytes): a bigger one is refused, not written to disk.
+MAX_XZ_BYTES = 32 << 30
+
+
 def _decompress_xz(path: Path, folder: Path) -> Path:
     """``R.ncu-rep.xz`` -> ``folder/R.ncu-rep``; a damaged archive is the reader's one-line error."""
     plain = folder / path.with_suffix("").name
+    with open(plain, "wb") as dst:
+        _decompress_into(path, dst)
+    return plain
+
+
+def _decompress_into(path: Path, dst) -> None:
+    """``path`` (xz) decompressed into the open binary file ``dst``, at most :data:`MAX_XZ_BYTES`."""
+    written = 0
     try:
-        with lzma.open(path) as src, open(plain, "wb") as dst:
-            shutil.copyfileobj(src, dst)
+        with lzma.open(path) as src:
+            while chunk := src.read(1 << 22):
+                written += len(chunk)
+                if written > MAX_XZ_BYTES:
+                    raise _fail(path, f"decompresses to more than {MAX_XZ_BYTES >> 30} GiB; decompress it yourself "
+                                      "(`xz -dk`) and pass the result")
+                dst.write(chunk)
+        dst.flush()
     except (lzma.LZMAError, EOFError, OSError) as e:
         raise _fail(path, f"cannot decompress: {e}") from None
-    return plain
 
 
 def read_ncu_rep(path: str | Path) -> pd.DataFrame:
@@ -428,12 +493,28 @@ def read_ncu_rep(path: str | Path) -> pd.DataFrame:
     from gpuprobe.ncu.rep_child import ChildFailed, read_in_child, scan_blocks
 
     path = Path(path)
-    if not path.is_file():
-        raise _fail(path, "no such file")
-    with tempfile.TemporaryDirectory(prefix="gpuprobe-rep-") as tmp:
-        plain = _decompress_xz(path, Path(tmp)) if path.suffix == ".xz" else path
+    size = _require_file(path)
+    # a decompressed copy lives in an unnamed temporary file (O_TMPFILE): nothing is left behind, even by
+    # a SIGKILLed process; the child reads it through /proc/self/fd
+    with tempfile.TemporaryFile(prefix="gpuprobe-rep-") as tmp:
+        fds: tuple[int, ...] = ()
+        if path.suffix == ".xz":
+            _decompress_into(path, tmp)
+            plain: Path = Path(f"/proc/self/fd/{tmp.fileno()}")
+            fds = (tmp.fileno(),)
+            size = os.fstat(tmp.fileno()).st_size
+        else:
+            plain = path
         try:
-            data = plain.read_bytes()
+            require_fits_in_memory(path, size, 2, "a .ncu-rep")
+        except UserError as e:
+            raise ReportFormatError(str(e)) from None
+        try:
+            if fds:
+                tmp.seek(0)
+                data = tmp.read()
+            else:
+                data = plain.read_bytes()
         except OSError as e:
             raise _fail(path, f"cannot read: {e.strerror or e}") from None
         if not data:
@@ -444,7 +525,7 @@ def read_ncu_rep(path: str | Path) -> pd.DataFrame:
         del data
         module = require_ncu_report(path)
         try:
-            got = read_in_child(plain, getattr(module, "__file__", None))
+            got = read_in_child(plain, getattr(module, "__file__", None), pass_fds=fds)
         except ChildFailed as e:
             raise ReportFormatError(f"could not read '{path}': {e}; the file is damaged or from an unsupported "
                                     "version") from None
@@ -475,14 +556,19 @@ def read_ncu_rep(path: str | Path) -> pd.DataFrame:
     records: list[dict[str, Any]] = []
     metrics: dict[str, list[Any]] = {}
     units: dict[str, str] = {}
+    unit_problems: dict[tuple[str, str], list[int]] = {}
     for n, k in enumerate(kernels):
         vals: dict[str, Any] = {}
         for name, (value, unit) in k["metrics"].items():
             if isinstance(value, float):
-                base, factor = unit_factor(unit)
-                vals[name], units[name] = value * factor, base
+                base, factor, problem = metric_unit(name, unit)
+                if problem is not None:
+                    unit_problems.setdefault((name, problem), []).append(n)
+                    vals[name], units[name] = math.nan, ""
+                else:
+                    vals[name], units[name] = value * factor, base
             else:
-                vals[name], units[name] = value, ""
+                vals[name], units[name] = _safe_text(value), ""
         gx, gy, gz = (vals.get(f"launch__grid_dim_{c}") for c in "xyz")
         bx, by, bz = (vals.get(f"launch__block_dim_{c}") for c in "xyz")
         records.append({
@@ -493,6 +579,9 @@ def read_ncu_rep(path: str | Path) -> pd.DataFrame:
         })
         for key in set(metrics) | set(vals):
             metrics.setdefault(key, [math.nan] * n).append(vals.get(key, math.nan))
+    warnings += [f"'{path}': '{name[:60]}' has {problem} in {len(ids)} kernel(s) (launch id "
+                 f"{', '.join(map(str, ids[:5]))}); those values are left out (missing)"
+                 for (name, problem), ids in unit_problems.items()]
     df = _assemble(records, metrics, units, path, "ncu-rep")
     df.attrs["reader"] = got.get("reader")
     df.attrs["kernels_declared"] = scan.results if scan.complete else None
@@ -509,8 +598,7 @@ def read_ncu_rep_via_csv(path: str | Path, ncu: Any = None) -> pd.DataFrame:
     from gpuprobe.ncu.runner import NcuError, import_raw_csv
 
     path = Path(path)
-    if not path.is_file():
-        raise _fail(path, "no such file")
+    _require_file(path)
     with tempfile.TemporaryDirectory(prefix="gpuprobe-rep-") as tmp:
         plain = _decompress_xz(path, Path(tmp)) if path.suffix == ".xz" else path
         with open(plain, "rb") as f:
@@ -577,14 +665,30 @@ def sniff_format(path: str | Path) -> str:
     return "ncu-rep" if head == REP_MAGIC or (not head and p.suffix in (".ncu-rep", ".ncu-repz")) else "csv"
 
 
+def _require_file(p: Path) -> int:
+    """The size of a regular file ``p``; a FIFO, a device or a folder is refused before it is opened."""
+    try:
+        return require_regular_file(p, what="a .ncu-rep or CSV file")
+    except ReportFormatError:
+        raise
+    except UserError as e:
+        raise ReportFormatError(str(e)) from None
+
+
+#: A CSV page held as Python lists takes about this many times its size in memory.
+CSV_EXPANSION = 12
+
+
 def read_report(path: str | Path) -> pd.DataFrame:
     """Any supported report file -> the normalized table (base units, one row per kernel launch)."""
     p = Path(path)
-    if not p.exists():
-        raise _fail(p, "no such file")
-    if p.is_dir():
-        raise _fail(p, "is a folder; give a .ncu-rep or CSV file")
+    size = _require_file(p)
     fmt = sniff_format(p)
+    if fmt == "csv" and p.suffix != ".xz":
+        try:
+            require_fits_in_memory(p, size, CSV_EXPANSION, "a CSV page")
+        except UserError as e:
+            raise ReportFormatError(str(e)) from None
     if fmt == "ncu-rep":
         return _read_rep(p)
     if p.suffix == ".xz":

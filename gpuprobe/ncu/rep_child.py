@@ -242,11 +242,16 @@ def _no_core_dumps() -> None:
 
 
 def main(argv: list[str]) -> int:
+    """``SRC OUT [MODULE_FILE]``: OUT is a path or ``fd:N`` (a file descriptor the parent passed)."""
     _no_core_dumps()
     src, out, module_file = (argv + [""])[:3]
     result = extract(src, module_file or None)
-    with open(out, "wb") as f:
-        pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
+    if out.startswith("fd:"):
+        with os.fdopen(int(out[3:]), "wb", closefd=False) as f:
+            pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
+    else:
+        with open(out, "wb") as f:
+            pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
     return 0
 
 
@@ -257,24 +262,35 @@ class ChildFailed(Exception):
     """The child died (a native abort or a signal) or ran past its time; ``str()`` says which."""
 
 
-def read_in_child(plain: Path, module_file: str | None = None, timeout_s: float = CHILD_TIMEOUT_S) -> dict[str, Any]:
+def read_in_child(plain: Path | str, module_file: str | None = None, timeout_s: float = CHILD_TIMEOUT_S,
+                  pass_fds: tuple[int, ...] = ()) -> dict[str, Any]:
     """:func:`extract` of ``plain`` run in a fresh interpreter (with the ``ncu_report`` at ``module_file``
-    when given); :class:`ChildFailed` when it dies."""
-    with tempfile.TemporaryDirectory(prefix="gpuprobe-rep-") as tmp:
-        out = Path(tmp) / "kernels.pickle"
-        env = dict(os.environ)
+    when given); :class:`ChildFailed` when it dies.
+
+    The child dies with this process (``PR_SET_PDEATHSIG``, :func:`gpuprobe.system.children.start_child`)
+    and writes its result into an unnamed temporary file (``O_TMPFILE``) passed as a descriptor: a SIGKILLed
+    parent leaves neither a process nor a file behind. ``pass_fds``: descriptors ``plain`` refers to
+    (``/proc/self/fd/N``)."""
+    from gpuprobe.system.children import end_group, start_child
+
+    with tempfile.TemporaryFile(prefix="gpuprobe-rep-") as out:
+        fd = out.fileno()
+        proc = start_child([sys.executable, "-m", "gpuprobe.ncu.rep_child", str(plain), f"fd:{fd}",
+                            module_file or ""], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, pass_fds=(fd, *pass_fds), env=dict(os.environ))
         try:
-            proc = subprocess.run([sys.executable, "-m", "gpuprobe.ncu.rep_child", str(plain), str(out),
-                                   module_file or ""],
-                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                  timeout=timeout_s, env=env)
+            rc = proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
+            end_group(proc, 2.0)
             raise ChildFailed(f"ncu_report did not finish within {timeout_s:.0f} s") from None
-        if proc.returncode != 0 or not out.is_file():
+        except BaseException:
+            end_group(proc, 2.0)
+            raise
+        if rc != 0:
             raise ChildFailed("ncu_report aborted")
         try:
-            with open(out, "rb") as f:
-                return pickle.load(f)
+            out.seek(0)
+            return pickle.load(out)
         except Exception:  # a child that died while writing
             raise ChildFailed("ncu_report aborted") from None
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from gpuprobe.errors import GpuprobeError, NotAvailable, UserError
-from gpuprobe.measure.children import run_child
+from gpuprobe.system.children import run_child
 from gpuprobe.ncu import profile_meta_path
 from gpuprobe.ncu.metrics import get_metric_set
 from gpuprobe.ncu.nvtx_filter import check_expression
@@ -231,7 +231,7 @@ class ProfileResult:
 
 def _run(cmd: list[str], timeout_s: float | None, cwd: str | Path | None = None) -> tuple[int, str, bool]:
     """Run, returning (exit status, combined output, timed_out); the whole process group is ended on a
-    timeout or Ctrl-C (:func:`gpuprobe.measure.children.run_child`)."""
+    timeout or Ctrl-C (:func:`gpuprobe.system.children.run_child`)."""
     r = run_child(cmd, timeout_s, cwd=cwd)
     return r.returncode, r.output, r.timed_out
 
@@ -354,33 +354,63 @@ TEST_PROGRAM = ("import torch; x = torch.ones(1024, device='cuda'); y = x * 2; t
                 "print('ok', float(y.sum()))")
 
 
+#: Output that means the node refuses counters (not a bug of gpuprobe or of the program profiled).
+REFUSAL_MARKERS = ("ERR_NVGPUCTRPERM", "LibraryNotLoaded", "restricted to administrators",
+                   "RmProfilingAdminOnly")
+
+
+
+def marker_line(output: str) -> str | None:
+    """The first line of ``output`` (all of it) that says the node refuses counters, or None."""
+    return next((ln.strip() for ln in (output or "").splitlines() if any(m in ln for m in REFUSAL_MARKERS)), None)
+
+
+def probe_counters(ncu: str | os.PathLike | None = None, timeout_s: float = 60.0) -> tuple[str, str, str]:
+    """Profile a tiny torch kernel for one metric: (``ok``|``missing``|``failing``, message, ncu's output).
+
+    ``--clock-control none`` (never lock a shared card's clocks). A refusal marker anywhere in the output
+    (:func:`marker_line`) is named in the message (the selftest classifies ``failing`` with such a line as a
+    refusal of the node).
+    """
+    try:
+        inst = require_ncu(ncu)
+    except (NotAvailable, UserError) as e:
+        return "missing", str(e), ""
+    if _driver_restricts_profiling() and not (hasattr(os, "geteuid") and os.geteuid() == 0):
+        return "failing", "driver has RmProfilingAdminOnly=1 and this user is not root: " + PERMISSION_FIX, ""
+    with tempfile.TemporaryDirectory(prefix="gpuprobe-perm-") as tmp:
+        rep = Path(tmp) / "perm"
+        cmd = [str(inst.path), "--target-processes", "all", "--clock-control", "none", "--metrics",
+               "gpu__time_duration.sum", "--launch-count", "1", "--force-overwrite", "--export", str(rep),
+               sys.executable, "-c", TEST_PROGRAM]
+        try:
+            r = run_child(cmd, timeout_s)
+        except OSError as e:
+            return "failing", f"could not start ncu: {e}", ""
+        out = r.output
+        marker = marker_line(out)
+        lines = out.rstrip().splitlines()
+        at = next((i for i, ln in enumerate(lines) if marker and ln.strip() == marker), None)
+        where = f" (line {at + 1} of {len(lines)})" if at is not None else ""
+        if is_permission_error(out):
+            return "failing", f"{PERMISSION_FIX}\nncu said{where}: {marker}", out
+        if marker:
+            return "failing", (f"ncu could not read the counters (exit status {r.returncode}); ncu said{where}:"
+                             f"\n{marker}"), out
+        if r.timed_out:
+            return "failing", f"ncu test run exceeded {timeout_s:g} s; last output:\n{tail(out, 8)}", out
+        if r.returncode != 0 or not (Path(tmp) / "perm.ncu-rep").exists():
+            return "failing", (f"ncu test run failed (exit status {r.returncode}; it needs torch with CUDA); last output:"
+                             f"\n{tail(out, 8)}"), out
+    return "ok", f"ncu {inst.version or '?'} at {inst.path} read a GPU counter (--clock-control none)", out
+
+
 def check_counter_permission(ncu: NcuInstall | str | Path | None = None, timeout_s: float = 60) -> tuple[str, str]:
     """Whether this user can read GPU counters: (``ok``|``missing``|``failing``, message with the fix).
 
     ``missing``: no ncu. ``failing``: counters restricted (the fix: root, or the driver option
     ``NVreg_RestrictProfilingToAdminUsers=0``) or the test run failed. ``ok``: one small torch
-    kernel was profiled.
+    kernel was profiled (:func:`probe_counters`).
     """
-    try:
-        inst = require_ncu(ncu)
-    except (NotAvailable, UserError) as e:
-        return "missing", str(e)
-    is_root = hasattr(os, "geteuid") and os.geteuid() == 0
-    if _driver_restricts_profiling() and not is_root:
-        return "failing", "driver has RmProfilingAdminOnly=1 and this user is not root: " + PERMISSION_FIX
-
-    with tempfile.TemporaryDirectory(prefix="gpuprobe-perm-") as tmp:
-        rep = Path(tmp) / "perm"
-        cmd = [str(inst.path), "--target-processes", "all", "--metrics", "gpu__time_duration.sum",
-               "--launch-count", "1", "--force-overwrite", "--export", str(rep), sys.executable, "-c", TEST_PROGRAM]
-        try:
-            rc, out, timed_out = _run(cmd, timeout_s)
-        except OSError as e:
-            return "failing", f"could not start ncu: {e}"
-        if is_permission_error(out):
-            return "failing", PERMISSION_FIX
-        if timed_out:
-            return "failing", f"ncu test run exceeded {timeout_s:g} s; last output:\n{tail(out, 8)}"
-        if rc != 0 or not (Path(tmp) / "perm.ncu-rep").exists():
-            return "failing", f"ncu test run failed (exit status {rc}; it needs torch with CUDA); last output:\n{tail(out, 8)}"
-    return "ok", f"ncu {inst.version or '?'} at {inst.path} can read the GPU counters"
+    status, message, _ = probe_counters(ncu, timeout_s)
+    return status, message

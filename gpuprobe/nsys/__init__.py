@@ -80,26 +80,41 @@ class Trace:
         return S.label_steps_by_nvtx(self.kernels, self.nvtx, step_regex or S.DEFAULT_STEP_REGEX)
 
 
-def _read_sqlite(path: Path, rule, classify) -> Trace:
+def _read_sqlite(path: Path, rule, classify, source: Path | None = None) -> Trace:
+    import pandas as pd
+
     from gpuprobe.nsys import sqlite_reader as R
     from gpuprobe.ncu.attribution import default_rule
     from gpuprobe.nsys.attribution import assign_ops, nvtx_stacks
-    from gpuprobe.nsys.table import kernel_frame
+    from gpuprobe.nsys.table import build_frame
 
+    source = source or path
     with R.open_export(path) as conn:
-        raw = R.read_kernels(conn, path)
-        calls = R.read_launch_calls(conn)
-        nvtx = R.read_nvtx(conn)
+        raw = R.read_kernels(conn, source)
+        calls = R.read_launch_calls(conn, source)
+        warnings = [*raw.warnings, *calls.warnings]
+        nvtx = R.read_nvtx(conn, source, warnings)
         info = R.read_info(conn)
-    stacks = nvtx_stacks(raw, calls, nvtx)
-    df = kernel_frame(raw, stacks)
+    stacks, more = nvtx_stacks(raw.process, raw["correlation_id"], calls, nvtx, R.NULL)
+    warnings += [f"'{source}': {w}" for w in more]
+    ints = {c: raw[c] for c in ("device", "stream", "correlation_id", "graph_node_id", "graph_id", "grid_x",
+                                "grid_y", "grid_z", "block_x", "block_y", "block_z")}
+    ints["process"] = raw.process
+    keep = {"registers_per_thread": pd.arrays.IntegerArray(raw["registers_per_thread"].copy(),
+                                                           raw["registers_per_thread"] == R.NULL),
+            "context": pd.arrays.IntegerArray(raw["context"].copy(), raw["context"] == R.NULL)}
+    df = build_frame(len(raw), kernel_name=raw.kernel_name, short_name=raw.short_name, start_ns=raw["start"],
+                     end_ns=raw["end"], ints=ints, null=R.NULL, extra=stacks, keep=keep)
+    del raw, stacks
     df = assign_ops(df, rule or default_rule, classify)
-    used = sorted({int(d) for d in df["device"].dropna()})
+    used = sorted(int(d) for d in df["device"].dropna().unique())
     names = [info.device_names[d] for d in used if d in info.device_names]
     device_name = names[0] if len(set(names)) == 1 else info.device_name
-    df.attrs.update({"source": str(path), "format": "nsys-sqlite", "device_name": device_name,
+    df.attrs.update({"source": str(source), "format": "nsys-sqlite", "device_name": device_name,
                      "nsys_version": info.nsys_version, "schema_version": info.schema_version,
                      "missing": ["counters (an nsys trace records times only)"]})
+    if warnings:
+        df.attrs["warnings"] = warnings
     if len(calls) == 0:
         df.attrs["missing"].append("launch calls (no CUPTI_ACTIVITY_KIND_RUNTIME/DRIVER table): no NVTX attribution")
     return Trace(df, nvtx, {"nsys_version": info.nsys_version, "device_name": device_name})
@@ -133,21 +148,17 @@ def load_trace(path: str | Path, rule: "AttributionRule | None" = None, *, align
     built-in table (docs/kernel-rules.md). ``align_eager``: an eager NVTX-ranged trace of the same
     step shapes; graph-replayed kernels take the op of the eager kernel they align with
     (:func:`gpuprobe.nsys.attribution.align_to_eager`, reference: the eager trace's last step)."""
-    from gpuprobe.errors import UserError
     from gpuprobe.kernel_rules import classifier
+    from gpuprobe.paths import require_regular_file
 
     classify = classifier(rules)
     p = Path(path)
-    if not p.exists():
-        raise UserError(f"'{p}': no such file")
-    if p.is_dir():
-        raise UserError(f"'{p}' is a folder; give a .sqlite, .nsys-rep or nsys stats CSV file")
+    require_regular_file(p, what="a .sqlite, .nsys-rep or nsys stats CSV file")
     name = p.name.lower()
     if name.endswith((".nsys-rep", ".qdrep")):
         from gpuprobe.nsys.runner import export_sqlite
 
-        tr = _read_sqlite(export_sqlite(p), rule, classify)
-        tr.kernels.attrs["source"] = str(p)
+        tr = _read_sqlite(export_sqlite(p), rule, classify, source=p)
     elif name.endswith((".csv", ".csv.xz")):
         tr = _read_csv(p, rule, classify)
     else:

@@ -35,73 +35,255 @@ def range_label(name: str, domain: str | None) -> str:
     return f"{domain}@{name}" if isinstance(domain, str) and domain else name
 
 
-def launch_calls_of(kernels: pd.DataFrame, calls: pd.DataFrame) -> pd.DataFrame:
-    """For each kernel row (same index): its launch call's ``global_tid``, ``call_start``, ``call_end``,
-    ``call_name`` (None where the trace has no matching call)."""
-    if calls.empty:
-        return pd.DataFrame({"global_tid": None, "call_start": np.nan, "call_end": np.nan, "call_name": None},
-                            index=kernels.index)
-    c = calls.drop_duplicates(["process", "correlation_id"]).set_index(["process", "correlation_id"])
-    keys = pd.MultiIndex.from_arrays([kernels["process"], kernels["correlation_id"]])
-    hit = c.reindex(keys)
-    return pd.DataFrame({"global_tid": hit["global_tid"].to_numpy(dtype=object),
-                         "call_start": hit["start"].to_numpy(dtype=float),
-                         "call_end": hit["end"].to_numpy(dtype=float),
-                         "call_name": hit["name"].to_numpy(dtype=object)}, index=kernels.index)
+_NEVER = np.iinfo(np.int64).max  # the end of a range that never closed
 
 
-def _open_ranges(ranges: pd.DataFrame, starts: np.ndarray, ends: np.ndarray) -> list[tuple[str, ...]]:
-    """For calls sorted by start: labels of the ranges (of one thread or process) open over each call,
-    outermost first. One sweep over time keeping the ranges that have begun and not yet ended."""
-    r = ranges.sort_values(["start", "end"], ascending=[True, False], kind="stable")
-    r_start, r_end = r["start"].to_numpy(float), r["end"].to_numpy(float)
-    labels = [range_label(n, d) for n, d in zip(r["name"], r["domain"])]
-    out: list[tuple[str, ...]] = []
-    active: list[int] = []
-    j = 0
-    for ts, te in zip(starts, ends):
-        while j < len(r_start) and r_start[j] <= ts:
-            active.append(j)
-            j += 1
-        active = [k for k in active if r_end[k] >= ts]  # ended before this call: closed for every later call
-        out.append(tuple(labels[k] for k in active if r_end[k] >= te))
+def _int_times(values: np.ndarray) -> np.ndarray:
+    """Float ns (``inf`` for an unclosed range) -> int64 ns."""
+    v = np.asarray(values, dtype=float)
+    out = np.full(len(v), _NEVER, dtype=np.int64)
+    fin = np.isfinite(v)
+    out[fin] = v[fin].astype(np.int64)
     return out
 
 
-def nvtx_stacks(kernels: pd.DataFrame, calls: pd.DataFrame, nvtx: pd.DataFrame) -> pd.DataFrame:
-    """Per kernel (same index): ``thread_id`` (launching ``globalTid``), ``launch_s`` (the call's start,
+def join_calls(kernel_process: np.ndarray, kernel_corr: np.ndarray, call_process: np.ndarray,
+               call_corr: np.ndarray) -> np.ndarray:
+    """For each kernel: the position of its launch call (same process and correlation id; the first such
+    call), -1 where the trace has none. A hash join, one pass over each side."""
+    if len(call_corr) == 0 or len(kernel_corr) == 0:
+        return np.full(len(kernel_corr), -1, dtype=np.int64)
+    small = (call_process.min() >= 0 and kernel_process.min() >= 0 and call_corr.min() >= 0
+             and kernel_corr.min() >= 0 and max(call_process.max(), kernel_process.max()) < 1 << 23
+             and max(call_corr.max(), kernel_corr.max()) < 1 << 40)
+    if small:  # one int64 key per pair: a plain hash join
+        keys = pd.Index((call_process << 40) | call_corr)
+        wanted = pd.Index((kernel_process << 40) | kernel_corr)
+    else:
+        keys = pd.MultiIndex.from_arrays([call_process, call_corr])
+        wanted = pd.MultiIndex.from_arrays([kernel_process, kernel_corr])
+    first = ~keys.duplicated(keep="first")
+    index = keys[first]
+    pos = index.get_indexer(wanted)
+    where = np.flatnonzero(first)
+    return np.where(pos >= 0, where[np.maximum(pos, 0)], -1)
+
+
+class _Stacks:
+    """Distinct stacks as (parent stack, label) pairs, each a tuple of labels built once."""
+
+    def __init__(self, labels: Sequence[str]):
+        self.labels = list(labels)
+        self.parent: list[int] = []
+        self.label: list[int] = []
+
+    def add_level(self, parent_code: np.ndarray, label: np.ndarray) -> np.ndarray:
+        width = len(self.labels) + 1
+        keys = (parent_code.astype(np.int64) + 1) * width + label.astype(np.int64)
+        uniq, inv = np.unique(keys, return_inverse=True)
+        offset = len(self.parent)
+        self.parent.extend((uniq // width - 1).tolist())
+        self.label.extend((uniq % width).tolist())
+        return offset + inv
+
+    def tuples(self) -> list[tuple[str, ...]]:
+        out: list[tuple[str, ...]] = []
+        for p, lab in zip(self.parent, self.label):
+            out.append((out[p] if p >= 0 else ()) + (self.labels[lab],))
+        return out
+
+
+def push_pop_stacks(s: np.ndarray, e: np.ndarray, owner: np.ndarray, label: np.ndarray, labels: Sequence[str],
+                    q_owner: np.ndarray, q_start: np.ndarray, q_end: np.ndarray) -> tuple[np.ndarray, list, int]:
+    """Nested (push/pop) ranges of each owner thread, and calls (``q_*``): per call the code of the stack
+    of ranges of its thread that hold it (start <= call start, end >= call end), -1 for none; the stacks
+    (tuples, outermost first) by code; how many ranges were not nested in their thread (kept as roots).
+
+    All in numpy: depths by a sweep over start and end events, parents by a search per depth level, and
+    per call the last range started before it, walked up to the innermost one that holds the call."""
+    n = len(s)
+    if n == 0 or len(q_start) == 0:
+        return np.full(len(q_start), -1, dtype=np.int64), [], 0
+    order = np.lexsort((-e, s, owner))
+    s, e, owner, label = s[order], e[order], owner[order], label[order]
+    idx = np.arange(n)
+    ev_owner = np.concatenate([owner, owner])
+    ev_t = np.concatenate([s, e])
+    ev_type = np.concatenate([np.ones(n, np.int8), np.where(e > s, 0, 2).astype(np.int8)])
+    ev_idx = np.concatenate([idx, idx])
+    o = np.lexsort((ev_idx, ev_type, ev_t, ev_owner))
+    step = np.where(ev_type[o] == 1, 1, -1)
+    running = np.cumsum(step)
+    depth = np.empty(n, dtype=np.int64)
+    is_start = ev_type[o] == 1
+    depth[ev_idx[o][is_start]] = running[is_start] - 1
+    parent = np.full(n, -1, dtype=np.int64)
+    code = np.full(n, -1, dtype=np.int64)
+    stacks = _Stacks(labels)
+    broken = 0
+    prev = np.flatnonzero(depth == 0)
+    code[prev] = stacks.add_level(np.full(len(prev), -1), label[prev])
+    bad_depth = depth < 0
+    if bad_depth.any():
+        q = np.flatnonzero(bad_depth)
+        code[q] = stacks.add_level(np.full(len(q), -1), label[q])
+        broken += len(q)
+    for d in range(1, int(depth.max()) + 1):
+        q = np.flatnonzero(depth == d)
+        if len(q) == 0:
+            break
+        j = np.searchsorted(prev, q) - 1
+        par = prev[np.maximum(j, 0)]
+        ok = (j >= 0) & (owner[par] == owner[q]) & (e[par] >= e[q]) & (s[par] <= s[q])
+        parent[q[ok]] = par[ok]
+        broken += int((~ok).sum())
+        code[q] = stacks.add_level(np.where(ok, code[par], -1), label[q])
+        prev = q
+    # the last range (per owner) started at or before each call
+    m = len(q_start)
+    all_owner = np.concatenate([owner, q_owner])
+    all_t = np.concatenate([s, q_start])
+    all_type = np.concatenate([np.zeros(n, np.int8), np.ones(m, np.int8)])
+    all_ref = np.concatenate([idx, np.full(m, -1)])
+    o = np.lexsort((all_type, all_t, all_owner))
+    last = np.maximum.accumulate(all_ref[o])
+    cand = np.empty(m, dtype=np.int64)
+    cand[(o[all_type[o] == 1]) - n] = last[all_type[o] == 1]
+    cand[(cand >= 0) & (owner[np.maximum(cand, 0)] != q_owner)] = -1
+    while True:  # up to the innermost range that holds the whole call: at most the nesting depth
+        c = np.maximum(cand, 0)
+        out = (cand >= 0) & (e[c] < q_end)
+        if not out.any():
+            break
+        cand[out] = parent[cand[out]]
+    return np.where(cand >= 0, code[np.maximum(cand, 0)], -1), stacks.tuples(), broken
+
+
+def start_end_sets(s: np.ndarray, e: np.ndarray, owner: np.ndarray, label: np.ndarray, labels: Sequence[str],
+                   q_owner: np.ndarray, q_start: np.ndarray, q_end: np.ndarray) -> tuple[np.ndarray, list]:
+    """Start/end ranges (any overlap) of each owner process, and calls: per call the code of the tuple of
+    ranges that hold it (ordered by start, longer first), -1 for none; the tuples by code. One pass per
+    range boundary in Python, numpy per call; only a call that some open range ends inside is checked
+    on its own."""
+    m = len(q_start)
+    result = np.full(m, -1, dtype=np.int64)
+    interned: dict[tuple[str, ...], int] = {}
+    if len(s) == 0 or m == 0:
+        return result, []
+
+    def intern(t: tuple[str, ...]) -> int:
+        if not t:
+            return -1
+        return interned.setdefault(t, len(interned))
+
+    for who in np.unique(owner):
+        mine = owner == who
+        rs, re_, lab = s[mine], e[mine], label[mine]
+        o = np.lexsort((-re_, rs))
+        rs, re_, lab = rs[o], re_[o], lab[o]
+        qi = np.flatnonzero(q_owner == who)
+        if len(qi) == 0:
+            continue
+        closes = np.where(re_ == _NEVER, _NEVER, re_ + 1)
+        bounds = np.unique(np.concatenate([rs, closes]))
+        seg_code = np.full(len(bounds), -1, dtype=np.int64)
+        active: list[int] = []
+        j = 0
+        for k, b in enumerate(bounds.tolist()):
+            while j < len(rs) and rs[j] <= b:
+                active.append(j)
+                j += 1
+            active = [a for a in active if re_[a] >= b]
+            seg_code[k] = intern(tuple(labels[lab[a]] for a in active))
+        qs, qe = q_start[qi], q_end[qi]
+        k = np.searchsorted(bounds, qs, side="right") - 1
+        result[qi] = np.where(k >= 0, seg_code[np.maximum(k, 0)], -1)
+        ends = np.sort(re_)
+        inside = np.searchsorted(ends, qe, side="left") - np.searchsorted(ends, qs, side="left") > 0
+        for i in np.flatnonzero(inside):  # a range ends during the call: it does not hold it
+            held = (rs <= qs[i]) & (re_ >= qe[i])
+            result[qi[i]] = intern(tuple(labels[lab[a]] for a in np.flatnonzero(held)))
+    tuples: list[tuple[str, ...]] = [()] * len(interned)
+    for t, c in interned.items():
+        tuples[c] = t
+    return result, tuples
+
+
+def _label_codes(nvtx: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+    """Per range: the code of its label (``domain@name``), and the labels, each built once."""
+    name = nvtx["name"].astype("category")
+    domain = nvtx["domain"].astype("category")
+    nc = name.cat.codes.to_numpy(np.int64)
+    dc = domain.cat.codes.to_numpy(np.int64)
+    pair = (nc + 1) * (len(domain.cat.categories) + 1) + (dc + 1)
+    uniq, inv = np.unique(pair, return_inverse=True)
+    ncat, dcat = list(name.cat.categories), list(domain.cat.categories)
+    width = len(dcat) + 1
+    labels = [range_label(ncat[u // width - 1] if u // width > 0 else "",
+                          dcat[u % width - 1] if u % width > 0 else None) for u in uniq.tolist()]
+    return inv.astype(np.int64), labels
+
+
+def nvtx_stacks(kernel_process: np.ndarray, kernel_corr: np.ndarray, calls, nvtx: pd.DataFrame,
+                null: int) -> tuple[pd.DataFrame, list[str]]:
+    """Per kernel (positional): ``thread_id`` (launching ``globalTid``), ``launch_s`` (the call's start,
     seconds), ``launch_api`` (the call's name), ``nvtx_stack`` (push/pop ranges of the launching thread)
-    and ``nvtx_ranges`` (start/end ranges of its process), both outermost first."""
-    call = launch_calls_of(kernels, calls)
-    n = len(kernels)
-    stack: list[tuple[str, ...]] = [()] * n
-    ranges: list[tuple[str, ...]] = [()] * n
-    pos = {ix: i for i, ix in enumerate(kernels.index)}
-    known = call.dropna(subset=["call_start"])
-    if not nvtx.empty and not known.empty:
-        tid = known["global_tid"].astype("int64")
-        proc = tid.to_numpy() >> 24
-        pp = nvtx[nvtx["kind"] == "push_pop"]
-        se = nvtx[nvtx["kind"] == "start_end"]
-        for key, group_keys, table, target in (("tid", tid.to_numpy(), pp, stack), ("pid", proc, se, ranges)):
-            if table.empty:
-                continue
-            col = "global_tid" if key == "tid" else "process"
-            by_owner = {k: g for k, g in table.groupby(col)}
-            frame = known.assign(_owner=group_keys).sort_values(["call_start", "call_end"], kind="stable")
-            for owner, g in frame.groupby("_owner"):
-                rng = by_owner.get(int(owner))
-                if rng is None:
-                    continue
-                for ix, labels in zip(g.index, _open_ranges(rng, g["call_start"].to_numpy(float),
-                                                            g["call_end"].to_numpy(float))):
-                    target[pos[ix]] = labels
+    and ``nvtx_ranges`` (start/end ranges of its process), both outermost first; and warnings.
+    ``calls``: :class:`gpuprobe.nsys.sqlite_reader.LaunchCalls`; ``null``: the readers' missing value."""
+    n = len(kernel_corr)
+    warnings: list[str] = []
+    ok = (kernel_corr != null) & (kernel_process != null)
+    pos = np.full(n, -1, dtype=np.int64)
+    if ok.any() and len(calls):
+        pos[ok] = join_calls(kernel_process[ok], kernel_corr[ok], calls.process, calls.correlation_id)
+    known = pos >= 0
+    kp = np.maximum(pos, 0)
+    thread = np.where(known, calls.global_tid[kp] if len(calls) else null, null)
+    cstart = np.where(known, calls.start[kp] if len(calls) else 0, 0)
+    cend = np.where(known, calls.end[kp] if len(calls) else 0, 0)
+    empty: tuple[str, ...] = ()
+    stack = np.full(n, None, dtype=object)
+    ranges = np.full(n, None, dtype=object)
+    stack_code = np.full(n, -1, dtype=np.int64)
+    range_code = np.full(n, -1, dtype=np.int64)
+    stack_tuples: list = []
+    range_tuples: list = []
+    if len(nvtx) and known.any():
+        lab, labels = _label_codes(nvtx)
+        s, e = _int_times(nvtx["start"].to_numpy()), _int_times(nvtx["end"].to_numpy())
+        kind = nvtx["kind"]
+        qi = np.flatnonzero(known)
+        pp = (kind.cat.codes.to_numpy() == list(kind.cat.categories).index("push_pop")
+              if isinstance(kind.dtype, pd.CategoricalDtype) and "push_pop" in list(kind.cat.categories)
+              else (kind.astype(object) == "push_pop").to_numpy(dtype=bool))
+        if pp.any():
+            codes, stack_tuples, broken = push_pop_stacks(
+                s[pp], e[pp], nvtx["global_tid"].to_numpy(np.int64)[pp], lab[pp], labels,
+                thread[qi], cstart[qi], cend[qi])
+            stack_code[qi] = codes
+            if broken:
+                warnings.append(f"{broken} push/pop NVTX range(s) are not nested inside the range open on their "
+                                "thread; they are taken as outermost ranges")
+        se = ~pp
+        if se.any():
+            codes, range_tuples = start_end_sets(s[se], e[se], nvtx["process"].to_numpy(np.int64)[se], lab[se],
+                                                 labels, thread[qi] >> 24, cstart[qi], cend[qi])
+            range_code[qi] = codes
+    st = np.empty(len(stack_tuples) + 1, dtype=object)
+    st[:] = [*stack_tuples, empty]
+    stack = st[stack_code]  # -1 -> the last element: ()
+    rt = np.empty(len(range_tuples) + 1, dtype=object)
+    rt[:] = [*range_tuples, empty]
+    ranges = rt[range_code]
+    api = pd.Categorical.from_codes(np.where(known, calls.name.codes[kp] if len(calls) else -1, -1).astype(np.int32),
+                                    categories=calls.name.categories if len(calls) else pd.Index([], dtype=object))
+    thread_ids = pd.arrays.IntegerArray(np.where(known, thread, 0).astype(np.int64), ~known)
     return pd.DataFrame({
-        "thread_id": pd.array([int(t) if t is not None and t == t else None for t in call["global_tid"]], dtype="Int64"),
-        "launch_s": call["call_start"].to_numpy(float) * 1e-9,
-        "launch_api": call["call_name"].to_numpy(dtype=object),
+        "thread_id": thread_ids,
+        "launch_s": np.where(known, cstart * 1e-9, np.nan),
+        "launch_api": api,
         "nvtx_stack": stack, "nvtx_ranges": ranges,
-    }, index=kernels.index)
+    }), warnings
 
 
 def assign_ops(df: pd.DataFrame, rule: AttributionRule = default_rule,

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from gpuprobe.errors import NotAvailable, UserError
-from gpuprobe.measure.children import run_child
+from gpuprobe.system.children import run_child
 
 GET_NSYS = ("Nsight Systems is not installed (no `nsys` on PATH, in $CUDA_HOME/bin or /opt/nvidia/nsight-systems); "
             "install it (https://developer.nvidia.com/nsight-systems) or export the report where it is: "

@@ -41,6 +41,12 @@ def _split(cell: str) -> tuple[str, float | None]:
 
 
 def _read_text(path: Path) -> str:
+    from gpuprobe.paths import require_regular_file
+
+    try:
+        require_regular_file(path, what="an nsys stats CSV")
+    except UserError as e:
+        raise StatsFormatError(str(e)) from None
     try:
         if path.suffix == ".xz":
             return lzma.open(path, "rt", encoding="utf-8-sig", errors="replace", newline="").read()
@@ -95,7 +101,15 @@ def read_stats_csv(path: str | Path) -> tuple[str, pd.DataFrame]:
     header = [_split(c) for c in rows[h]]
     idx = {name: i for i, (name, _) in enumerate(header)}
     scale = {name: (s or 1.0) for name, s in header}
-    body = [r for r in rows[h + 1:] if len(r) >= len(header) and any(c.strip() for c in r)]
+    body = []
+    for n, r in enumerate(rows[h + 1:], start=h + 2):
+        if not any(c.strip() for c in r):
+            continue
+        if len(r) < len(header):
+            raise StatsFormatError(f"'{p}': line {n} has {len(r)} fields where the header has {len(header)} "
+                                   "(a truncated or edited file); its time would be lost: fix or re-create the "
+                                   "CSV with `nsys stats`")
+        body.append((n, r))
 
     def col(name: str, r: list[str]) -> str:
         return r[idx[name]] if name in idx else ""
@@ -104,21 +118,28 @@ def read_stats_csv(path: str | Path) -> tuple[str, pd.DataFrame]:
         v = _num(col(name, r))
         return None if v is None else v * scale[name]
 
+    def need_time(name: str, r: list[str], n: int) -> float:
+        v = t(name, r)
+        if v is None or v != v or v < 0 or v == float("inf"):
+            raise StatsFormatError(f"'{p}': line {n}: '{name}' is '{col(name, r)[:40]}', not a duration "
+                                   "(empty, negative or not a number); fix or re-create the CSV with `nsys stats`")
+        return v
+
     recs = []
-    for r in body:
+    for n, r in body:
         if kind == "cuda_gpu_kern_sum":
-            recs.append({"kernel_name": col("Name", r), "duration_ns": t("Total Time", r),
+            recs.append({"kernel_name": col("Name", r), "duration_ns": need_time("Total Time", r, n),
                          "instances": _num(col("Instances", r))})
         elif kind == "nvtx_kern_sum":
             rng = col("NVTX Range", r).strip()
-            recs.append({"kernel_name": col("Kernel Name", r), "duration_ns": t("Total Time", r),
+            recs.append({"kernel_name": col("Kernel Name", r), "duration_ns": need_time("Total Time", r, n),
                          "instances": _num(col("Kern Inst", r)),
                          "nvtx_stack": (rng.lstrip(":"),) if rng else ()})
         else:
             name = col("Name", r)
             if name.startswith("[CUDA "):
                 continue
-            start, dur = t("Start", r), t("Duration", r)
+            start, dur = t("Start", r), need_time("Duration", r, n)
             dev = _DEVICE.match(col("Device", r).strip())
             corr = col("CorrId", r) or col("CorrID", r)
             recs.append({"kernel_name": name, "start": start, "duration_ns": dur,

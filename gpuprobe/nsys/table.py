@@ -11,7 +11,6 @@ A value a source does not record is missing (NaN / ``<NA>`` / None), never 0.
 """
 from __future__ import annotations
 
-import math
 import re
 
 import numpy as np
@@ -37,64 +36,126 @@ def kernel_short_name(name: str, nsys_short: str | None = None) -> str:
     return s
 
 
-def _dims(x, y, z) -> tuple[int, int, int] | None:
-    try:
-        return (int(x), int(y), int(z))
-    except (TypeError, ValueError):
-        return None
+def _int_array(values, null: int | None = None) -> pd.arrays.IntegerArray:
+    """Int64 with missing values: from int64 with a ``null`` sentinel, or from floats/objects (NaN/None)."""
+    a = np.asarray(values)
+    if null is not None and a.dtype == np.int64:
+        return pd.arrays.IntegerArray(a.copy(), a == null)
+    num = pd.to_numeric(pd.Series(a, dtype=object if a.dtype == object else None), errors="coerce")
+    f = num.to_numpy(dtype=float, na_value=np.nan)
+    miss = ~np.isfinite(f)
+    return pd.arrays.IntegerArray(np.where(miss, 0, f).astype(np.int64), miss)
 
 
-def _int_array(values) -> pd.arrays.IntegerArray:
-    return pd.array([None if v is None or (isinstance(v, float) and math.isnan(v)) else int(v) for v in values],
-                    dtype="Int64")
+def _dims(x: np.ndarray, y: np.ndarray, z: np.ndarray, null: int | None = None) -> np.ndarray:
+    """Per row the tuple (x, y, z), one shared tuple per distinct shape; None where a value is missing."""
+    n = len(x)
+    cols = []
+    miss = np.zeros(n, dtype=bool)
+    for v in (x, y, z):
+        a = _int_array(v, null)
+        miss |= a.isna()
+        cols.append(a.to_numpy(dtype=np.int64, na_value=0))
+    out = np.full(n, None, dtype=object)
+    if n == 0 or miss.all():
+        return out
+    keys = pd.MultiIndex.from_arrays(cols)
+    codes, uniq = pd.factorize(keys)
+    shapes = np.empty(len(uniq), dtype=object)
+    shapes[:] = [tuple(int(v) for v in t) for t in uniq]
+    out[:] = shapes[codes]
+    out[miss] = None
+    return out
+
+
+def _short_names(kernel_name: pd.Categorical, short_name: pd.Categorical | None) -> pd.Categorical:
+    """``kernel_short`` per row, computed once per distinct (name, nsys short name) pair."""
+    nc = kernel_name.codes.astype(np.int64)
+    sc = short_name.codes.astype(np.int64) if short_name is not None else np.full(len(nc), -1)
+    width = (len(short_name.categories) if short_name is not None else 0) + 1
+    uniq, inv = np.unique((nc + 1) * width + (sc + 1), return_inverse=True)
+    names, shorts = list(kernel_name.categories), list(short_name.categories) if short_name is not None else []
+    labels = [kernel_short_name(names[u // width - 1] if u // width else "",
+                                shorts[u % width - 1] if u % width else None) for u in uniq.tolist()]
+    codes, cats = pd.factorize(pd.Series(labels, dtype=object))
+    return pd.Categorical.from_codes(codes[inv].astype(np.int32), categories=pd.Index(cats, dtype=object))
+
+
+def _as_categorical(values) -> pd.Categorical:
+    if isinstance(values, pd.Categorical):
+        return values
+    if isinstance(values, pd.Series) and isinstance(values.dtype, pd.CategoricalDtype):
+        return values.array
+    obj = np.asarray(pd.Series(values, dtype=object).where(pd.notna(pd.Series(values, dtype=object)), ""),
+                     dtype=object)
+    obj = np.array([v if isinstance(v, str) else str(v) for v in obj], dtype=object) if len(obj) else obj
+    codes, cats = pd.factorize(pd.Series(obj, dtype=object))
+    return pd.Categorical.from_codes(codes.astype(np.int32), categories=pd.Index(cats, dtype=object))
+
+
+def build_frame(n: int, *, kernel_name, short_name=None, start_ns=None, end_ns=None, time_s=None,
+                ints: dict[str, np.ndarray] | None = None, null: int | None = None,
+                extra: pd.DataFrame | None = None, keep: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """The per-kernel table from columns: names (categoricals or strings), ns times, integer columns
+    (``device``, ``stream``, ``correlation_id``, ``process``, ``graph_node_id``, ``graph_id``, ``instances``,
+    ``grid_x``... ``block_z``; int64 with a ``null`` sentinel, or floats with NaN), ``extra`` (positional:
+    ``nvtx_stack``, ``thread_id``, ``launch_s``...) and ``keep`` (columns copied as given)."""
+    ints = ints or {}
+    missing = np.full(n, np.nan)
+
+    def iv(col: str):
+        return _int_array(ints[col], null) if col in ints else pd.array(np.full(n, None), dtype="Int64")
+
+    name = _as_categorical(kernel_name)
+    short = _as_categorical(short_name) if short_name is not None else None
+    start = np.asarray(start_ns, dtype=float) if start_ns is not None else missing
+    end = np.asarray(end_ns, dtype=float) if end_ns is not None else missing
+    dims = {k: _dims(ints[f"{k}_x"], ints[f"{k}_y"], ints[f"{k}_z"], null) if f"{k}_x" in ints
+            else np.full(n, None, dtype=object) for k in ("grid", "block")}
+    empty = np.empty(n, dtype=object)
+    empty[:] = [()] * n
+    none_cat = pd.Categorical.from_codes(np.full(n, -1, np.int32), categories=pd.Index([], dtype=object))
+    data = {
+        "id": np.arange(n),
+        "kernel_name": name,
+        "kernel_short": _short_names(name, short),
+        "grid": dims["grid"], "block": dims["block"],
+        "device": iv("device"), "stream": iv("stream"),
+        "nvtx_stack": empty, "nvtx_ranges": empty.copy(),
+        "op": none_cat, "layer": pd.array(np.full(n, None), dtype="Int64"), "op_source": none_cat.copy(),
+        "start_s": start * 1e-9, "end_s": end * 1e-9,
+        "launch_s": np.full(n, np.nan), "launch_api": none_cat.copy(),
+        "correlation_id": iv("correlation_id"),
+        "thread_id": pd.array(np.full(n, None), dtype="Int64"),
+        "process": iv("process"), "graph_node_id": iv("graph_node_id"), "graph_id": iv("graph_id"),
+        "instances": iv("instances") if "instances" in ints else pd.array(np.ones(n, np.int64), dtype="Int64"),
+    }
+    for col in STANDARD_COLUMNS:
+        data[col] = np.full(n, np.nan)
+    data["time_s"] = (end - start) * 1e-9 if time_s is None else np.asarray(time_s, dtype=float)
+    df = pd.DataFrame(data, copy=False)
+    if extra is not None:
+        for col in extra.columns:
+            df[col] = extra[col].array if not isinstance(extra[col].dtype, np.dtype) else extra[col].to_numpy()
+    for col, vals in (keep or {}).items():
+        df[col] = vals
+    first = [*ID_COLUMNS, *TRACE_COLUMNS, *STANDARD_COLUMNS]
+    return df[[c for c in first if c in df.columns] + [c for c in df.columns if c not in first]]
 
 
 def kernel_frame(raw: pd.DataFrame, extra: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Raw kernel rows (ns timestamps, ``kernel_name``, ``short_name``...) -> the per-kernel table; ``extra``
-    (same index: ``nvtx_stack``, ``nvtx_ranges``, ``thread_id``, ``launch_s``...) is merged in."""
+    """Raw kernel rows of a frame (ns timestamps, ``kernel_name``, ``short_name``, ``duration_ns``...) -> the
+    per-kernel table; ``extra`` (same length: ``nvtx_stack``, ``thread_id``, ``launch_s``...) is merged in."""
     n = len(raw)
-
-    def get(col: str) -> pd.Series:
-        return raw[col] if col in raw.columns else pd.Series([None] * n, index=raw.index, dtype=object)
-
-    start, end = pd.to_numeric(get("start"), errors="coerce"), pd.to_numeric(get("end"), errors="coerce")
-    names = [str(v) if v is not None else "" for v in get("kernel_name")]
-    df = pd.DataFrame({
-        "id": np.arange(n),
-        "kernel_name": names,
-        "kernel_short": [kernel_short_name(nm, s) for nm, s in zip(names, get("short_name"))],
-        "grid": [_dims(*v) for v in zip(get("grid_x"), get("grid_y"), get("grid_z"))],
-        "block": [_dims(*v) for v in zip(get("block_x"), get("block_y"), get("block_z"))],
-        "device": _int_array(get("device")),
-        "stream": _int_array(get("stream")),
-        "nvtx_stack": [()] * n,
-        "nvtx_ranges": [()] * n,
-        "op": [None] * n,
-        "layer": pd.array([None] * n, dtype="Int64"),
-        "op_source": [None] * n,
-        "start_s": start.to_numpy(float) * 1e-9,
-        "end_s": end.to_numpy(float) * 1e-9,
-        "launch_s": np.full(n, math.nan),
-        "launch_api": [None] * n,
-        "correlation_id": _int_array(get("correlation_id")),
-        "thread_id": pd.array([None] * n, dtype="Int64"),
-        "process": _int_array(get("process")),
-        "graph_node_id": _int_array(get("graph_node_id")),
-        "graph_id": _int_array(get("graph_id")),
-        "instances": _int_array(get("instances")) if "instances" in raw.columns else pd.array([1] * n, dtype="Int64"),
-    })
-    dur = pd.to_numeric(get("duration_ns"), errors="coerce").to_numpy(float) if "duration_ns" in raw.columns else None
-    time_s = (end - start).to_numpy(float) * 1e-9 if dur is None else dur * 1e-9
-    for col in STANDARD_COLUMNS:
-        df[col] = np.full(n, math.nan)
-    df["time_s"] = time_s
-    if extra is not None:
-        for col in extra.columns:
-            df[col] = extra[col].to_numpy(dtype=object) if extra[col].dtype == object else extra[col].to_numpy()
-        if "thread_id" in extra.columns:
-            df["thread_id"] = pd.array(extra["thread_id"].tolist(), dtype="Int64")
-    for extra_col in ("mangled_name", "registers_per_thread", "context"):
-        if extra_col in raw.columns:
-            df[extra_col] = raw[extra_col].to_numpy(dtype=object)
-    first = [*ID_COLUMNS, *TRACE_COLUMNS, *STANDARD_COLUMNS]
-    return df[[c for c in first if c in df.columns] + [c for c in df.columns if c not in first]]
+    num = {c: pd.to_numeric(raw[c], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+           for c in ("start", "end", "duration_ns") if c in raw.columns}
+    ints = {c: raw[c].to_numpy(dtype=object) for c in
+            ("device", "stream", "correlation_id", "process", "graph_node_id", "graph_id", "instances",
+             "grid_x", "grid_y", "grid_z", "block_x", "block_y", "block_z") if c in raw.columns}
+    time_s = num["duration_ns"] * 1e-9 if "duration_ns" in num else None
+    keep = {c: raw[c].to_numpy(dtype=object) for c in ("mangled_name", "registers_per_thread", "context")
+            if c in raw.columns}
+    return build_frame(n, kernel_name=raw["kernel_name"] if "kernel_name" in raw.columns else [""] * n,
+                       short_name=raw["short_name"] if "short_name" in raw.columns else None,
+                       start_ns=num.get("start"), end_ns=num.get("end"), time_s=time_s, ints=ints,
+                       extra=extra, keep=keep)

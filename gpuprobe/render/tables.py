@@ -6,16 +6,16 @@
   headers when they fit, else abbreviated headers and a legend; names are the only cells ever
   shortened (with ``…`` in the middle); numbers are never cut: when the value columns do not fit beside
   the names, the table is printed in several blocks, each repeating the name columns.
-* ``tsv`` (the default when stdout is not a terminal): tab-separated, full headers, one line per row,
-  missing values as ``-``: ready for ``grep``, ``cut`` and ``sort``.
-* ``csv``: full headers, missing values empty. ``json``: a list of objects with the raw values
-  (missing values ``null``; strict JSON, never ``NaN``).
+* ``tsv`` (the default when stdout is not a terminal), ``csv`` and ``json``: the machine formats. Each
+  column is named by its :attr:`Column.machine_name`, which carries its unit (``time_s``,
+  ``dram_read_bytes``, ``intensity_flop_per_byte``), and holds the raw value in that unit: tab-separated
+  or comma-separated with one header line and missing values empty (ready for ``cut``, ``sort -g`` and
+  pandas), or a list of objects (missing values ``null``; strict JSON through :func:`gpuprobe.jsonsafe.dumps`).
 """
 from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import shutil
 import sys
@@ -23,6 +23,7 @@ import textwrap
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence, TextIO
 
+from gpuprobe.jsonsafe import dumps
 from gpuprobe.ops import OPS
 from gpuprobe.roofline.schema import RooflineResult
 
@@ -89,10 +90,16 @@ class Column:
     numeric: bool = True  # right-aligned, never cut
     name: bool = False  # a name column: repeated in each block, may be shortened with an ellipsis
     cut: str = "end"  # where a name loses characters: "end" (kernel names) or "middle" (names with telling ends)
-    raw_key: str | None = None  # row key of the value csv/json write (default: ``key``)
+    raw_key: str | None = None  # row key of the raw value the machine formats write (default: ``key``)
+    field: str | None = None  # the machine formats' column name, with its unit (default: the raw key)
 
     def head(self, abbreviated: bool) -> str:
         return (self.short or self.header) if abbreviated else self.header
+
+    @property
+    def machine_name(self) -> str:
+        """The column's name in tsv, csv and json: the raw value's key, which names its unit."""
+        return self.field or self.raw_key or self.key
 
 
 def terminal_width(default: int = 100) -> int:
@@ -180,13 +187,6 @@ def render_text(columns: Sequence[Column], rows: Sequence[dict], width: int, tit
     return "\n".join(out) + "\n"
 
 
-def render_tsv(columns: Sequence[Column], rows: Sequence[dict]) -> str:
-    lines = ["\t".join(c.header for c in columns)]
-    for r in rows:
-        lines.append("\t".join(c.fmt(r.get(c.key)).replace("\t", " ") for c in columns))
-    return "\n".join(lines) + "\n"
-
-
 def _raw(c: Column, r: dict) -> Any:
     v = r.get(c.raw_key or c.key)
     if is_missing(v):
@@ -196,18 +196,48 @@ def _raw(c: Column, r: dict) -> Any:
     return v
 
 
+def _cell(v: Any, sep: str) -> str:
+    if v is None:
+        return ""
+    text = repr(v) if isinstance(v, float) else str(v)
+    return text.replace(sep, " ").replace("\n", " ") if sep == "\t" else text
+
+
+def render_tsv(columns: Sequence[Column], rows: Sequence[dict]) -> str:
+    lines = ["\t".join(c.machine_name for c in columns)]
+    for r in rows:
+        lines.append("\t".join(_cell(_raw(c, r), "\t") for c in columns))
+    return "\n".join(lines) + "\n"
+
+
 def render_csv(columns: Sequence[Column], rows: Sequence[dict]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow([c.header for c in columns])
+    w.writerow([c.machine_name for c in columns])
     for r in rows:
-        w.writerow(["" if (v := _raw(c, r)) is None else v for c in columns])
+        w.writerow([_cell(_raw(c, r), ",") for c in columns])
     return buf.getvalue()
 
 
 def render_json(columns: Sequence[Column], rows: Sequence[dict]) -> str:
-    data = [{(c.raw_key or c.key): _raw(c, r) for c in columns} for r in rows]
-    return json.dumps(data, indent=2, allow_nan=False) + "\n"
+    return dumps([{c.machine_name: _raw(c, r) for c in columns} for r in rows], indent=2) + "\n"
+
+
+def render_markdown(columns: Sequence[Column], rows: Sequence[dict], title: str | None = None) -> str:
+    """A Markdown table (for docs/PERFORMANCE.md): the display headers and cells, a bold title above."""
+    out = [f"**{title}**", ""] if title else []
+    out.append("| " + " | ".join(c.header for c in columns) + " |")
+    out.append("|" + "---|" * len(columns))
+    out += ["| " + " | ".join(c.fmt(r.get(c.key)).replace("|", "/") for c in columns) + " |" for r in rows]
+    return "\n".join(out) + "\n"
+
+
+def spec_columns(columns: Sequence[tuple[str, str, str]]) -> list[Column]:
+    """Columns from ``(key, header, format spec)`` triples (the benchmarks' row tables)."""
+    def cell(spec: str) -> Callable[[Any], str]:
+        return lambda v: MISSING if is_missing(v) else (format(v, spec) if spec else str(v))
+
+    return [Column(key, header, fmt=cell(spec), numeric=bool(spec) or key != "op") for key, header, spec in columns]
 
 
 def choose_format(fmt: str | None, stream: TextIO | None = None) -> str:
@@ -222,7 +252,8 @@ def emit(columns: Sequence[Column], rows: Sequence[dict], fmt: str | None = None
          notes: Iterable[str] = (), stream: TextIO | None = None, width: int | None = None) -> None:
     """Print a table in ``fmt`` (see :data:`FORMATS`; default by :func:`choose_format`).
 
-    Title and notes go with the ``table`` format; the machine formats carry the rows only."""
+    Title and notes go with the ``table`` format; the machine formats carry the rows only; ``markdown``
+    (for the benchmarks' tables in docs/PERFORMANCE.md) has the title and the display cells."""
     stream = stream or sys.stdout
     fmt = choose_format(fmt, stream)
     if fmt == "table":
@@ -233,6 +264,8 @@ def emit(columns: Sequence[Column], rows: Sequence[dict], fmt: str | None = None
         stream.write(render_csv(columns, rows))
     elif fmt == "json":
         stream.write(render_json(columns, rows))
+    elif fmt == "markdown":
+        stream.write(render_markdown(columns, rows, title))
     else:
         raise ValueError(f"unknown table format {fmt!r}")
 
@@ -252,13 +285,19 @@ def _op_order(op: str) -> tuple[int, str]:
     return (OPS.index(op), op) if op in OPS else (len(OPS), op)
 
 
+def _is_calibrated(result: RooflineResult) -> bool:
+    return any(p.predicted_s is not None for p in result.points)
+
+
 def roofline_grid(result: RooflineResult) -> tuple[list[Column], list[dict]]:
     """The roofline as a table: one row per op (then the step's total and tokens/s), one column per batch,
     each cell the op's time in one step and its bound (``M`` memory, ``C`` compute, ``-`` unknown) and,
-    where measured, the first letter of its limiter. Raw values (``time_s``) go to csv and json."""
+    where measured, the first letter of its limiter. A calibrated prediction shows its floor beside it in
+    brackets (same unit), and the step and tokens/s rows get their floor rows."""
     by_op = result.points_by_op()
     batches = sorted({p.batch for p in result.points if p.batch is not None})
     fits = (result.extra.get("memory") or {}).get("max_batch_that_fits")
+    calibrated = _is_calibrated(result)
     cols = [Column("op", "op", fmt=fmt_text, numeric=False, name=True, cut="middle")]
     for b in batches:
         mark = "*" if fits is not None and b > fits else ""
@@ -271,19 +310,36 @@ def roofline_grid(result: RooflineResult) -> tuple[list[Column], list[dict]]:
                 continue
             tag = {"memory": "M", "compute": "C"}.get(p.bound or "", "-")
             lim = p.limiter[0] if p.limiter else ""
-            row[f"b{p.batch}"] = f"{fmt_time(p.time_s)} {tag}{lim}"
+            floor = f" [{_in_unit_of(p.floor_s, p.time_s)}]" if calibrated and p.predicted_s is not None else ""
+            row[f"b{p.batch}"] = f"{fmt_time(p.time_s)}{floor} {tag}{lim}"
             row[f"b{p.batch}_time_s"] = p.time_s
         rows.append(row)
-    step = {"op": "step"}
-    rate = {"op": "tokens/s"}
-    for b in batches:
-        ts = [p.time_s for p in result.points if p.batch == b]
-        total = sum(ts) if ts and all(t is not None for t in ts) else None
-        step[f"b{b}"], step[f"b{b}_time_s"] = fmt_time(total), total
-        tps = b / total if total else None
-        rate[f"b{b}"] = "-" if tps is None else f"{tps:,.0f}" + ("*" if fits is not None and b > fits else "")
-        rate[f"b{b}_time_s"] = tps
-    return cols, rows + [step, rate]
+    mark = {b: "*" if fits is not None and b > fits else "" for b in batches}
+
+    def totals(label: str, key: str) -> tuple[dict, dict]:
+        step, rate = {"op": label[0]}, {"op": label[1]}
+        for b in batches:
+            ts = [getattr(p, key) for p in result.points if p.batch == b]
+            total = sum(ts) if ts and all(t is not None for t in ts) else None
+            step[f"b{b}"], step[f"b{b}_time_s"] = fmt_time(total), total
+            tps = b / total if total else None
+            rate[f"b{b}"] = "-" if tps is None else f"{tps:,.0f}" + mark[b]
+            rate[f"b{b}_time_s"] = tps
+        return step, rate
+
+    rows += list(totals(("step", "tokens/s"), "time_s"))
+    if calibrated:
+        rows += list(totals(("step floor", "tokens/s floor"), "floor_s"))
+    return cols, rows
+
+
+def _in_unit_of(x: float | None, like: float | None) -> str:
+    """``x`` in the unit :func:`fmt_time` writes ``like`` in, without the unit (``3.8`` beside ``296.0 µs``)."""
+    if x is None:
+        return "-"
+    scale = 1e-3 if like is not None and like >= 1e-3 else 1e-6
+    v = x / scale
+    return "<0.01" if 0 < v < 0.01 else f"{v:.3g}"
 
 
 def intensity_grid(result: RooflineResult) -> tuple[list[Column], list[dict]]:
@@ -297,10 +353,29 @@ def intensity_grid(result: RooflineResult) -> tuple[list[Column], list[dict]]:
     return cols, rows
 
 
+#: The machine formats' columns of a roofline: one row per op and batch, each name with its unit.
+POINT_COLUMNS = (
+    Column("op", "op", numeric=False), Column("batch", "batch"), Column("time_s", "time_s"),
+    Column("floor_s", "floor_s"), Column("time_source", "time_source", numeric=False),
+    Column("flops", "flops"), Column("dram_bytes", "dram_bytes"),
+    Column("dram_read_bytes", "dram_read_bytes"), Column("dram_write_bytes", "dram_write_bytes"),
+    Column("intensity", "intensity_flop_per_byte", field="intensity_flop_per_byte"),
+    Column("bound", "bound", numeric=False), Column("limiter", "limiter", numeric=False),
+    Column("dram_pct_of_measured", "dram_pct_of_measured"), Column("sm_pct", "sm_pct"),
+    Column("tensor_pct", "tensor_pct"), Column("n_kernels", "n_kernels"),
+)
+
+
+def point_rows(result: RooflineResult) -> list[dict]:
+    """The result's points as rows of :data:`POINT_COLUMNS`, in op order then batch."""
+    pts = sorted(result.points, key=lambda p: (_op_order(p.op), p.batch if p.batch is not None else -1))
+    return [p.to_dict() for p in pts]
+
+
 def print_roofline_table(result: RooflineResult, footer: str | None = None, fmt: str | None = None,
                          stream: TextIO | None = None, width: int | None = None) -> None:
     """The roofline of one model: times and bounds per op and batch, then intensities (``table`` format),
-    fitted to the terminal; ``tsv``/``csv``/``json`` print the time grid's raw values."""
+    fitted to the terminal; ``tsv``/``csv``/``json`` print one row per op and batch (:data:`POINT_COLUMNS`)."""
     stream = stream or sys.stdout
     fmt = choose_format(fmt, stream)
     cols, rows = roofline_grid(result)
@@ -314,11 +389,18 @@ def print_roofline_table(result: RooflineResult, footer: str | None = None, fmt:
                      f"{c.compute_roof} {c.flops_per_s / 1e12:.0f} TFLOP/s")
     if fits is not None and any(p.batch and p.batch > fits for p in result.points):
         notes.append(f"* the KV cache does not fit in memory beyond batch {fits}: a prediction only")
+    cal = result.extra.get("calibration")
+    if cal and _is_calibrated(result):
+        errs = ", ".join(f"{k} {'-' if v is None else f'{100 * v:.1f}%'}"
+                         for k, v in (cal.get("heldout_median_abs_err") or {}).items())
+        notes.append(f"times predicted by the calibration {cal.get('label')} (held-out median |error|: {errs}); "
+                     "[x] = the floor, max(FLOPs / compute roof, bytes / DRAM roof), in the same unit; "
+                     "--calibration none prints the floor alone (docs/prediction.md)")
     if footer:
         notes.append(footer)
     title = f"{result.model} on {result.gpu} ({result.mode})"
     if fmt != "table":
-        emit(cols, rows, fmt, stream=stream)
+        emit(POINT_COLUMNS, point_rows(result), fmt, stream=stream)
         return
     emit(cols, rows, "table", title=title, notes=notes, stream=stream, width=width)
     icols, irows = intensity_grid(result)

@@ -18,8 +18,8 @@ from gpuprobe.errors import UserError
 from gpuprobe.ops import CLASS_MEMBERS, GROUP_MEMBERS, STEP_OPS
 from gpuprobe.roofline.crosscheck import check_points
 from gpuprobe.roofline.points import dram_pct_of_measured, judge_limiter, op_points
-from gpuprobe.roofline.schema import (LIMITER_RULE, Roof, RooflineResult, compute_roof_name, datasheet_roofs,
-                                      make_point, provenance, select_ceilings)
+from gpuprobe.roofline.schema import (LIMITER_RULE, RooflineResult, compute_roof_name, make_point, provenance,
+                                      roofs_and_ceilings)
 
 _MODES = (("graph", "graph_tokens_per_s", "graph_step_s"), ("eager", "eager_tokens_per_s", "eager_step_s"))
 
@@ -109,6 +109,7 @@ def step_summary(rec: dict[str, Any]) -> dict[str, Any]:
                     "window_avg": window.get("avg_power_w")},
         "memory": res.get("memory"), "attention": res.get("attention"),
         "ncu_seconds": (res.get("ncu") or {}).get("ncu", {}).get("seconds"),
+        "fallback": res.get("fallback"),
     }
 
 
@@ -117,32 +118,35 @@ def _median(xs: Iterable[float | None]) -> float | None:
     return statistics.median(vals) if vals else None
 
 
+def _asked_mode(result: dict[str, Any]) -> str:
+    """The mode a point was asked for: a point measured in timing mode because its node refused the GPU
+    counters (``fallback``, :func:`gpuprobe.measure.point.counter_fallback`) still belongs to its ncu sweep."""
+    return (result.get("fallback") or {}).get("requested_mode") or result["mode"]
+
+
 def assemble_result(records: Sequence[dict[str, Any]], *, spec, gpu, dtype: str, copy_bw: float | None = None,
                     copy_source: str | None = None, extra_roofs: Sequence = (), sweep: dict[str, Any] | None = None,
                     **provenance_extra: Any):
     """Records of ``results.jsonl`` -> :class:`~gpuprobe.roofline.RooflineResult` (points of the ``ok`` ones)."""
     ok = sorted((r for r in records if r.get("status") == "ok" and r.get("result")),
                 key=lambda r: r["result"]["batch"])
-    modes = {r["result"]["mode"] for r in ok} or {(sweep or {}).get("mode", "timing")}
+    modes = {_asked_mode(r["result"]) for r in ok} or {(sweep or {}).get("mode", "timing")}
     if len(modes) > 1:
         raise UserError(f"results mix modes {sorted(modes)}; a roofline holds one mode.")
     mode = modes.pop()
-    roofs = list(datasheet_roofs(gpu, dtype)) + list(extra_roofs)
-    if copy_bw and not any(r.name == "dram" and r.source == "measured" for r in roofs):
-        roofs.append(Roof("dram", "memory", float(copy_bw), "measured"))
     if copy_bw is None:
-        copy_bw = next((r.value for r in roofs if r.name == "dram" and r.source == "measured"), None)
+        copy_bw = next((r.value for r in extra_roofs if r.name == "dram" and r.source == "measured"), None)
     peaks: dict[str, list[float]] = {}
     for r in ok:
         for name, v in ((r["result"].get("ncu") or {}).get("peaks") or {}).items():
             if v:
                 peaks.setdefault(name, []).append(v)
     keep = {"dram", "l2", "fp32", compute_roof_name(dtype)}
-    for name, vals in peaks.items():
-        if name not in keep:
-            continue
-        roofs.append(Roof(name, "memory" if name in ("dram", "l2") else "compute", statistics.median(vals), "ncu_peak"))
-    ceilings = select_ceilings(roofs, dtype)
+    roofs, ceilings, _ = roofs_and_ceilings(
+        gpu, dtype, extra_roofs=extra_roofs, measured_dram_bytes_per_s=copy_bw,
+        ncu_peaks={name: statistics.median(vals) for name, vals in peaks.items() if name in keep})
+    if ceilings is None:
+        raise UserError(f"{gpu.display_name} has no {compute_roof_name(dtype)} or FP32 roof: no roofline in {dtype}.")
 
     points, contexts = [], set()
     for r in ok:
@@ -151,10 +155,13 @@ def assemble_result(records: Sequence[dict[str, Any]], *, spec, gpu, dtype: str,
         contexts.add(context)
         analytic = _analytic_by_op(spec, batch, context, dtype)
         timing = (res.get("timing") or {}).get("per_op_s") or {}
-        if mode == "ncu":
+        if res["mode"] == "ncu":
             points += _ncu_points(res, batch, analytic, ceilings, copy_bw, timing)
-        else:
-            points += _timing_points(res, batch, analytic, ceilings, copy_bw, spec.num_layers)
+        else:  # a timing point, or a point of an ncu sweep whose node refused the counters (flagged)
+            mine = _timing_points(res, batch, analytic, ceilings, copy_bw, spec.num_layers)
+            for p in mine if res.get("fallback") else ():
+                p.extra["fallback"] = res["fallback"]
+            points += mine
     context = contexts.pop() if len(contexts) == 1 else None
     checks = check_points(points, spec, context or 0, dtype) if mode == "ncu" else []
 

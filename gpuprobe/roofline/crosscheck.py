@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Mapping
 
-from gpuprobe.specs.gpus import DTYPE_BYTES, normalize_dtype
+from gpuprobe.analytic import attention_bytes, dtype_bytes
 from gpuprobe.ops import GROUP_MEMBERS, STEP_OPS, gemm_shapes
 from gpuprobe.specs.models import ModelSpec
 
@@ -75,12 +75,12 @@ def gemm_flops(spec: ModelSpec, op: str, batch: int) -> float | None:
     return float(sum(2 * batch * k * n for k, n in gemms) * layers)
 
 
-def attention_bytes(spec: ModelSpec, batch: int, context: int, dtype: str) -> tuple[float, float]:
-    """Analytic (KV bytes read, output bytes written) of attention over one whole step."""
-    s = DTYPE_BYTES[normalize_dtype(dtype)]
-    kv = 2 * batch * context * spec.num_kv_heads * spec.head_dim * s
-    out = batch * spec.num_heads * spec.head_dim * s
-    return float(kv * spec.num_layers), float(out * spec.num_layers)
+def step_attention_bytes(spec: ModelSpec, batch: int, context: int, dtype: str) -> tuple[float, float]:
+    """Analytic (KV bytes read, output bytes written) of attention over one whole step
+    (:func:`gpuprobe.analytic.attention_bytes` times the layers; ``dtype`` normalised)."""
+    a = attention_bytes(batch, context, num_heads=spec.num_heads, num_kv_heads=spec.num_kv_heads,
+                        head_dim=spec.head_dim, elt_bytes=dtype_bytes(dtype))
+    return float(a.kv_read * spec.num_layers), float(a.out_write * spec.num_layers)
 
 
 def _ratio(measured: float | None, expected: float) -> float | None:
@@ -104,7 +104,7 @@ def check_point(op: str, batch: int, *, spec: ModelSpec, context: int, dtype: st
     (cuBLAS picks GEMV-style kernels at batch 1): its check compares all counted FLOPs and says so."""
     out: list[CrossCheck] = []
     if op == "attention":
-        kv, written = attention_bytes(spec, batch, context, dtype)
+        kv, written = step_attention_bytes(spec, batch, context, dtype)
         r = _ratio(dram_read_bytes, kv)
         note = ("counter reads match the KV bytes" if not _off(r, tol) else
                 "reads differ from the KV bytes: a backend that gathers or copies the cache (the `torch` "

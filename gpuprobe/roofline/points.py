@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping, Sequence
 
 from gpuprobe.jsonsafe import finite, json_value
-from gpuprobe.roofline.schema import Ceilings, RooflinePoint, classify_bound, classify_limiter
+from gpuprobe.roofline.schema import Ceilings, RooflinePoint, classify_limiter, intensity_and_bound
 
 
 def dram_pct_of_measured(dram_bytes: Any, time_s: Any, measured_dram_bytes_per_s: float | None) -> float | None:
@@ -77,14 +77,12 @@ def op_points(rows: Iterable[Mapping[str, Any]], *, batch: int | None, ceilings:
             if useful and executed is not None:
                 extra["padding"] = executed / useful
         mine = [dict(k) for k in kernels if k.get("op") == op] if kernels is not None else []
-        p = RooflinePoint(op, batch, flops, dram, t, None, None,
+        intensity, bound = intensity_and_bound(flops, dram, ceilings)
+        p = RooflinePoint(op, batch, flops, dram, t, intensity, bound,
                           flops_useful=useful, flops_executed=executed, dram_read_bytes=reads,
                           dram_write_bytes=writes, dram_pct_of_measured=pct_measured, dram_pct_of_ncu_peak=pct_ncu,
                           sm_pct=sm, tensor_pct=tensor, limiter=judge_limiter(pct_measured, pct_ncu, sm, tensor),
                           layers_profiled=_count(row.get("layers_profiled")), scaled=bool(row.get("scaled")),
                           n_kernels=_count(row.get("n_kernels")), kernels=mine or None, extra=extra)
-        if flops is not None and dram:
-            p.intensity = flops / dram
-            p.bound = classify_bound(p.intensity, ceilings) if ceilings is not None else None
         points.append(p)
     return points

@@ -1,5 +1,10 @@
 """Roofline points, bound and limiter classes, and the ``roofline.json`` contract (schema_version 1).
 
+Analytic results made with a calibration carry, per point, ``floor_s``, ``predicted_s`` and ``time_source``
+(``time_s`` is then the prediction), and at the top level ``calibration`` (the calibration's provenance and
+held-out error, or null) and ``steps`` (per batch: ``floor_s``, ``predicted_s``, ``tokens_per_s_floor``,
+``tokens_per_s_predicted``).
+
 Every mode (``analytic``, ``timing``, ``ncu``) produces a :class:`RooflineResult`; ``write`` stores
 ``roofline.json`` and ``roofline.csv``. Field names and meanings are fixed by docs/contracts.md
 section 2: add fields freely, never rename. Each point is one op summed over all layers of one
@@ -9,13 +14,12 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import platform
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from gpuprobe import __version__
 from gpuprobe.errors import UserError
@@ -105,6 +109,52 @@ def select_ceilings(roofs: Iterable[Roof], dtype: str) -> Ceilings:
     return Ceilings(dram.value, comp.value, dram.name, comp.name, dram.source, comp.source)
 
 
+def roofs_and_ceilings(gpu, dtype: str, *, extra_roofs: Iterable[Roof] = (),
+                       measured_dram_bytes_per_s: float | None = None,
+                       ncu_peaks: Mapping[str, float] | None = None) -> tuple[list[Roof], Ceilings | None, list[str]]:
+    """Every roof a result knows, the two ``bound`` uses, and notes on what was missing: the one place a
+    roofline result (analytic, measured, a report, a trace) chooses its ceilings.
+
+    Roofs: the measured copy bandwidth (``measured``), ``extra_roofs`` (e.g. cached measured ceilings),
+    the datasheet of ``gpu`` (a :class:`~gpuprobe.specs.gpus.GPUSpec`, or None for a GPU the registry does
+    not know; a peak it lacks is no roof) and ``ncu_peaks`` (a report's own peaks by roof name,
+    ``ncu_peak``). Ceilings: :func:`select_ceilings`; the compute roof of ``dtype``, else FP32 with a note
+    (no tensor roof of that dtype: V100, T4, consumer cards); None when no DRAM or compute roof is known,
+    with a note saying what to pass."""
+    roofs: list[Roof] = []
+    if measured_dram_bytes_per_s:
+        roofs.append(Roof("dram", "memory", float(measured_dram_bytes_per_s), "measured"))
+    roofs += [r for r in extra_roofs if not (r.name == "dram" and r.source == "measured" and measured_dram_bytes_per_s)]
+    if gpu is not None:
+        roofs += [r for r in datasheet_roofs(gpu, dtype) if r.value is not None and r.value > 0]
+    for name, value in (ncu_peaks or {}).items():
+        if value:
+            roofs.append(Roof(name, "memory" if name in ("dram", "l2") else "compute", float(value), "ncu_peak"))
+    notes: list[str] = []
+    names = {r.name for r in roofs}
+    want = compute_roof_name(dtype)
+    use_dtype = dtype
+    if "dram" in names and want not in names and "fp32" in names:
+        notes.append(f"no {want} roof for this GPU: the compute ceiling is FP32")
+        use_dtype = "fp32"
+    lacking = [x for x in ("dram", compute_roof_name(use_dtype)) if x not in names]
+    if lacking:
+        notes.append(f"no {' or '.join(lacking)} roof known: points have no bound (pass --gpu NAME, see "
+                     "`gpuprobe gpus`, or --measured-dram-tbps)")
+        return roofs, None, notes
+    return roofs, select_ceilings(roofs, use_dtype), notes
+
+
+def intensity_and_bound(flops: float | None, dram_bytes: float | None,
+                        ceilings: Ceilings | None) -> tuple[float | None, str | None]:
+    """FLOP per DRAM byte and the bound it implies: None for both when FLOPs or bytes are missing or the
+    bytes are 0 (an op that moves no DRAM bytes has no intensity), ``bound`` None without ceilings."""
+    if flops is None or not dram_bytes:
+        return None, None
+    intensity = flops / dram_bytes
+    return intensity, (classify_bound(intensity, ceilings) if ceilings is not None else None)
+
+
 def classify_bound(intensity: float, ceilings: Ceilings) -> str:
     """``memory`` below the ridge of ``ceilings``, ``compute`` at or above it: one meaning in every mode."""
     return "compute" if intensity >= ceilings.ridge else "memory"
@@ -131,8 +181,8 @@ class RooflinePoint:
     flops: float
     dram_bytes: float
     time_s: float | None
-    intensity: float
-    bound: str
+    intensity: float | None
+    bound: str | None
     flops_useful: float | None = None
     flops_executed: float | None = None
     dram_read_bytes: float | None = None
@@ -146,6 +196,13 @@ class RooflinePoint:
     scaled: bool = False
     n_kernels: int | None = None
     kernels: list[dict[str, Any]] | None = None
+    #: The analytic floor of the op (``max(flops / peak, bytes / bandwidth)`` on ``ceilings``), kept beside
+    #: ``time_s`` when ``time_s`` is a prediction or a measurement (docs/contracts.md section 11).
+    floor_s: float | None = None
+    #: The calibrated prediction (docs/prediction.md); None without a calibration.
+    predicted_s: float | None = None
+    #: What ``time_s`` is: the floor, a calibration's prediction (named by its label), or a measurement.
+    time_source: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -172,11 +229,11 @@ class RooflinePoint:
 
 
 def make_point(op: str, batch: int | None, flops: float, dram_bytes: float, time_s: float | None,
-               ceilings: Ceilings, **kw: Any) -> RooflinePoint:
-    """A point with ``intensity`` and ``bound`` derived from its FLOPs, bytes and the ceilings."""
-    intensity = flops / dram_bytes if dram_bytes else math.inf
-    return RooflinePoint(op, batch, float(flops), float(dram_bytes), time_s, intensity,
-                         classify_bound(intensity, ceilings), **kw)
+               ceilings: Ceilings | None, **kw: Any) -> RooflinePoint:
+    """A point with ``intensity`` and ``bound`` derived from its FLOPs, bytes and the ceilings
+    (:func:`intensity_and_bound`, as for every point of every mode)."""
+    intensity, bound = intensity_and_bound(flops, dram_bytes, ceilings)
+    return RooflinePoint(op, batch, float(flops), float(dram_bytes), time_s, intensity, bound, **kw)
 
 
 @dataclass

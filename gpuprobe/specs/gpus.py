@@ -20,6 +20,9 @@ SMs and bandwidth), the GH200 144 GB HBM3e variant (4.9 TB/s), V100S.
 Sources (NVIDIA datasheets and architecture whitepapers; device records from the shared fixtures):
 - H100 SXM5 / PCIe: "NVIDIA H100 Tensor Core GPU" datasheet (2023); Hopper whitepaper (132 / 114 SMs, 50 MB L2).
 - H200 SXM: "NVIDIA H200 Tensor Core GPU" datasheet (4.8 TB/s, 141 GB; GH100 compute as the H100 SXM).
+- B200 (HGX B200, SXM): "NVIDIA Blackwell" datasheet, HGX B200 column (7.7 TB/s HBM3e, 180 GB; dense FP16/BF16
+  tensor 2.25 PFLOPS, i.e. half the 4.5 PFLOPS sparse figure; FP32 75 TFLOPS, the 8-GPU 600 TFLOPS over 8);
+  148 SMs, 126 MiB L2, compute capability 10.0 (Blackwell whitepaper).
 - H800 SXM5: "NVIDIA H800 Tensor Core GPU" datasheet (3.35 TB/s; H100 SXM tensor and FP32 rates).
 - GH200 (96 GB HBM3): "NVIDIA GH200 Grace Hopper Superchip" datasheet (4 TB/s HBM3; 990 TFLOPS dense
   BF16 there, the same GH100 rate as the H100 SXM's 989.4; 67 TFLOPS FP32).
@@ -160,6 +163,12 @@ _ROWS: dict[str, dict[str, Any]] = {
         source="NVIDIA GH200 Grace Hopper Superchip datasheet, 96 GB HBM3 version (4 TB/s; the report's own "
                "6144-bit bus at 2,619 MHz gives 4.02 TB/s); the 144 GB HBM3e version (4.9 TB/s) is not this row",
         memory_source=f"device__attribute_total_memory of {_FIXTURES}/ncu_external/cs599k_silu-v8.ncu-rep"),
+    "b200": dict(
+        display_name="NVIDIA B200 SXM 180GB", device_names=("NVIDIA B200",), dram_bytes_per_s=7.7 * TB,
+        bf16_flops_per_s=2250.0 * TB, fp16_flops_per_s=2250.0 * TB, fp32_flops_per_s=75.0 * TB,
+        memory_bytes=180 * GiB, sm_count=148, l2_bytes=126 * MiB, compute_capability=(10, 0),
+        source="NVIDIA Blackwell datasheet (HGX B200, dense rates: half the sparse ones); Blackwell whitepaper",
+        memory_source=_NOMINAL.format(180)),
     "a100-40gb": dict(
         _GA100, display_name="NVIDIA A100 SXM4 40GB", device_names=("NVIDIA A100-SXM4-40GB",),
         dram_bytes_per_s=1.555 * TB, memory_bytes=42_297_524_224,
@@ -281,8 +290,6 @@ def gpu_from_device_name(device_name: str) -> GPUSpec | None:
     return _BY_DEVICE_NAME.get(normalize_device_name(device_name))
 
 
-#: The earlier name of :func:`gpu_from_device_name`, kept for its callers.
-match_device_name = gpu_from_device_name
 
 
 def get_gpu(name: str) -> GPUSpec:
@@ -308,8 +315,19 @@ class DetectedGPU:
     via: str  # "nvml" | "torch"
 
 
+def nvidia_driver_present() -> bool:
+    """Whether this machine has an NVIDIA kernel driver loaded (its device node or its /proc entry)."""
+    import os
+
+    return os.path.exists("/dev/nvidiactl") or os.path.exists("/proc/driver/nvidia")
+
+
 def detect_gpu() -> DetectedGPU | None:
-    """The first visible GPU through NVML, else torch; None on a machine without one."""
+    """The first visible GPU through NVML, else torch; None on a machine without one. Without an NVIDIA
+    driver (no /dev/nvidiactl, no /proc/driver/nvidia) torch is asked only when it is already imported:
+    importing it costs seconds and finds nothing there."""
+    import sys
+
     try:
         import pynvml  # from nvidia-ml-py
 
@@ -325,6 +343,8 @@ def detect_gpu() -> DetectedGPU | None:
             pynvml.nvmlShutdown()
     except Exception:  # no NVML library, no driver, no device: fall through to torch
         pass
+    if not nvidia_driver_present() and "torch" not in sys.modules:
+        return None
     try:
         import torch
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gpuprobe.errors import UserError
+from gpuprobe.kernels.activation_table import ACTIVATIONS, HF_FUNCTIONS, find
 
 FAMILIES = ("qwen2", "llama", "opt")
 
@@ -51,7 +52,7 @@ class ModelSpec:
     vocab_size: int
     tie_word_embeddings: bool
     norm: str  # "rmsnorm" | "layernorm"
-    activation: str  # "swiglu" | "relu"
+    activation: str  # a row of gpuprobe.kernels.activation_table.ACTIVATIONS: "swiglu" | "relu" | "gelu" | ...
     positional: str  # "rope" | "learned"
     qkv_bias: bool
     rope_theta: float | None
@@ -94,7 +95,7 @@ class ModelSpec:
     @property
     def gated_mlp(self) -> bool:
         """True when the MLP input projection holds gate and up (SwiGLU): width 2 x intermediate."""
-        return self.activation == "swiglu"
+        return ACTIVATIONS[self.activation].gated
 
     @property
     def gate_up_size(self) -> int:
@@ -160,6 +161,8 @@ def _structure_problem(s: ModelSpec) -> str | None:
             return f"{field} must be a positive integer, got {v!r}"
     if s.family not in FAMILIES:
         return f"family must be one of {', '.join(FAMILIES)}, got {s.family!r}"
+    if s.activation not in ACTIVATIONS:
+        return f"activation must be one of {', '.join(ACTIVATIONS)}, got {s.activation!r}"
     if s.num_heads % s.num_kv_heads:
         return (f"num_kv_heads {s.num_kv_heads} does not divide num_heads {s.num_heads}; "
                 "each KV head must serve a whole group of query heads")
@@ -415,6 +418,20 @@ def _rope_fields(f: _Fields, cfg: dict[str, Any]) -> tuple[float, dict[str, Any]
     return (theta if theta is not None else 10000.0), scaling
 
 
+def _activation_field(f: _Fields, key: str, default: str, gated: bool) -> str:
+    """The spec's activation from a config's ``hidden_act`` / ``activation_function`` (``default`` when
+    absent): the row of the activation table computing that function, gated as the family's MLP is."""
+    value = f.cfg.get(key)
+    value = default if value is None else value
+    function = HF_FUNCTIONS.get(value.lower()) if isinstance(value, str) else None
+    row = find(function, gated) if function else None
+    if row is None:
+        known = ", ".join(k for k, fn in HF_FUNCTIONS.items() if find(fn, gated))
+        raise f.fail(f"'{key}' is {json.dumps(value)}; the engine runs a {'gated' if gated else 'plain'} MLP "
+                     f"with one of {known}")
+    return row.name
+
+
 def spec_from_config(cfg: dict[str, Any], name: str = "custom", where: str | None = None) -> ModelSpec:
     """A spec from a Hugging Face ``config.json`` dict (Qwen2, Llama, Mistral, Phi-3 and OPT).
 
@@ -442,7 +459,8 @@ def spec_from_config(cfg: dict[str, Any], name: str = "custom", where: str | Non
         bias = f.flag("enable_bias", default=True)
         return ModelSpec(
             name=name, **dict(_LAYOUT["opt"], qkv_bias=bias, o_bias=bias, mlp_bias=bias,
-                              tie_word_embeddings=f.flag("tie_word_embeddings", default=True)),
+                              tie_word_embeddings=f.flag("tie_word_embeddings", default=True),
+                              activation=_activation_field(f, "activation_function", "relu", gated=False)),
             hidden_size=h, num_layers=layers, num_heads=heads, num_kv_heads=heads, head_dim=h // heads,
             intermediate_size=f.positive_int("ffn_dim", limit=_MAX_SIZE), vocab_size=vocab,
             max_position_embeddings=f.positive_int("max_position_embeddings", limit=_MAX_POSITIONS, default=2048),
@@ -454,6 +472,7 @@ def spec_from_config(cfg: dict[str, Any], name: str = "custom", where: str | Non
     window = f.positive_int("sliding_window", limit=_MAX_POSITIONS) if f.has("sliding_window") else None
     fields = dict(
         _LAYOUT[family], model_type=mtype, qkv_bias=attention_bias, o_bias=attention_bias and mtype != "qwen2",
+        activation=_activation_field(f, "hidden_act", "silu", gated=True),
         mlp_bias=f.flag("mlp_bias", default=False), tie_word_embeddings=f.flag("tie_word_embeddings", default=False),
         rope_theta=theta, rope_scaling=scaling,
         sliding_window=window if f.flag("use_sliding_window", default=True) else None,

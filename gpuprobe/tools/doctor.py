@@ -1,10 +1,12 @@
 """What works on this machine and what to fix: the data behind ``gpuprobe doctor``.
 
-:func:`collect` probes Python, the optional packages, CUDA and the GPU, NVML, Nsight Compute
-(``ncu`` and counter permission), the MPS control binary and whether other processes use the GPU,
+:func:`collect` probes Python, the kernel the machine reports (``uname -r``: gVisor reports 4.4.x, the
+Firecracker microVMs 6.x, which decides whether ncu can read counters), the optional packages, CUDA and
+the GPU, NVML, Nsight Compute (``ncu`` and counter permission, probed with ``--clock-control none``), the
+MPS control binary and whether other processes use the GPU,
 then derives which measurement modes work here. Each finding is one :class:`Item` whose status is
 ``ok``, ``missing`` (not installed, not present, not supported) or ``failing`` (present but broken
-or refused), with what to do when it is not ok. Rendering (:func:`render_text`, :func:`render_rich`,
+or refused), with what to do when it is not ok. Rendering (:func:`render_text`, :func:`report_rows`,
 :meth:`Report.to_dict`) is separate from collecting. Every probe is guarded: a machine without a GPU,
 driver or ncu gets a complete report, never a traceback.
 """
@@ -18,15 +20,17 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import textwrap
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import gpuprobe
 from gpuprobe import __version__
-from gpuprobe.measure.telemetry import device_handle
+from gpuprobe.system.telemetry import device_handle
 from gpuprobe.ncu import runner as ncu_runner
-from gpuprobe.specs.gpus import match_device_name
+from gpuprobe.specs.gpus import gpu_from_device_name
+from gpuprobe.tools.selftest.counters import kept_output, probe_counters as run_counter_probe
 
 OK, MISSING, FAILING = "ok", "missing", "failing"
 STATUSES = (OK, MISSING, FAILING)
@@ -93,10 +97,13 @@ class Report:
         return {i.name: i.status for i in self.items}
 
     def to_dict(self) -> dict[str, Any]:
+        kernel = self.get("kernel")
         return {
             "gpuprobe": __version__,
             "python": platform.python_version(),
             "host": platform.node(),
+            "kernel_release": kernel.data.get("release") if kernel else None,
+            "runtime": kernel.data.get("runtime") if kernel else None,
             "gpu": self.gpu_name,
             "counts": self.counts(),
             "modes": self.modes,
@@ -142,6 +149,28 @@ def _probe_python() -> list[Item]:
     items.append(Item("python", "gpuprobe", OK, f"{gpuprobe.__version__} ({location})",
                       data={"version": gpuprobe.__version__, "location": location}))
     return items
+
+
+def runtime_of(release: str) -> str:
+    """The sandbox a kernel release points to: gVisor reports 4.4.x; the Firecracker microVMs of the lent
+    GPU nodes report 6.x with ``-fc`` in the release; anything else is a plain Linux kernel."""
+    if release.startswith("4.4."):
+        return "gVisor"
+    if "-fc" in release:
+        return "Firecracker"
+    return "Linux"
+
+
+def _probe_kernel() -> Item:
+    release = platform.release()
+    if not release:
+        return Item("python", "kernel", MISSING, "the kernel release is not readable (uname -r)",
+                    "record `uname -r` by hand: it says whether ncu can read counters here (gVisor: no)")
+    runtime = runtime_of(release)
+    note = {"gVisor": "; ncu cannot read counters under gVisor (LibraryNotLoaded)",
+            "Firecracker": "; ncu reads counters with --clock-control none"}.get(runtime, "")
+    return Item("python", "kernel", OK, f"{release} ({runtime}{note})",
+                data={"release": release, "runtime": runtime, "machine": platform.machine()})
 
 
 _PACKAGE_FIXES = {
@@ -296,7 +325,7 @@ def _probe_cuda(torch: Any | None, cuda: bool, nvml: tuple[Any, Any, str]) -> li
         items.append(Item("gpu", "gpu", MISSING, "no NVIDIA GPU found (neither torch nor NVML sees one)",
                           f"run on a GPU node; {NO_GPU_NOTE}"))
     else:
-        spec = match_device_name(gpu["name"])
+        spec = gpu_from_device_name(gpu["name"])
         gpu["registry"] = spec.name if spec else None
         parts = [gpu["name"], f"sm_{gpu['compute_capability'].replace('.', '')}" if gpu["compute_capability"] else None,
                  f"{gpu['sm_count']} SMs" if gpu["sm_count"] else None, f"{gpu['memory_bytes'] / 2**30:.1f} GiB",
@@ -450,7 +479,10 @@ def _probe_counters(ncu: str, cuda: bool, probe_counters: bool, timeout_s: float
     if not probe_counters:
         return Item("ncu", name, MISSING, "not checked (quick run)", "run `gpuprobe doctor` without --quick")
     try:
-        return _counter_item(ncu_runner.check_counter_permission(ncu, timeout_s=timeout_s))
+        status, message, output = run_counter_probe(ncu, timeout_s=timeout_s)
+        item = _counter_item((status, message))
+        item.data["probe_output"] = kept_output(output)
+        return item
     except Exception as e:  # noqa: BLE001
         return _counter_item_from_error(e)
 
@@ -570,6 +602,7 @@ def collect(*, probe_counters: bool = True, counter_timeout_s: float = 90.0) -> 
             busy = Item("nvml", "gpu_busy", FAILING, f"probe crashed: {type(e).__name__}: {e}",
                         "report this as a gpuprobe bug")
     guarded("python", "python", _probe_python)
+    guarded("python", "kernel", _probe_kernel)
     guarded("packages", "packages", lambda: _probe_packages(ncu_path))
     guarded("packages", "triton_launcher", _probe_launcher_toolchain)
     torch, cuda = _torch_cuda()
@@ -603,41 +636,25 @@ def _run(cmd: list[str], timeout: float) -> tuple[int, str] | None:
 # --------------------------------------------------------------------------------------------------
 # rendering
 
-def render_text(report: Report) -> str:
-    """Plain lines: one per item, ``status  name  what was found  -> what to do``."""
-    width = max(len(i.name) for i in report.items)
+def render_text(report: Report, width: int | None = None) -> str:
+    """Plain lines: one per item, ``status  name  what was found  -> what to do``; with ``width``, each
+    item wrapped to it, its continuation lines indented under what was found."""
+    name_w = max(len(i.name) for i in report.items)
+    indent = " " * (9 + name_w + 2)
     lines = []
     for i in report.items:
-        line = f"{i.status:<8} {i.name:<{width}}  {i.detail}"
+        line = f"{i.status:<8} {i.name:<{name_w}}  {i.detail}"
         if i.fix and not i.ok:
             line += f"  -> {i.fix}"
-        lines.append(line)
+        lines += textwrap.wrap(line, width, subsequent_indent=indent, break_on_hyphens=False) if width else [line]
     c = report.counts()
-    lines.append(f"{c[OK]} ok, {c[MISSING]} missing, {c[FAILING]} failing; modes that work here: "
-                 + (", ".join(m for m, ok in report.modes.items() if ok) or "none"))
+    summary = (f"{c[OK]} ok, {c[MISSING]} missing, {c[FAILING]} failing; modes that work here: "
+               + (", ".join(m for m, ok in report.modes.items() if ok) or "none"))
+    lines += textwrap.wrap(summary, width) if width else [summary]
     return "\n".join(lines)
 
 
-def render_rich(report: Report, console: Any | None = None) -> None:
-    """The same items as a rich table, grouped, with colored statuses."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console()
-    style = {OK: "green", MISSING: "yellow", FAILING: "bold red"}
-    table = Table(title="gpuprobe doctor", show_lines=False, expand=False)
-    table.add_column("status", no_wrap=True)
-    table.add_column("item", no_wrap=True)
-    table.add_column("found")
-    table.add_column("what to do")
-    group = None
-    for i in report.items:
-        if i.group != group:
-            if group is not None:
-                table.add_section()
-            group = i.group
-        table.add_row(f"[{style[i.status]}]{i.status}[/]", i.name, i.detail, "" if i.ok else i.fix)
-    console.print(table)
-    c = report.counts()
-    console.print(f"{c[OK]} ok, {c[MISSING]} missing, {c[FAILING]} failing; modes that work here: "
-                  + (", ".join(m for m, ok in report.modes.items() if ok) or "none"))
+def report_rows(report: Report) -> list[dict[str, Any]]:
+    """The items as rows (``fix`` only where the item is not ok)."""
+    return [{"status": i.status, "group": i.group, "item": i.name, "detail": i.detail,
+             "fix": None if i.ok or not i.fix else i.fix} for i in report.items]

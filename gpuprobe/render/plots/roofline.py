@@ -54,6 +54,13 @@ def plot_roofline(result: RooflineResult, path: str | Path, title: str | None = 
     by_op: dict[str, list] = {}
     for p in pts:
         by_op.setdefault(p.op, []).append(p)
+    calibrated = [p for p in pts if p.predicted_s is not None and p.floor_s]
+    for p in calibrated:  # the floor each prediction sits under: a faint tick joined to the prediction
+        y_floor, y_pred = p.flops / p.floor_s, p.flops / p.time_s
+        ax.plot([p.intensity, p.intensity], [y_floor, y_pred], "-", color=op_color(p.op), lw=0.6, alpha=0.35, zorder=3)
+        ax.scatter([p.intensity], [y_floor], s=12, marker="_", color=op_color(p.op), alpha=0.6, lw=1.0, zorder=3)
+    if calibrated:
+        ax.plot([], [], "-", color="grey", lw=0.6, alpha=0.6, label="floor (tick) to calibrated prediction")
     for op, ops_pts in by_op.items():
         ops_pts.sort(key=lambda p: p.batch or 0)
         xs = [p.intensity for p in ops_pts]
@@ -84,6 +91,9 @@ def plot_roofline(result: RooflineResult, path: str | Path, title: str | None = 
                      + (f", context {result.context}" if result.context else ""))
     sub = (f"ceilings: DRAM {c.dram_source}, compute {c.compute_source} ({c.compute_roof});"
            " marker size grows with batch")
+    labels = {p.time_source for p in pts if p.predicted_s is not None}
+    if labels:
+        sub += f"\ntimes: calibrated prediction ({'; '.join(sorted(labels))}), floor as ticks"
     if skipped:
         sub += f"\nnot placeable (zero or unknown FLOPs or DRAM bytes): {', '.join(skipped)}"
     if not pts:

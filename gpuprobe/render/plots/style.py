@@ -5,10 +5,12 @@ calling gpuprobe's plots never changes the backend of the session (a notebook ke
 """
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import Any
 
-from gpuprobe.ops import GEMM_OPS, OPS
+from gpuprobe.errors import UserError
+from gpuprobe.ops import GEMM_OPS
 
 _PALETTE = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -36,8 +38,6 @@ def new_figure(**kwargs: Any):
 def check_figure_path(path: str | Path) -> Path:
     """``path`` as a figure file, checked before any work: a file name (not a folder) with an image type
     matplotlib writes, in a folder that exists; :class:`~gpuprobe.errors.UserError` (one line) otherwise."""
-    from gpuprobe.errors import UserError
-
     p = Path(path)
     if p.is_dir():
         raise UserError(f"--plot '{p}' is a folder; give a file name, e.g. {p / 'roofline.png'}.")
@@ -52,9 +52,11 @@ def check_figure_path(path: str | Path) -> Path:
 
 
 def op_color(op: str) -> str:
+    """The op's colour; any other name (a kernel class, ``other:*``) gets a palette colour chosen by a
+    checksum of the name, the same in every process (``hash`` of a str changes with PYTHONHASHSEED)."""
     if op in OP_COLORS:
         return OP_COLORS[op]
-    return _PALETTE[hash(op) % len(_PALETTE)]
+    return _PALETTE[zlib.crc32(op.encode("utf-8")) % len(_PALETTE)]
 
 
 def op_marker(op: str) -> str:

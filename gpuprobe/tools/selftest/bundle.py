@@ -82,11 +82,13 @@ def write_evidence(out_dir: Path, cap_bytes: int = EVIDENCE_CAP_BYTES) -> dict[s
     while kept and sum(s for _, s in kept) + _overhead(len(kept) + 1) + note_room > cap_bytes:
         dropped.append(kept.pop())
     path = out_dir / EVIDENCE
+    tmp = out_dir / (EVIDENCE + ".tmp")  # written aside, then renamed: a reader never sees half an archive
     while True:
-        _write_tar(path, out_dir, sorted(kept, key=lambda t: str(t[0])), dropped)
-        if path.stat().st_size <= cap_bytes or not kept:
+        _write_tar(tmp, out_dir, sorted(kept, key=lambda t: str(t[0])), dropped)
+        if tmp.stat().st_size <= cap_bytes or not kept:
             break
         dropped.append(kept.pop())  # the estimate was short (incompressible data): drop one more
+    tmp.replace(path)
     return {
         "path": EVIDENCE,
         "bytes": path.stat().st_size,
@@ -120,18 +122,47 @@ def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ").strip()
 
 
-def render_markdown(summary: dict[str, Any]) -> str:
+def _or(value: Any, missing: str = "not found") -> str:
+    return missing if value is None else str(value)
+
+
+def runtime_lines(versions: dict[str, Any]) -> list[str]:
+    """The summary's first lines: where the run ran, each figure as the doctor measured it."""
+    v = versions or {}
+    release = v.get("kernel_release")
+    runtime = f"{v.get('runtime') or 'unknown runtime'} (kernel {release})" if release else "not measured"
+    driver = _or(v.get("driver")) + (f" (CUDA {v['driver_cuda']})" if v.get("driver_cuda") else "")
+    torch = _or(v.get("torch")) + (f" (CUDA {v['torch_cuda']})" if v.get("torch_cuda") else "")
+    return [
+        f"- runtime: {runtime}",
+        f"- GPU: {_or(v.get('gpu'), 'none')}; driver {driver}",
+        f"- Python {_or(v.get('python'))}, torch {torch}, triton {_or(v.get('triton'))}, ncu {_or(v.get('ncu'))}; "
+        f"counters: {v.get('counters') or 'not probed'}",
+    ]
+
+
+def result_line(summary: dict[str, Any]) -> str:
+    """Counts, then what the counts alone do not say: a stop from outside, no GPU verdict."""
     c = summary.get("counts", {})
+    line = f"- result: {c.get('passed', 0)} passed, {c.get('failed', 0)} failed, {c.get('skipped', 0)} skipped"
+    if summary.get("interrupted"):
+        sig = summary.get("stop_signal") or "SIGINT"
+        line += (f"; STOPPED ({'Ctrl-C' if sig == 'SIGINT' else sig}): the check in flight and those after it "
+                 "have no verdict")
+    if summary.get("no_gpu_verdict"):
+        line += f"; NO GPU VERDICT: {summary['no_gpu_verdict']}"
+    return line
+
+
+def render_markdown(summary: dict[str, Any]) -> str:
     lines = [
         "# gpuprobe selftest",
         "",
-        f"- GPU: {summary.get('gpu') or 'none'}",
+        *runtime_lines(summary.get("versions") or {}),
         f"- started: {summary.get('started')}; wall time {summary.get('wall_s', 0):.1f} s "
         f"of a {summary.get('budget_s', 0):.0f} s budget; estimates for {summary.get('gpu_class') or 'the default class'}",
         f"- gpuprobe {summary.get('gpuprobe')}; command: `{summary.get('command')}`",
-        f"- result: {c.get('passed', 0)} passed, {c.get('failed', 0)} failed, {c.get('skipped', 0)} skipped"
-        + ("; INTERRUPTED (Ctrl-C): the checks after the last one run were not run" if summary.get("interrupted")
-           else ""),
+        result_line(summary),
         "",
         "| check | result | key figures | seconds | estimate |",
         "|---|---|---|---|---|",

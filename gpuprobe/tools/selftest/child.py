@@ -6,6 +6,10 @@ GPU checks are on, its budget and the run's options. The child calls the functio
 ``{"status", "reason", "figures", "seconds"}`` to the request's ``result`` path; a traceback goes to
 stderr, which the runner keeps in the check's ``output.txt``. A crash or a kill leaves no result
 file, and the runner records that instead.
+
+SIGTERM (the runner stopping the check at a budget, or the kernel's parent-death signal when the runner
+itself dies) raises :class:`Stopped` in the check: its ``finally`` blocks and context managers run (an
+MPS daemon is stopped, a temporary folder removed) before the process ends; such a check has no verdict.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import importlib.util
 import json
 import math
 import os
+import signal
 import sys
 import time
 import traceback
@@ -60,6 +65,16 @@ def jsonable(x: Any) -> Any:
     return str(x)
 
 
+class Stopped(BaseException):
+    """Raised in a check by SIGTERM: not an ``Exception``, so a check's ``except Exception`` does not swallow
+    it, while its clean-up (``finally``, ``with``) still runs."""
+
+
+def _stop(signum, frame) -> None:  # noqa: ARG001
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop is enough: the clean-up must not be cut short
+    raise Stopped(f"stopped by {signal.Signals(signum).name}")
+
+
 def run_request(request: dict[str, Any]) -> dict[str, Any]:
     from gpuprobe.tools.selftest.registry import CheckContext, CheckFailed, Skip
 
@@ -79,6 +94,8 @@ def run_request(request: dict[str, Any]) -> dict[str, Any]:
         status, reason = "skipped", str(e) or "skipped by the check"
     except CheckFailed as e:
         status, reason, figures = "failed", str(e) or "the check's claim did not hold", e.figures
+    except Stopped as e:
+        status, reason = "skipped", f"not finished: {e}"
     except BaseException as e:  # noqa: BLE001 - every failure of a check is recorded, never raised
         traceback.print_exc()
         status, reason = "failed", f"{type(e).__name__}: {e}".strip()
@@ -93,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m gpuprobe.tools.selftest.child REQUEST.json", file=sys.stderr)
         return 2
+    signal.signal(signal.SIGTERM, _stop)
     request = json.loads(Path(argv[0]).read_text())
     result = run_request(request)
     path = Path(request["result"])

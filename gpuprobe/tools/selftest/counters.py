@@ -1,15 +1,17 @@
 """Counter permission, probed once per selftest run and reused by every check that needs counters.
 
-The probe (:func:`gpuprobe.ncu.runner.check_counter_permission`: one tiny torch program profiled
-by ncu for one metric, about 15 s) runs in the ``doctor`` check, which comes first; the
-``ncu_counter_permission`` check and every ncu check after it read that answer
-(:func:`counter_probe`) instead of profiling a program of their own. Run alone (``--check``), the
+The probe (:func:`gpuprobe.ncu.runner.probe_counters`: one tiny torch program profiled by ncu for one metric, with
+``--clock-control none`` as every gpuprobe ncu run on a shared node, about 15 s) runs in the ``doctor``
+check, which comes first; the ``ncu_counter_permission`` check and every ncu check after it read that
+answer (:func:`counter_probe`) instead of profiling a program of their own. Run alone (``--check``), the
 first check that needs it probes and leaves the answer for the others.
 
 A refusal is told apart from a failure: ``ERR_NVGPUCTRPERM`` (counters restricted to administrators)
-and ``Failed to initialize the profiler: LibraryNotLoaded`` (seen in sandboxed gVisor containers on
-an H200) are properties of the node, so the ncu checks are skipped with that reason and the claims
-are checked in timing mode where they can be; anything else is a failure of the probe.
+and ``Failed to initialize the profiler: LibraryNotLoaded`` (seen under gVisor on an H200) are properties
+of the node, so the ncu checks are skipped with that reason and the claims are checked in timing mode
+where they can be; anything else is a failure of the probe. The markers are looked for in the whole of
+ncu's output (the profiled program may print many lines after ncu's error), and the line found is kept
+in the answer's message.
 """
 from __future__ import annotations
 
@@ -19,17 +21,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from gpuprobe.ncu import runner
+from gpuprobe.ncu.runner import REFUSAL_MARKERS, probe_counters
 from gpuprobe.tools.selftest.registry import CheckContext
 
 PROBE_FILE = "counter_permission.json"
 #: Where the probe's answer is kept in a run: this check's folder.
 PROBE_CHECK = "ncu_counter_permission"
 OK, MISSING, REFUSED, FAILING = "ok", "missing", "refused", "failing"
-#: Output that means the node refuses counters (not a bug of gpuprobe or of the program profiled).
-REFUSAL_MARKERS = ("ERR_NVGPUCTRPERM", "LibraryNotLoaded", "restricted to administrators",
-                   "RmProfilingAdminOnly")
-
-
 @dataclass(frozen=True)
 class CounterProbe:
     """One answer: ``ok`` | ``missing`` (no ncu) | ``refused`` | ``failing``, the message, and where it came from."""
@@ -55,6 +54,17 @@ class CounterProbe:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+#: Characters of ncu's output kept with the probe's answer (its start and its end when longer).
+OUTPUT_KEPT_CHARS = 20_000
+
+
+def kept_output(output: str, limit: int = OUTPUT_KEPT_CHARS) -> str:
+    if len(output) <= limit:
+        return output
+    half = limit // 2
+    return output[:half] + f"\n[... {len(output) - limit} characters left out ...]\n" + output[-half:]
 
 
 def classify(status: str, message: str) -> str:
@@ -96,14 +106,13 @@ def counter_probe(ctx: CheckContext, timeout_s: float = 60.0) -> CounterProbe:
         return CounterProbe(**kept)
     doctor = _read(ctx.check_dir("doctor") / "doctor.json") if ctx.check_dir("doctor") else None
     found = from_doctor(doctor) if doctor else None
-    if found is None:
-        from gpuprobe.ncu.runner import check_counter_permission, find_ncu
-
-        t0 = time.monotonic()
-        status, message = check_counter_permission(find_ncu(), timeout_s=timeout_s)
-        found = CounterProbe(classify(status, message), message, "probed by this check",
-                             round(time.monotonic() - t0, 1))
     path = probe_path(ctx)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if found is None:
+        t0 = time.monotonic()
+        status, message, output = probe_counters(runner.find_ncu(), timeout_s=timeout_s)
+        found = CounterProbe(classify(status, message), message, "probed by this check",
+                             round(time.monotonic() - t0, 1))
+        path.with_name("counter_probe_output.txt").write_text(kept_output(output))
     path.write_text(json.dumps(found.to_dict(), indent=2) + "\n")
     return found

@@ -57,7 +57,7 @@ def measure_read_bandwidth(nbytes: int | None = None) -> float:
     timings, L2 flushed between repetitions); raises RuntimeError when its sum is wrong."""
     import torch
 
-    from gpuprobe.kernels.bench import time_s
+    from gpuprobe.kernels.common import time_s
 
     if nbytes is None:
         free, _ = torch.cuda.mem_get_info()

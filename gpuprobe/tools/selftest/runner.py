@@ -1,21 +1,29 @@
 """Runs selftest checks, each in its own process with its own time budget, and records every outcome.
 
-A check's process is started with ``python -m gpuprobe.tools.selftest.child`` in a new process session, its
-output kept in ``checks/<name>/output.txt``. A check that raises, crashes (segfault, abort) or is
-killed is recorded as failed and the run goes on; one still running at its own budget (plus a few
-seconds for the interpreter to start) is stopped and recorded as failed, "over its own budget".
+A check's process is started with ``python -m gpuprobe.tools.selftest.child`` in a new process session
+(:func:`gpuprobe.system.children.start_child`: it gets SIGTERM when this process dies), its output kept
+in ``checks/<name>/output.txt``. A check that raises, crashes (segfault, abort) or is killed is recorded
+as failed and the run goes on; one still running at its own budget (plus a few seconds for the
+interpreter to start) is stopped and recorded as failed, "over its own budget".
 
 Scheduling never lies: a check starts only when its estimate (:meth:`Check.estimate`, for the GPU
 at hand) fits in what is left of the run's total budget; otherwise it is skipped, "not enough budget
 left (needs ~N s, M s left)". A check that was started and is still running when the run's budget
 runs out is stopped and recorded as skipped with that reason, never as failed: the run's budget is
-not the check's claim. Without ``gpu=True``, or on a machine without CUDA, every GPU check is
-skipped with the reason; an expected check nobody has written yet is skipped, "not built". Ctrl-C
-stops the check in flight, and the summary of what ran is still written
-(see :mod:`gpuprobe.tools.selftest.bundle`).
+not the check's claim. Likewise a check stopped because the run was stopped from outside (SIGTERM from
+a watchdog or a batch system, Ctrl-C) is skipped with that reason: no verdict either way. Stopping a
+check sends SIGTERM to its whole process tree, which the check turns into its clean-up
+(:mod:`gpuprobe.tools.selftest.child`), and SIGKILL :data:`STOP_GRACE_S` later to what is left.
+
+Without ``gpu=True``, or on a machine without CUDA, every GPU check is skipped with the reason; an
+expected check nobody has written yet is skipped, "not built". The evidence archive is written before
+any check that could run past the run's end, and at the end; a stop signal that arrives while it is
+being written waits until it is complete (:func:`install_stop_handlers`), so a stopped run always leaves
+a whole ``evidence.tar.gz`` and its summaries (see :mod:`gpuprobe.tools.selftest.bundle`).
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
@@ -30,15 +38,26 @@ from pathlib import Path
 from typing import Any, Callable
 
 from gpuprobe.errors import UserError
+from gpuprobe.system.children import end_tree, start_child
 from gpuprobe.tools.selftest import registry
 from gpuprobe.tools.selftest.bundle import format_figures, write_bundle, write_summary
 from gpuprobe.tools.selftest.registry import Check
 
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
-#: The run's total: one 7-minute run on a GPU node's short slot.
-DEFAULT_BUDGET_S = 420.0
+#: The run's total: what ``scripts/device_selftest.sh`` gives the selftest in a 7-minute slot (420 s of
+#: wall time, less about 4 s of install and its 30 s end margin for stopping and copying out).
+DEFAULT_BUDGET_S = 386.0
 #: Seconds a check's process gets on top of its budget to start Python and import its module.
 STARTUP_GRACE_S = 10.0
+#: Seconds a stopped check gets between SIGTERM and SIGKILL for its clean-up (an MPS daemon's quit takes
+#: about 2 s). With the evidence archive already written, a run stopped at its deadline ends within
+#: about this plus a few seconds of summary writing: ``scripts/device_selftest.sh`` sends its own
+#: SIGTERM no sooner than :data:`WATCHDOG_AFTER_DEADLINE_S` after the deadline.
+STOP_GRACE_S = 5.0
+#: The least time between the run's deadline and a watchdog's SIGTERM (the script keeps to it).
+WATCHDOG_AFTER_DEADLINE_S = 15.0
+#: Exit status of ``selftest --gpu`` when GPU checks were asked for but none got a verdict (no usable GPU).
+EXIT_NO_GPU_VERDICT = 3
 
 #: Checks modules whose file name differs from the owner name used in ``registry.EXPECTED``.
 _MODULE_OWNER = {"nodes": "gpu_nodes"}
@@ -73,6 +92,7 @@ class SelftestRun:
     environment: dict[str, Any] = field(default_factory=dict)
     checks: list[CheckResult] = field(default_factory=list)
     interrupted: bool = False
+    stop_signal: str | None = None  # SIGTERM, SIGINT... when the run was stopped from outside
     gpu_class: str | None = None  # the registry name the estimates were read for
 
     @property
@@ -85,20 +105,97 @@ class SelftestRun:
     def result(self, name: str) -> CheckResult | None:
         return next((c for c in self.checks if c.name == name), None)
 
+    def gpu_verdicts(self) -> int:
+        """GPU checks that passed or failed (a skip is no verdict)."""
+        return sum(c.gpu is True and c.status in (PASSED, FAILED) for c in self.checks)
+
+    def no_gpu_verdict(self) -> str | None:
+        """Why a run asked for GPU checks holds no verdict on the GPU (None when it holds one, or when no
+        GPU check was asked for): the doctor found no usable GPU, or every GPU check was skipped."""
+        asked = [c for c in self.checks if c.gpu is True]
+        if not self.gpu_requested or not asked:
+            return None
+        if not _cuda_in(self.environment):
+            return f"the doctor found no usable GPU: {_cuda_reason(self.environment)}"
+        if not self.gpu_verdicts():
+            return f"none of the {len(asked)} GPU checks got a verdict (every one was skipped)"
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         from gpuprobe import __version__
 
         return {"gpu": self.gpu, "started": self.started, "wall_s": round(self.wall_s, 2),
                 "budget_s": self.budget_s, "gpu_class": self.gpu_class, "gpu_requested": self.gpu_requested,
-                "interrupted": self.interrupted,
+                "interrupted": self.interrupted, "stop_signal": self.stop_signal,
                 "gpuprobe": __version__, "command": self.command, "counts": self.counts(),
+                "gpu_verdicts": self.gpu_verdicts(), "no_gpu_verdict": self.no_gpu_verdict(),
+                "versions": versions_of(self.environment),
                 "environment": self.environment, "checks": [c.to_dict() for c in self.checks]}
 
 
+class RunStopped(KeyboardInterrupt):
+    """The run was stopped from outside: ``signal_name`` is SIGTERM, SIGINT (Ctrl-C) or SIGHUP."""
+
+    def __init__(self, signal_name: str = "SIGINT"):
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
 class _Interrupted(Exception):
-    def __init__(self, result: CheckResult):
+    def __init__(self, result: CheckResult, signal_name: str):
         super().__init__(result.reason)
         self.result = result
+        self.signal_name = signal_name
+
+
+# --------------------------------------------------------------------------------------------------
+# stop signals
+
+
+_STOP = {"depth": 0, "pending": None}
+
+
+def _on_stop_signal(signum, frame) -> None:  # noqa: ARG001
+    name = signal.Signals(signum).name
+    if _STOP["depth"]:  # inside a section that must finish (the evidence archive): stop right after it
+        _STOP["pending"] = _STOP["pending"] or name
+        return
+    raise RunStopped(name)
+
+
+def install_stop_handlers() -> None:
+    """SIGTERM, SIGHUP and SIGINT stop the run: the check in flight is stopped (skipped, with the signal
+    named), the summary of what ran and the evidence archive are written. A signal that comes while the
+    archive or the summaries are being written takes effect once they are complete. SIGINT is caught
+    even where the parent left it ignored (a background job of a non-interactive shell)."""
+    try:
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(sig, _on_stop_signal)
+    except ValueError:  # not the main thread (a test calling the CLI from a worker thread)
+        pass
+
+
+def _signal_name(stop: BaseException) -> str:
+    return getattr(stop, "signal_name", None) or "SIGINT"
+
+
+@contextlib.contextmanager
+def _finish_first(stop_after: bool = True):
+    """A section a stop signal does not cut: one that arrives inside it is raised at its end
+    (``stop_after``), or left for the caller to read (:func:`_pending_stop`)."""
+    _STOP["depth"] += 1
+    try:
+        yield
+    finally:
+        _STOP["depth"] -= 1
+        if stop_after and not _STOP["depth"] and _STOP["pending"]:
+            name, _STOP["pending"] = _STOP["pending"], None
+            raise RunStopped(name)
+
+
+def _pending_stop() -> str | None:
+    name, _STOP["pending"] = _STOP["pending"], None
+    return name
 
 
 # --------------------------------------------------------------------------------------------------
@@ -187,53 +284,59 @@ def _cuda_reason(environment: dict[str, Any]) -> str:
     return f"no CUDA GPU here ({why})"
 
 
+def versions_of(environment: dict[str, Any]) -> dict[str, Any]:
+    """The run's runtime and versions, each as the doctor measured it (None where it found none): kernel
+    release and runtime (gVisor, Firecracker), driver, GPU, Python, torch, triton, ncu, and whether ncu
+    read a counter (``counters``: ok | refused | failing | not probed | no ncu | no GPU)."""
+    items = {i.get("name"): i for i in environment.get("items", []) if isinstance(i, dict)}
+
+    def data(name: str, key: str) -> Any:
+        item = items.get(name)
+        return (item.get("data") or {}).get(key) if item and item.get("status") == "ok" else None
+
+    kernel = items.get("kernel") or {}
+    return {
+        "kernel_release": (kernel.get("data") or {}).get("release"),
+        "runtime": (kernel.get("data") or {}).get("runtime"),
+        "driver": (items.get("driver", {}).get("data") or {}).get("driver"),
+        "driver_cuda": (items.get("driver", {}).get("data") or {}).get("driver_cuda"),
+        "gpu": data("gpu", "name"),
+        "python": data("python", "version") or environment.get("python"),
+        "torch": data("torch", "version"),
+        "torch_cuda": (items.get("driver", {}).get("data") or {}).get("torch_cuda"),
+        "triton": data("triton", "version"),
+        "ncu": data("ncu", "version"),
+        "counters": counters_state(items.get("counter_permission")),
+    }
+
+
+def counters_state(item: dict[str, Any] | None) -> str:
+    """Whether ncu read a hardware counter in this run's probe, in one word or two."""
+    if not item:
+        return "not probed"
+    data = item.get("data") or {}
+    if item.get("status") == "ok":
+        return "readable"
+    if "probe_status" in data:
+        from gpuprobe.tools.selftest.counters import classify
+
+        return classify(data["probe_status"], data.get("probe_message", ""))
+    detail = item.get("detail") or ""
+    if "needs ncu" in detail:
+        return "no ncu"
+    if "needs a CUDA GPU" in detail:
+        return "no GPU"
+    return "not probed"
+
+
 # --------------------------------------------------------------------------------------------------
 # one check
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (Linux /proc), also those that started their own session."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-            ppid = int(text[text.rindex(")") + 2:].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def _signal_all(proc: subprocess.Popen, pids: list[int], sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-def _kill_tree(proc: subprocess.Popen) -> None:
-    """Stop a check's process, its process group and every process it started (ncu, pytest, servers)."""
-    pids = _descendants(proc.pid)
-    _signal_all(proc, pids, signal.SIGTERM)
-    try:
-        proc.wait(timeout=5.0)
-    except subprocess.TimeoutExpired:
-        pass
-    _signal_all(proc, pids + _descendants(proc.pid), signal.SIGKILL)
-    try:
-        proc.wait(timeout=10.0)
-    except subprocess.TimeoutExpired:
-        pass
+def _stop_check(proc: subprocess.Popen) -> None:
+    """Stop a check's process and everything it started (ncu, pytest, servers), its clean-up first."""
+    with _finish_first(stop_after=False):  # a stop signal meanwhile is honoured before the next check
+        end_tree(proc, grace_s=STOP_GRACE_S)
 
 
 def _last_line(path: Path) -> str:
@@ -242,6 +345,10 @@ def _last_line(path: Path) -> str:
     except OSError:
         return ""
     return lines[-1][:300] if lines else ""
+
+
+def _describe(signal_name: str) -> str:
+    return "Ctrl-C" if signal_name == "SIGINT" else signal_name
 
 
 def _exit_reason(code: int) -> str:
@@ -277,13 +384,12 @@ def run_check(chk: Check, out_dir: Path, *, gpu: bool, deadline_s: float, option
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     t0 = time.monotonic()
     with open(check_dir / "output.txt", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "gpuprobe.tools.selftest.child", str(request_path.resolve())],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=env)
+        proc = start_child([sys.executable, "-m", "gpuprobe.tools.selftest.child", str(request_path.resolve())],
+                           stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         try:
             proc.wait(timeout=max(deadline_s, 0.1))
         except subprocess.TimeoutExpired:
-            _kill_tree(proc)
+            _stop_check(proc)
             base.seconds = time.monotonic() - t0
             if total_budget_binds:
                 base.status = SKIPPED
@@ -292,14 +398,17 @@ def run_check(chk: Check, out_dir: Path, *, gpu: bool, deadline_s: float, option
             else:
                 base.reason = f"over its own budget: stopped after {base.seconds:.0f} s (budget {chk.budget_s:g} s)"
             return base
-        except KeyboardInterrupt:
-            _kill_tree(proc)
+        except KeyboardInterrupt as stop:
+            _stop_check(proc)
             base.seconds = time.monotonic() - t0
-            base.reason = f"interrupted (Ctrl-C) after {base.seconds:.0f} s"
-            raise _Interrupted(base) from None
+            name = _signal_name(stop)
+            base.status = SKIPPED
+            base.reason = (f"not finished: the run was stopped ({_describe(name)}) after {base.seconds:.0f} s "
+                           f"(estimated ~{estimate_s or chk.budget_s:.0f} s); no verdict")
+            raise _Interrupted(base, name) from None
         finally:
             if proc.poll() is None:
-                _kill_tree(proc)
+                _stop_check(proc)
     base.seconds = time.monotonic() - t0
     # the check's own process is done; whatever it left in its process group goes too
     try:
@@ -332,7 +441,8 @@ def run_selftest(out_dir: str | Path, *, names: list[str] | None = None, gpu: bo
 
     ``checks`` replaces the registry (tests pass their own); ``environment`` replaces the doctor's
     (a dict as ``gpuprobe doctor --json`` prints); ``gpu_name`` (a registry name) picks the estimates,
-    else the doctor's GPU does. Returns the run; ``run.interrupted`` after Ctrl-C.
+    else the doctor's GPU does. Returns the run; ``run.interrupted`` (and ``run.stop_signal``) when it was
+    stopped from outside.
     """
     if not budget_s > 0:
         raise UserError(f"the total budget must be a positive number of seconds, got {budget_s}.")
@@ -355,6 +465,7 @@ def run_selftest(out_dir: str | Path, *, names: list[str] | None = None, gpu: bo
                       budget_s=float(budget_s), gpu_requested=gpu, command=command)
     env_known = environment is not None
     run.environment = environment if environment is not None else {}
+    bundled = 0  # results in the evidence archive last written
     try:
         if not names:  # a checks module that does not import and owns no expected check: say so once
             owners = set(registry.EXPECTED.values())
@@ -365,6 +476,9 @@ def run_selftest(out_dir: str | Path, *, names: list[str] | None = None, gpu: bo
                     say(_progress_line(0, len(plan), run.checks[-1]))
         total = len(plan)
         for index, name in enumerate(plan, 1):
+            pending = _pending_stop()
+            if pending:
+                raise RunStopped(pending)
             chk = checks[name]
             if gpu and not env_known and chk is not None and chk.gpu:  # is there CUDA to run them on?
                 run.environment, env_known = _environment(out_dir), True
@@ -376,10 +490,16 @@ def run_selftest(out_dir: str | Path, *, names: list[str] | None = None, gpu: bo
             result = _pre_skip(name, chk, gpu=gpu, cuda=_cuda_in(run.environment), remaining=remaining,
                                estimate=estimate, environment=run.environment, import_errors=import_errors)
             if result is None:
+                own = chk.budget_s + startup_grace_s
+                if own > remaining and len(run.checks) > bundled:
+                    # this check may still run when the run's time is up: the evidence so far is kept first
+                    run.wall_s = time.monotonic() - t0
+                    _write_bundle(run)
+                    bundled = len(run.checks)
+                    remaining = budget_s - (time.monotonic() - t0)
                 if progress and sys.stdout.isatty():
                     say(f"[{index:>{len(str(total))}}/{total}] {name} ... (estimate ~{estimate:.0f} s, "
                         f"budget {chk.budget_s:g} s)")
-                own = chk.budget_s + startup_grace_s
                 result = run_check(chk, out_dir, gpu=gpu, deadline_s=min(own, remaining),
                                    options=dict(options or {}), total_budget_binds=remaining < own,
                                    estimate_s=estimate)
@@ -387,24 +507,43 @@ def run_selftest(out_dir: str | Path, *, names: list[str] | None = None, gpu: bo
             run.checks.append(result)
             say(_progress_line(index, total, result))
             run.wall_s = time.monotonic() - t0
-            write_summary(run)
+            with _finish_first(stop_after=False):
+                write_summary(run)
     except _Interrupted as stop:
         run.checks.append(stop.result)
         say(_progress_line(plan.index(stop.result.name) + 1, len(plan), stop.result))
-        run.interrupted = True
-    except KeyboardInterrupt:
-        run.interrupted = True
-    if run.interrupted:
-        done = {c.name for c in run.checks}
-        for name in [n for n in plan if n not in done]:
-            chk = checks[name]
-            run.checks.append(_skipped(name, chk, "not run: interrupted (Ctrl-C)"))
-    if _doctor_json(out_dir) is not None or not env_known:
-        run.environment = _environment(out_dir)
-    shutil.rmtree(out_dir / ".runner", ignore_errors=True)
-    run.wall_s = time.monotonic() - t0
-    write_bundle(run)
+        run.interrupted, run.stop_signal = True, stop.signal_name
+    except KeyboardInterrupt as stop:
+        run.interrupted, run.stop_signal = True, _signal_name(stop)
+    with _finish_first(stop_after=False):  # from here on, a stop signal only adds its name
+        if run.interrupted:
+            done = {c.name for c in run.checks}
+            for name in [n for n in plan if n not in done]:
+                chk = checks[name]
+                run.checks.append(_skipped(name, chk, f"not run: the run was stopped ({_describe(run.stop_signal)})"))
+        if _doctor_json(out_dir) is not None or not env_known:
+            run.environment = _environment(out_dir)
+        shutil.rmtree(out_dir / ".runner", ignore_errors=True)
+        run.wall_s = time.monotonic() - t0
+        _write_bundle(run)
+    late = _pending_stop()
+    if late and not run.interrupted:  # stopped while the last summaries were written: all of it is there
+        run.interrupted, run.stop_signal = True, late
+        with _finish_first(stop_after=False):
+            write_summary(run, _last_evidence(out_dir))
     return run
+
+
+def _write_bundle(run: SelftestRun) -> None:
+    with _finish_first(stop_after=False):
+        write_bundle(run)
+
+
+def _last_evidence(out_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((out_dir / "summary.json").read_text()).get("evidence")
+    except (OSError, ValueError):
+        return None
 
 
 def _skipped(name: str, chk: Check | None, reason: str) -> CheckResult:

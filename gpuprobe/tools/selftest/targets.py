@@ -110,3 +110,46 @@ def targets_figure(targets: Iterable[Target | None]) -> list[dict[str, Any]]:
 def missed(targets: Iterable[Target | None]) -> list[str]:
     """One line per target that was measured and missed."""
     return [t.line() for t in targets if t is not None and t.met is False]
+
+
+# ---- the fused batch-1 decode step -------------------------------------------------------------------------
+
+#: Seconds one decode layer spends above its weight reads, per GPU family with its reasoning. In
+#: shared/fixtures/ncu (H100 80GB HBM3, Qwen2-0.5B layer 0 at B=32, C=512, under ncu with caches flushed
+#: before each kernel) the layer's five non-GEMM kernels took 20.5 us and its four GEMMs 28 us against about
+#: 10 us of weight reads: 38.5 us above the reads. At batch 1 in a CUDA-graph replay (warm L2, no launch
+#: gaps, less data per non-GEMM kernel) a layer spends less, so this is a target the engine can reach, and
+#: a step of unfused kernels (about four times as many) misses it. The H200 has the H100's SMs, clocks and
+#: launch path (only its memory is faster, which the floor already counts): the same figure. Keys are
+#: registry names: a GPU of another SM count or clock (an H100 PCIe) has no figure yet.
+LAYER_ABOVE_FLOOR_S: dict[str, tuple[float, str]] = {
+    "h100-sxm": (38.5e-6, "the H100 fixture's 48.5 us per Qwen2-0.5B layer under ncu less its 10 us of weight reads"),
+    "h200": (38.5e-6, "as on the H100 (same SMs, clocks and launch path): 48.5 us per layer less 10 us of reads"),
+}
+#: A calibrated prediction states its held-out median |error| m; for normally spread errors about 95% of
+#: them lie within 2.9 m (1.96 sigma against 0.674 sigma), so a step is judged against the prediction
+#: times 1 + 3 m.
+CALIBRATION_ERROR_FACTOR = 3.0
+
+
+def fused_step_target(step_s: float | None, floor_s: float, num_layers: int, spec, prediction=None) -> Target | None:
+    """The fused batch-1 graph step against a target reachable on this GPU: the calibrated prediction
+    within its stated error where a calibration exists (``prediction``: a StepPrediction of
+    gpuprobe.calibration), else the weight-read floor plus :data:`LAYER_ABOVE_FLOOR_S` per layer for the
+    GPU's family; None where neither is known (the ratio to the floor stays a figure)."""
+    value = None if step_s is None else step_s * 1e3
+    if prediction is not None and getattr(prediction, "predicted_s", None):
+        err = getattr(prediction, "error_median", None) or 0.0
+        limit = prediction.predicted_s * (1.0 + CALIBRATION_ERROR_FACTOR * err)
+        return between("fused batch-1 step", value, None, limit * 1e3, "ms",
+                       f"the calibrated prediction {prediction.predicted_s * 1e3:.3f} ms x (1 + "
+                       f"{CALIBRATION_ERROR_FACTOR:g} x its held-out median error {err:.1%})")
+    if spec is None:
+        return None
+    if spec.name not in LAYER_ABOVE_FLOOR_S:  # another SM count or clock (an H100 PCIe): no figure measured
+        return None
+    per_layer, why = LAYER_ABOVE_FLOOR_S[spec.name]
+    limit = floor_s + num_layers * per_layer
+    return between("fused batch-1 step", value, None, limit * 1e3, "ms",
+                   f"the weight-read floor {floor_s * 1e3:.3f} ms + {num_layers} layers x "
+                   f"{per_layer * 1e6:.1f} us ({why})")

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from gpuprobe.errors import GpuprobeError
 from gpuprobe.tools.selftest.registry import CheckContext, CheckFailed, Skip, check, require_cuda
 
 MODEL = "qwen2-0.5b"
@@ -26,6 +27,9 @@ CURVE_RISE_MIN = 4.0
 JOULES_PER_TOKEN_RANGE = (1e-4, 1.0)
 ENERGY_AGREEMENT_FACTOR = 3.0
 MPS_SERVER = "nvidia-cuda-mps-server"
+#: Why energy per token is not judged on a node whose NVML has no total-energy counter.
+NO_ENERGY_COUNTER = ("this node's NVML has no total-energy counter (nvmlDeviceGetTotalEnergyConsumption): J/token "
+                     "is judged from that counter only")
 
 
 def _need_engine(what: str) -> None:
@@ -164,12 +168,15 @@ def energy_per_token(ctx: CheckContext) -> dict:
     require_cuda()
     _need_engine("gpuprobe.engine")
     from gpuprobe.measure.replicas import engine_command, run_replicas
-    from gpuprobe.measure.telemetry import MIN_ENERGY_WINDOW_S, Telemetry
+    from gpuprobe.system.telemetry import MIN_ENERGY_WINDOW_S, Telemetry
 
     batch = 64
     tel = Telemetry(interval_s=0.05, clock=time.time)
     if not tel.available:
         raise Skip(tel.reason or "NVML unavailable")
+    if tel.read().energy_j is None:  # J/token needs the counter: power samples are averaged over ~1 s on Hopper
+        tel.close()
+        raise Skip(NO_ENERGY_COUNTER)
     try:
         run = run_replicas(engine_command(MODEL, batch, CONTEXT, 64, 6.0, "bf16", None, None), 1, telemetry=tel,
                            work_dir=ctx.out_dir / "replica", setup_timeout_s=max(30.0, ctx.budget_s - 30),
@@ -188,8 +195,8 @@ def energy_per_token(ctx: CheckContext) -> dict:
                "energy_source": summary.get("energy_source"), "throttle_reasons": summary.get("throttle_reasons")}
     if not r.ok:
         raise CheckFailed(f"the decode replica failed: {r.reason}", figures)
-    if summary.get("energy_source") != "counter":
-        problems.insert(0, "no total-energy counter reading (nvmlDeviceGetTotalEnergyConsumption)")
+    if summary.get("energy_source") != "counter":  # read before the run, gone during it: the node's, not ours
+        raise Skip(f"{NO_ENERGY_COUNTER} (it answered before the decode window, not during it)")
     if (run.window_s or 0) < MIN_ENERGY_WINDOW_S:
         problems.insert(0, f"decode window {run.window_s or 0:.1f} s is shorter than {MIN_ENERGY_WINDOW_S} s")
     if problems:
@@ -299,12 +306,21 @@ def replicate_mps_cleanup(ctx: CheckContext) -> dict:
     share = memory_share(2, DEFAULT_FIXED_COST_BYTES, det.memory_bytes) if det and det.memory_bytes else None
     work = ctx.out_dir / "replicas"
     daemon = MPSDaemon(keep_logs=ctx.out_dir / "mps-logs")
-    with daemon:
+    try:
+        daemon.start()
+    except (GpuprobeError, OSError) as e:  # the binary is there, the daemon is not: the node's, not ours
+        daemon.stop()
+        raise Skip(f"the MPS control daemon cannot start on this node: {e}"[:300]) from None
+    try:  # stopped here on every way out, a SIGTERM of the runner included (it raises in the check)
         pipe = daemon.env["CUDA_MPS_PIPE_DIRECTORY"]
         answered = daemon.answers()
+        if not answered:
+            raise Skip("the MPS control daemon started but does not answer on this node (get_server_list)")
         with MPSObserver(pipe, work / "barrier", control, daemon.env) as seen:
             run = run_replicas(engine_command(MODEL, 16, 512, 16, 1.0, "bf16", None, share), 2, env=daemon.env,
                                work_dir=work, setup_timeout_s=max(30.0, ctx.budget_s - 30), run_timeout_s=60)
+    finally:
+        daemon.stop()
     servers = sorted(seen.servers_while_replicas_ran)
     left = sorted(set(processes_with_env("CUDA_MPS_PIPE_DIRECTORY", pipe)) |
                   {p for p in servers if alive(p)})
@@ -314,8 +330,6 @@ def replicate_mps_cleanup(ctx: CheckContext) -> dict:
                "ended_by_signal": daemon.killed, "mps_processes_left": left,
                "failures": [f.reason for f in run.failed]}
     problems = judge_mps(servers, left, len(run.ok), 2, daemon.stopped_cleanly)
-    if not answered:
-        problems.insert(0, "the MPS control daemon did not answer while running")
     if problems:
         raise CheckFailed("; ".join(problems), figures)
     return figures

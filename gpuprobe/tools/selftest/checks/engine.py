@@ -1,6 +1,8 @@
 """GPU checks of the decode engine: graph replay gives eager's tokens; graph-mode throughput at B=1 and 256
 with the unfused batch-1 step's ratio to the weight-read floor as a figure; the batch-1 step fused by
-``torch.compile`` against the weight-read floor (an extra check: its compile takes a minute)."""
+``torch.compile`` against the target reachable on the GPU at hand (an extra check: its compile takes a
+minute). 2x the weight-read floor is not such a target (docs/contracts.md section 10): on an H200 it
+leaves about 1.5 us per kernel above the weight reads; the ratio to the floor is a figure."""
 from __future__ import annotations
 
 import gc
@@ -9,13 +11,15 @@ import random
 from typing import Any
 
 from gpuprobe.measure.throughput import weight_read_floor_s
+from gpuprobe.specs import load_model_spec
+from gpuprobe.tools.selftest import targets
 from gpuprobe.tools.selftest.registry import CheckContext, CheckFailed, check, require_cuda
+from gpuprobe.tools.selftest.targets import fused_step_target, missed, targets_figure
 
 MODEL = "qwen2-0.5b"
 CONTEXT = 1024
-#: Target of docs/contracts.md (targets): the graph-mode step at batch 1 within this factor of the weight-read
-#: floor. It needs fused kernels, so only the fused steps are judged against it; the unfused step's ratio
-#: is a figure.
+#: The graph-mode step at batch 1 over the weight-read floor that the first target asked for; a figure shown
+#: beside the ratio, not judged (docs/contracts.md section 10: unreachable on an H200).
 FLOOR_FACTOR_TARGET = 2.0
 #: A step faster than this share of the weight-read floor did not read its weights: the floor (copy
 #: bandwidth, weight bytes) or the step time is wrong.
@@ -162,7 +166,7 @@ def _b1_figures(prefix: str, row: dict[str, Any], floor_s: float) -> dict[str, A
 
 @check("throughput_b1_compiled", owner="engine", gpu=True, budget_s=240, estimate_s=120)
 def throughput_b1_compiled(ctx: CheckContext) -> dict:
-    """Batch-1 graph step of qwen2-0.5b fused by torch.compile and not; the better within 2x the weight-read floor.
+    """Batch-1 graph step of qwen2-0.5b fused by torch.compile and not; the better within the GPU's reachable target.
 
     Context 1024, random KV fill, bf16. Each graph's logits are compared with the eager step's on
     the same state (a lost KV write or a stale buffer shows there). A compiler that fails on the node
@@ -204,9 +208,11 @@ def throughput_b1_compiled(ctx: CheckContext) -> dict:
             raise CheckFailed(f"the {name} graph step's logits differ from the eager step's by "
                               f"{row['eager_rel_diff']:.3g} of the largest logit (limit {FUSED_REL_DIFF_LIMIT})",
                               figures)
-    if ratio > FLOOR_FACTOR_TARGET:
-        raise CheckFailed(f"best batch-1 graph step ({figures['best']}) {best['step_latency_s'] * 1e3:.4f} ms is "
-                          f"{ratio:.2f}x the weight-read floor ({figures['weight_read_floor_ms']} ms; kernels per step "
-                          f"unfused {figures.get('unfused_kernels_per_step')}, fused "
-                          f"{figures.get('fused_kernels_per_step')}); target {FLOOR_FACTOR_TARGET}x", figures)
+    target = fused_step_target(best["step_latency_s"], floor, load_model_spec(MODEL).num_layers, targets.spec_here())
+    figures["targets"] = targets_figure([target])
+    problems = missed([target])
+    if problems:
+        raise CheckFailed(f"best batch-1 graph step ({figures['best']}, {ratio:.2f}x the weight-read floor; kernels "
+                          f"per step unfused {figures.get('unfused_kernels_per_step')}, fused "
+                          f"{figures.get('fused_kernels_per_step')}): {problems[0]}", figures)
     return figures

@@ -5,13 +5,13 @@ import importlib.util
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from gpuprobe.system.children import end_tree, start_child
 from gpuprobe.tools.selftest.registry import CheckContext, CheckFailed, Skip, check
 
 #: Environment variable naming the tests folder for ``gpu_tests`` (e.g. a checkout beside an installed gpuprobe).
@@ -110,15 +110,16 @@ def gpu_tests(ctx: CheckContext) -> dict[str, Any]:
            "--continue-on-collection-errors", f"--rootdir={tests.parent}", f"--junitxml={junit}"]
     ctx.log(f"running: {' '.join(cmd)} (cwd {tests.parent}, {timeout:.0f} s)")
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=tests.parent, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = start_child(cmd, cwd=tests.parent, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            end_tree(proc, grace_s=3.0)
             figures = count_terminal(log.read_text(errors="replace"))
             raise CheckFailed(f"the gpu tests ran past {timeout:.0f} s and were stopped", figures) from None
+        except BaseException:  # stopped by the runner: pytest and what it started go too
+            end_tree(proc, grace_s=3.0)
+            raise
     text = log.read_text(errors="replace")
     if code == 5:
         raise Skip(f"no test marked gpu was collected under {tests}")

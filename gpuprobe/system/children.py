@@ -6,6 +6,8 @@ group (SIGTERM, then SIGKILL after a grace period), never just the one process, 
 does so on a timeout and on Ctrl-C alike. On Linux a child started from the main thread also asks the
 kernel for SIGTERM when its parent dies (``PR_SET_PDEATHSIG``), so a parent killed with SIGKILL leaves no
 child running: each level of a sweep (point, ncu, the profiled program) ends with the one above it.
+:func:`end_tree` ends a child and every process below it, also those that started a session of their
+own (a daemon's helper, a server), found through ``/proc``.
 """
 from __future__ import annotations
 
@@ -67,6 +69,55 @@ def end_group(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
         pass
     _signal_group(proc, signal.SIGKILL)
     proc.wait()
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (Linux ``/proc``), also those that started a session of their own;
+    parents before their children. Empty where ``/proc`` cannot be read."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+            ppid = int(text[text.rindex(")") + 2:].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(0), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _signal_pids(pids: Sequence[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def end_tree(proc: subprocess.Popen, grace_s: float = 5.0, kill_wait_s: float = 10.0) -> None:
+    """End a child started in its own session, its process group and every process below it: SIGTERM to
+    all of them (a child that turns SIGTERM into an exception runs its clean-up: a daemon stopped, a
+    temporary folder removed), SIGKILL to what is left after ``grace_s`` (the processes found before and
+    after the grace, so one started during the clean-up goes too). Returns once the child has exited or
+    ``kill_wait_s`` has passed after the SIGKILL."""
+    pids = descendants(proc.pid)
+    _signal_group(proc, signal.SIGTERM)
+    _signal_pids(pids, signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    left = [p for p in dict.fromkeys(pids + descendants(proc.pid)) if process_alive(p)]
+    _signal_group(proc, signal.SIGKILL)
+    _signal_pids(left, signal.SIGKILL)
+    try:
+        proc.wait(kill_wait_s)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def _die_with(parent_pid: int) -> Callable[[], None]:

@@ -1,31 +1,32 @@
-"""Measurement of the paged attention kernel and the decode GEMM against their baselines.
+"""The project's Triton kernels measured against their baselines and the measured copy bandwidth.
 
 Used by ``gpuprobe attention-bench``, ``benchmarks/attention.py``, ``benchmarks/gemm.py`` and the
 ``kernels`` selftest checks, so every figure is computed one way:
 
-* time: median of ``triton.testing.do_bench`` (CUDA events; the L2 cache is flushed before every
-  repetition, so each run reads its KV from DRAM as in a decode step).
-* bytes: the minimum DRAM traffic, each byte once: K and V of every context token of every KV
-  head, plus q read and out written (:func:`attention_bytes`); the GEMM reads x and W and writes y.
+* time: median of ``triton.testing.do_bench`` (:func:`gpuprobe.kernels.common.time_s`: CUDA events; the
+  L2 cache is flushed before every repetition, so each run reads its KV from DRAM as in a decode step).
+* bytes: the minimum DRAM traffic, each byte once: attention's from :func:`gpuprobe.analytic.attention_bytes`
+  (K and V of every context token of every KV head, q read, out written); the GEMM reads x and W and
+  writes y (:func:`gpuprobe.kernels.gemm.gemm_bytes`); the fused kernels' from their own modules.
 * % of copy bandwidth: bytes / time over the project's one measured copy bandwidth
   (:func:`gpuprobe.ceilings.bandwidth.copy_bandwidth_and_source`: the cached ``gpuprobe ceilings``
   figure, else a quick torch device-to-device copy; read + written bytes).
 * baselines: ``torch.nn.functional.scaled_dot_product_attention(enable_gqa=True)`` on a dense cache
   ``[B, Hkv, C, D]`` of the same shape (cuDNN / flash on a GPU), the paged reference
-  (gather then SDPA, :mod:`.reference`), and ``torch.matmul`` (cuBLAS) for the GEMM.
+  (gather then SDPA, :mod:`gpuprobe.kernels.reference`), and ``torch.matmul`` (cuBLAS) for the GEMM.
 
-The pure parts (byte counts, targets, knob parsing) run anywhere; timing needs CUDA.
+``dtype`` arguments are normalised names (``bf16`` | ``fp16`` | ``fp32``). The pure parts (byte counts,
+targets, knob parsing) run anywhere; timing needs CUDA. torch, Triton and the kernels load inside the
+functions that time (``import gpuprobe.ceilings`` stays light).
 """
 from __future__ import annotations
 
-import csv
 import itertools
-import json
 import math
-import sys
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
+from gpuprobe.analytic import attention_bytes, dtype_bytes
 from gpuprobe.ceilings.bandwidth import copy_bandwidth_and_source as copy_bandwidth
 from gpuprobe.errors import NotAvailable
 from gpuprobe.ops import gemm_shapes
@@ -36,9 +37,6 @@ TARGET_LARGE_BATCH_PCT = 90.0  # B=256, C=2048: % of copy bandwidth, at least
 TARGET_LARGE_BATCH_SDPA_RATIO = 1.05  # ... and time / dense-SDPA time, at most
 TARGET_SPLITK_PCT = 70.0  # B=8, C=32768: split-K % of copy bandwidth, at least
 TARGET_GEMM_CUBLAS_RATIO = 1.2  # M <= 64: time / cuBLAS time, at most
-
-DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
-_ELT_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 
 
 @dataclass(frozen=True)
@@ -55,16 +53,10 @@ class HeadShape:
         return cls(spec.num_heads, spec.num_kv_heads, spec.head_dim)
 
 
-def attention_bytes(batch: int, context: int, shape: HeadShape, elt_bytes: int = 2) -> int:
-    """Minimum DRAM bytes of one decode-attention call: K and V of ``context`` tokens, q and out."""
-    kv = 2 * batch * shape.num_kv_heads * context * shape.head_dim * elt_bytes
-    q_out = 2 * batch * shape.num_q_heads * shape.head_dim * elt_bytes
-    return kv + q_out
-
-
-def gemm_bytes(m: int, n: int, k: int, elt_bytes: int = 2) -> int:
-    """Minimum DRAM bytes of ``[m, k] x [k, n]``: x and W read once, y written once."""
-    return (m * k + k * n + m * n) * elt_bytes
+def attention_call_bytes(batch: int, context: int, shape: HeadShape, elt_bytes: int = 2) -> int:
+    """Minimum DRAM bytes of one decode-attention call of ``shape`` (:func:`gpuprobe.analytic.attention_bytes`)."""
+    return attention_bytes(batch, context, num_heads=shape.num_q_heads, num_kv_heads=shape.num_kv_heads,
+                           head_dim=shape.head_dim, elt_bytes=elt_bytes).total
 
 
 def pct(bytes_moved: float, seconds: float, bandwidth: float) -> float:
@@ -139,18 +131,11 @@ def parse_knobs(text: str | None, allowed: tuple[str, ...]) -> list[dict[str, in
 # Device side
 # --------------------------------------------------------------------------------------------------
 def require_cuda() -> None:
+    """NotAvailable (one line, exit 2 from the CLI) unless a CUDA GPU is visible."""
     import torch
-
 
     if not torch.cuda.is_available():
         raise NotAvailable("this benchmark times CUDA kernels and no CUDA GPU is visible here; run it on a GPU node.")
-
-
-def time_s(fn: Callable[[], Any], *, warmup_ms: int = 25, rep_ms: int = 100) -> float:
-    """Median seconds of ``fn`` on the GPU (``triton.testing.do_bench``: L2 flushed before each rep)."""
-    from triton.testing import do_bench
-
-    return float(do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median")) * 1e-3
 
 
 def make_paged_inputs(batch: int, context: int | list[int], shape: HeadShape, *, page_size: int = 16,
@@ -162,6 +147,8 @@ def make_paged_inputs(batch: int, context: int | list[int], shape: HeadShape, *,
     """
     import torch
 
+    from gpuprobe.kernels.common import torch_dtype
+
     gen = torch.Generator(device="cpu")
     gen.manual_seed(seed if seed is not None else torch.seed() % (1 << 62))
     lens = [context] * batch if isinstance(context, int) else list(context)
@@ -169,7 +156,7 @@ def make_paged_inputs(batch: int, context: int | list[int], shape: HeadShape, *,
         raise ValueError("context must be one length or a list of batch non-negative lengths")
     max_pages = max(1, -(-max(lens) // page_size))
     num_pages = batch * max_pages
-    tdt = getattr(torch, DTYPE_NAMES[dtype])
+    tdt = torch_dtype(dtype)
     q = torch.randn(batch, shape.num_q_heads, shape.head_dim, generator=gen).to(device=device, dtype=tdt)
     kv_shape = (num_pages, page_size, shape.num_kv_heads, shape.head_dim)
     k_cache = torch.randn(kv_shape, dtype=tdt, device=device)  # device RNG: fast, fresh each run
@@ -185,7 +172,9 @@ def dense_sdpa_fn(batch: int, context: int, shape: HeadShape, dtype: str):
     import torch
     import torch.nn.functional as F
 
-    tdt = getattr(torch, DTYPE_NAMES[dtype])
+    from gpuprobe.kernels.common import torch_dtype
+
+    tdt = torch_dtype(dtype)
     q = torch.randn(batch, shape.num_q_heads, 1, shape.head_dim, device="cuda", dtype=tdt)
     k = torch.randn(batch, shape.num_kv_heads, context, shape.head_dim, device="cuda", dtype=tdt)
     v = torch.randn_like(k)
@@ -200,8 +189,9 @@ def bench_attention(*, model: str | None = None, shape: HeadShape | None = None,
     """Time the paged kernel at one point (and its baselines); returns one result row."""
     import torch
 
-    from . import paged_attention as pa
-    from .reference import paged_attention_reference
+    from gpuprobe.kernels import paged_attention as pa
+    from gpuprobe.kernels.common import time_s
+    from gpuprobe.kernels.reference import paged_attention_reference
 
     require_cuda()
     shape = shape or HeadShape.of_model(model or "qwen2-0.5b")
@@ -230,7 +220,7 @@ def bench_attention(*, model: str | None = None, shape: HeadShape | None = None,
         err = ((out.float() - ref).norm() / ref.norm()).item()
         row["rel_err"] = err
     t = time_s(run, rep_ms=rep_ms)
-    nbytes = attention_bytes(batch, context, shape, _ELT_BYTES[dtype])
+    nbytes = attention_call_bytes(batch, context, shape, dtype_bytes(dtype))
     bw, bw_source = copy_bandwidth()
     row.update(time_us=t * 1e6, bytes=nbytes, gbps=nbytes / t / 1e9, pct_copy_bw=pct(nbytes, t, bw),
                copy_bw_gbps=bw / 1e9, copy_bw_source=bw_source)
@@ -262,10 +252,11 @@ def bench_gemm(*, m: int, n: int, k: int, dtype: str = "bf16", knobs: dict[str, 
     """Time :func:`decode_gemm` and ``torch.matmul`` (cuBLAS) at one shape; returns one result row."""
     import torch
 
-    from .gemm import choose_gemm_config, decode_gemm
+    from gpuprobe.kernels.common import time_s, torch_dtype
+    from gpuprobe.kernels.gemm import choose_gemm_config, decode_gemm, gemm_bytes
 
     require_cuda()
-    tdt = getattr(torch, DTYPE_NAMES[dtype])
+    tdt = torch_dtype(dtype)
     x = torch.randn(m, k, device="cuda", dtype=tdt)
     w = torch.randn(k, n, device="cuda", dtype=tdt) / math.sqrt(k)
     out = torch.empty(m, n, device="cuda", dtype=tdt)
@@ -280,7 +271,7 @@ def bench_gemm(*, m: int, n: int, k: int, dtype: str = "bf16", knobs: dict[str, 
         row["rel_err"] = ((out.float() - ref).norm() / ref.norm()).item()
     t = time_s(run, rep_ms=rep_ms)
     t_cublas = time_s(lambda: torch.matmul(x, w), rep_ms=rep_ms)
-    nbytes = gemm_bytes(m, n, k, _ELT_BYTES[dtype])
+    nbytes = gemm_bytes(m, n, k, dtype_bytes(dtype))
     bw, _ = copy_bandwidth()
     row.update(time_us=t * 1e6, cublas_us=t_cublas * 1e6, ratio_vs_cublas=t / t_cublas,
                pct_copy_bw=pct(nbytes, t, bw), cublas_pct_copy_bw=pct(nbytes, t_cublas, bw),
@@ -289,58 +280,27 @@ def bench_gemm(*, m: int, n: int, k: int, dtype: str = "bf16", knobs: dict[str, 
     return row
 
 
+_FUSED_BENCHES = {"activation": ("activation", "bench_activation"), "fused_add_norm": ("norm", "bench_add_norm"),
+                  "rotary_kv_write": ("rotary", "bench_rotary_kv_write")}
+
+
+def bench_fused_kernel(kernel: str, *args, **kwargs) -> dict[str, Any]:
+    """One of the engine's fused kernels (``activation``, ``fused_add_norm``, ``rotary_kv_write``) timed by
+    its own module's benchmark, with its % of the measured copy bandwidth added."""
+    import importlib
+
+    if kernel not in _FUSED_BENCHES:
+        raise ValueError(f"kernel must be one of {', '.join(_FUSED_BENCHES)}, got {kernel!r}")
+    require_cuda()
+    module, function = _FUSED_BENCHES[kernel]
+    row = getattr(importlib.import_module(f"gpuprobe.kernels.{module}"), function)(*args, **kwargs)
+    bw, source = copy_bandwidth()
+    return {**row, "pct_of_copy_bw": pct(row["bytes"], row["time_s"], bw), "copy_bw_source": source}
+
+
 # --------------------------------------------------------------------------------------------------
 # Output
 # --------------------------------------------------------------------------------------------------
-def add_format_arguments(p) -> None:
-    """``--markdown | --json | --csv`` (default: a table), the benchmarks' one spelling of them."""
-    out = p.add_mutually_exclusive_group()
-    out.add_argument("--markdown", action="store_true")
-    out.add_argument("--json", action="store_true")
-    out.add_argument("--csv", action="store_true")
-
-
-def output_format(args) -> str:
-    """The format :func:`add_format_arguments` chose: markdown, json, csv or table."""
-    return "markdown" if args.markdown else "json" if args.json else "csv" if args.csv else "table"
-
-
-def print_rows(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]], fmt: str = "table",
-               title: str | None = None) -> None:
-    """Print rows as a rich table, Markdown, CSV or JSON lines. ``columns``: (key, header, format spec)."""
-    def cell(r: dict[str, Any], key: str, spec: str) -> str:
-        v = r.get(key)
-        return "-" if v is None else (format(v, spec) if spec else str(v))
-
-    if fmt == "markdown":
-        if title:
-            print(f"\n**{title}**\n")
-        print("| " + " | ".join(h for _, h, _ in columns) + " |")
-        print("|" + "---|" * len(columns))
-        for r in rows:
-            print("| " + " | ".join(cell(r, k, sp) for k, _, sp in columns) + " |")
-        return
-    if fmt == "json":
-        for r in rows:
-            print(json.dumps(r))
-        return
-    if fmt == "csv":
-        keys = list(dict.fromkeys(k for r in rows for k in r))
-        w = csv.DictWriter(sys.stdout, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    for _, header, _ in columns:
-        table.add_column(header, justify="right")
-    for r in rows:
-        table.add_row(*(cell(r, k, sp) for k, _, sp in columns))
-    Console().print(table)
-
-
 ATTENTION_COLUMNS = [
     ("batch", "B", ""), ("context", "ctx", ""), ("num_splits", "splits", ""), ("block_kv", "blk", ""),
     ("num_warps", "warps", ""), ("num_stages", "stages", ""), ("time_us", "time us", ".1f"),

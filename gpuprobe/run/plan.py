@@ -1,57 +1,43 @@
-"""Planning a roofline run: its options, the mode, the batch list, the points of a sweep, resume checks.
+"""Planning a roofline run: the GPU, the mode, the batch list, the points of a sweep, resume checks.
 
-``gpuprobe roofline`` builds one :class:`RooflineOptions` from its arguments; everything after that
-takes the options, never argparse's namespace. The mode (``analytic``, ``timing`` or ``ncu``) and the
-measured roofs cached by ``gpuprobe ceilings`` are chosen here and nowhere else.
+The GPU (:func:`resolve_gpu`), the mode (``analytic``, ``timing``, ``ncu`` or ``nsys``) and the measured
+roofs cached by ``gpuprobe ceilings`` are chosen here and nowhere else.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from gpuprobe.analytic import DEFAULT_KERNELS, max_batch_that_fits
+from gpuprobe.analytic import max_batch_that_fits
 from gpuprobe.ceilings import cached_ceilings, measured_roofs
 from gpuprobe.errors import NotAvailable, UserError
 from gpuprobe.measure.sweep import RESULTS_FILE
 from gpuprobe.ncu.runner import check_counter_permission
+from gpuprobe.specs.gpus import DEFAULT_GPU, DetectedGPU, GPUSpec, detect_gpu, get_gpu, gpu_from_device_name
 
-MODES = ("auto", "analytic", "timing", "ncu", "nsys")
-LAYERS = ("one", "all")
 SWEEP_FILE = "sweep.json"
 #: The sweep settings a resumed sweep must share with the one it continues.
 _RESUME_KEYS = ("model", "context", "dtype", "attention", "mode", "layers")
 
 
-@dataclass(frozen=True)
-class RooflineOptions:
-    """What ``gpuprobe roofline`` was asked for (built once, by the command line or by a caller).
+# ---- GPU -------------------------------------------------------------------------------------------
+def resolve_gpu(name: str | None = None, *, device_name: str | None = None,
+                detect: bool = True) -> tuple[GPUSpec, DetectedGPU | None]:
+    """The GPU a run is about, and the GPU on this machine (None without one).
 
-    ``batches_given``: the user named the batch sizes (kept as given) rather than taking the default
-    list (cut at what fits). ``use_cached_roofs``: add the measured roofs ``gpuprobe ceilings`` cached
-    for this GPU (False with ``--datasheet``). ``resume``: the folder of a sweep to continue.
-    """
-
-    model: str
-    batches: tuple[int, ...]
-    context: int
-    dtype: str
-    batches_given: bool = False
-    gpu: str | None = None
-    attention: str | None = None
-    mode: str = "auto"
-    layers: str = "one"
-    out: str | None = None
-    resume: str | None = None
-    use_cached_roofs: bool = True
-    kernels: str = DEFAULT_KERNELS  # the engine's kernel mode (docs/engine.md): fused | unfused
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise UserError(f"--mode must be one of {', '.join(MODES)}, got '{self.mode}'.")
-        if self.layers not in LAYERS:
-            raise UserError(f"--layers must be 'one' or 'all', got '{self.layers}'.")
+    ``--gpu NAME`` wins; else the registry's entry of a report's ``device_name``; else the detected GPU's
+    entry (``detect=False``: do not look); else :data:`~gpuprobe.specs.gpus.DEFAULT_GPU`."""
+    detected = detect_gpu() if detect else None
+    if name:
+        return get_gpu(name), detected
+    if device_name:
+        found = gpu_from_device_name(device_name)
+        if found is not None:
+            return found, detected
+    if detected is not None and detected.spec is not None:
+        return detected.spec, detected
+    return get_gpu(DEFAULT_GPU), detected
 
 
 # ---- mode ------------------------------------------------------------------------------------------
@@ -124,10 +110,14 @@ def plan_batches(batches: Sequence[int], spec, gpu, context: int, dtype: str, *,
 def make_points(model: str, batches: Iterable[int], *, context: int, dtype: str, attention: str | None,
                 mode: str, layers: str, out_dir: str | Path, keep_reports: bool = True,
                 ncu_timeout_s: float | None = None, graph_iters: int | None = None) -> list[dict[str, Any]]:
-    """One JSON-able kwargs dict per batch size for :func:`gpuprobe.measure.point.measure_point`
+    """One JSON-able kwargs dict per batch size for the mode's worker: :func:`gpuprobe.measure.point.measure_point`
     (``keep_reports=False``: delete each .ncu-rep once read; a report of one layer is about 17 MB;
-    ``ncu_timeout_s``, ``graph_iters``: the worker's defaults when None)."""
+    ``ncu_timeout_s``, ``graph_iters``: the worker's defaults when None), or in ``nsys`` mode
+    :func:`gpuprobe.nsys.engine_point.nsys_point` (whole graph-replayed steps: no layer filter)."""
     out = str(Path(out_dir).resolve())
+    if mode == "nsys":
+        return [{"model": model, "batch": int(b), "context": int(context), "dtype": dtype, "attention": attention,
+                 "out_dir": out} for b in batches]
     extra: dict[str, Any] = {} if keep_reports else {"keep_report": False}
     if ncu_timeout_s is not None:
         extra["ncu_timeout_s"] = float(ncu_timeout_s)
