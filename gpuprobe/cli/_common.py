@@ -12,17 +12,25 @@ from gpuprobe.specs.models import check_context as model_context_error
 ATTENTION_BACKENDS = BACKENDS  # the engine's list (gpuprobe.engine.backends), without importing torch
 
 
-def positive_int(what: str):
+def _int_at_least(what: str, least: int, kind: str):
     def conv(text: str) -> int:
         try:
             v = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be a positive integer, got '{text}'") from None
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"{what} must be a positive integer, got '{text}'")
+            raise argparse.ArgumentTypeError(f"{what} must be {kind}, got '{text}'") from None
+        if v < least:
+            raise argparse.ArgumentTypeError(f"{what} must be {kind}, got '{text}'")
         return v
 
     return conv
+
+
+def positive_int(what: str):
+    return _int_at_least(what, 1, "a positive integer")
+
+
+def non_negative_int(what: str):
+    return _int_at_least(what, 0, "a whole number >= 0")
 
 
 def positive_float(what: str):

@@ -4,26 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from gpuprobe.cli._common import positive_int
+from gpuprobe.cli._common import non_negative_int, positive_int
 from gpuprobe.errors import UserError
 from gpuprobe.measure.executors import EXECUTORS, LocalExecutor, SlurmExecutor, SlurmSettings, check_slurm, \
     parse_slurm_time
 
 #: ``--retries`` when not given: none here (a failure here recurs), two on a cluster (a node can fail).
 DEFAULT_RETRIES = {"local": 0, "slurm": 2}
-
-
-def _non_negative_int(what: str):
-    def conv(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be a whole number >= 0, got '{text}'") from None
-        if v < 0:
-            raise argparse.ArgumentTypeError(f"{what} must be a whole number >= 0, got '{text}'")
-        return v
-
-    return conv
 
 
 def add_executor_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,11 +21,11 @@ def add_executor_arguments(p: argparse.ArgumentParser) -> None:
                         "job (through submitit), the results folder on a filesystem the nodes share")
     g.add_argument("--max-parallel", type=positive_int("--max-parallel"), default=None, metavar="N",
                    help="slurm: at most N points of a results folder running at once (sbatch --array=...%%N)")
-    g.add_argument("--retries", type=_non_negative_int("--retries"), default=None, metavar="N",
+    g.add_argument("--retries", type=non_negative_int("--retries"), default=None, metavar="N",
                    help="run a point that failed or timed out again, up to N times (default: 0 local, 2 slurm; "
                         "an out-of-memory point is not retried)")
     g.add_argument("--slurm-partition", default=None, metavar="NAME", help="sbatch --partition")
-    g.add_argument("--slurm-gpus-per-job", type=_non_negative_int("--slurm-gpus-per-job"), default=1, metavar="N",
+    g.add_argument("--slurm-gpus-per-job", type=non_negative_int("--slurm-gpus-per-job"), default=1, metavar="N",
                    help="sbatch --gpus-per-node (default 1; 0 asks for no GPU)")
     g.add_argument("--slurm-constraint", default=None, metavar="FEATURES",
                    help="sbatch --constraint: nodes with these features (e.g. the nodes that permit GPU counters)")
