@@ -1,6 +1,6 @@
 """``gpuprobe roofline --mode nsys`` on a CPU: the sweep, its worker and the assembly run for real; a
 stand-in ``nsys`` writes, for the traced command's batch and context, a trace built from the export
-schema with what gpuprobe.nsys.engine_target leaves in it (no real node-traced fixture exists yet)."""
+schema with what gpuprobe.measure.nsys_target leaves in it (no real node-traced fixture exists yet)."""
 from __future__ import annotations
 
 import json
@@ -21,7 +21,7 @@ with open({log!r}, "a") as f:
     f.write(json.dumps(args) + "\n")
 if args[0] == "profile":
     stem = Path(args[args.index("-o") + 1])
-    cmd = args[args.index("gpuprobe.nsys.engine_target") - 2:]
+    cmd = args[args.index("gpuprobe.measure.nsys_target") - 2:]
     b, c = cmd[cmd.index("--batch") + 1], cmd[cmd.index("--context") + 1]
     stem.with_name(stem.name + ".nsys-rep").write_text(json.dumps({{"batch": int(b), "context": int(c)}}))
 elif args[0] == "export":
@@ -44,11 +44,11 @@ def fake_nsys(tmp_path, monkeypatch):
 
 
 def test_worker_traces_aligns_and_returns_a_record(fake_nsys, tmp_path):
-    from gpuprobe.nsys.engine_point import nsys_point
+    from gpuprobe.measure.nsys_point import nsys_point
 
     rec = nsys_point(model="qwen2-0.5b", batch=8, context=256, out_dir=str(tmp_path))
     call = json.loads(fake_nsys.read_text().splitlines()[0])
-    assert "--cuda-graph-trace=node" in call and "gpuprobe.nsys.engine_target" in call
+    assert "--cuda-graph-trace=node" in call and "gpuprobe.measure.nsys_target" in call
     assert rec["mode"] == "nsys" and rec["batch"] == 8 and rec["context"] == 256
     per_op = rec["timing"]["per_op_s"]
     assert per_op["attention"] == pytest.approx(2 * 19e-6) and per_op["qkv_proj"] == pytest.approx(2 * 16e-6)

@@ -329,7 +329,7 @@ def test_without_a_measured_copy_bandwidth_the_limiter_is_not_guessed(tmp_path):
 
 
 def engine_trace(path: Path, batch: int, context: int, graph_steps: int = 4) -> Path:
-    """What gpuprobe.nsys.engine_target leaves in a trace: unannotated warm-up steps, eager steps with op
+    """What gpuprobe.measure.nsys_target leaves in a trace: unannotated warm-up steps, eager steps with op
     ranges (decode > layer{i} > op), then graph replays inside 'graph_decode b=B c=C' ranges, whose
     kernels carry graph node ids and the graph launch's correlation id (built from the schema)."""
     tb = TraceBuilder()

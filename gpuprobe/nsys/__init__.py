@@ -16,7 +16,7 @@ table), :mod:`~gpuprobe.nsys.table` (the per-kernel frame), :mod:`~gpuprobe.nsys
 (decode steps), :mod:`~gpuprobe.nsys.trace_roofline` (per-op roofline records), :mod:`~gpuprobe.nsys.runner`
 (nsys itself); for the command line (in :mod:`gpuprobe.cli`: ``_nsys_report``, ``_nsys_profile``)
 and ``roofline --mode nsys``: :mod:`~gpuprobe.nsys.engine_roofline` and
-:mod:`~gpuprobe.nsys.engine_target` (``roofline --mode nsys``). docs/nsys.md tells the whole story.
+:mod:`~gpuprobe.measure.nsys_target` (``roofline --mode nsys``). docs/nsys.md tells the whole story.
 """
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ from gpuprobe.run.plan import SWEEP_FILE, cached_roofs, check_resume, make_point
 
 #: The child-process worker of each measured mode.
 WORKERS = {"ncu": "gpuprobe.measure.point:measure_point", "timing": "gpuprobe.measure.point:measure_point",
-           "nsys": "gpuprobe.nsys.engine_point:nsys_point"}
+           "nsys": "gpuprobe.measure.nsys_point:nsys_point"}
 WORKER = WORKERS["ncu"]
 #: Per-point limits of the child process (ncu's own limit inside is 480 s; nsys traces whole steps).
 POINT_TIMEOUT_S = {"ncu": 600.0, "timing": 300.0, "nsys": 600.0}

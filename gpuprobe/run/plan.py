@@ -113,7 +113,7 @@ def make_points(model: str, batches: Iterable[int], *, context: int, dtype: str,
     """One JSON-able kwargs dict per batch size for the mode's worker: :func:`gpuprobe.measure.point.measure_point`
     (``keep_reports=False``: delete each .ncu-rep once read; a report of one layer is about 17 MB;
     ``ncu_timeout_s``, ``graph_iters``: the worker's defaults when None), or in ``nsys`` mode
-    :func:`gpuprobe.nsys.engine_point.nsys_point` (whole graph-replayed steps: no layer filter)."""
+    :func:`gpuprobe.measure.nsys_point.nsys_point` (whole graph-replayed steps: no layer filter)."""
     out = str(Path(out_dir).resolve())
     if mode == "nsys":
         return [{"model": model, "batch": int(b), "context": int(context), "dtype": dtype, "attention": attention,

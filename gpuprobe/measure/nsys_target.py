@@ -1,6 +1,6 @@
 """The program Nsight Systems traces for one point of ``gpuprobe roofline --mode nsys``.
 
-``python -m gpuprobe.nsys.engine_target --model qwen2-0.5b --batch 64 --context 1024``
+``python -m gpuprobe.measure.nsys_target --model qwen2-0.5b --batch 64 --context 1024``
 
 Builds gpuprobe's engine with random weights and a batch whose next step attends ``--context``
 tokens, runs ``--warmup`` unannotated eager steps, then ``--eager-steps`` eager steps with the op
@@ -24,7 +24,7 @@ def graph_step_name(batch: int, context: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m gpuprobe.nsys.engine_target", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m gpuprobe.measure.nsys_target", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True)
     p.add_argument("--batch", type=int, required=True)
     p.add_argument("--context", type=int, required=True)

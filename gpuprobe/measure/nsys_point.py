@@ -2,7 +2,7 @@
 graph-replayed, timed by Nsight Systems (no counters, no counter permission).
 
 The sweep (:func:`gpuprobe.run.measured.run_measured_roofline`: a child process per point,
-``results.jsonl``, ``--resume``) calls :func:`nsys_point`, which traces :mod:`gpuprobe.nsys.engine_target`
+``results.jsonl``, ``--resume``) calls :func:`nsys_point`, which traces :mod:`gpuprobe.measure.nsys_target`
 under nsys, aligns the graph-replayed kernels with the eager NVTX steps of the same trace, and returns
 the per-op median step times as a record of mode ``nsys``; assembly, figures and report.md are those of
 every measured roofline.
@@ -19,7 +19,7 @@ from gpuprobe.measure.point import versions
 
 def target_command(model: str, batch: int, context: int, dtype: str, attention: str | None,
                    graph_steps: int) -> list[str]:
-    cmd = [sys.executable, "-m", "gpuprobe.nsys.engine_target", "--model", model, "--batch", str(batch),
+    cmd = [sys.executable, "-m", "gpuprobe.measure.nsys_target", "--model", model, "--batch", str(batch),
            "--context", str(context), "--dtype", dtype, "--graph-steps", str(graph_steps)]
     return cmd + (["--attention", attention] if attention else [])
 
@@ -28,7 +28,7 @@ def nsys_point(*, model: str, batch: int, context: int, dtype: str = "bf16", att
                out_dir: str = ".", graph_steps: int = 10, timeout_s: float | None = 480) -> dict[str, Any]:
     """Trace one batch size and reduce it to a roofline record (raises on failure: the sweep records it)."""
     from gpuprobe.nsys import load_trace
-    from gpuprobe.nsys.engine_target import EAGER_STEP_REGEX, GRAPH_STEP_REGEX
+    from gpuprobe.measure.nsys_target import EAGER_STEP_REGEX, GRAPH_STEP_REGEX
     from gpuprobe.nsys.runner import profile
     from gpuprobe.nsys.trace_roofline import trace_records
 
