@@ -21,6 +21,9 @@ from typing import Any
 import pandas as pd
 
 from gpuprobe.errors import UserError
+from gpuprobe.paths import require_regular_file
+from gpuprobe.reports import load_report
+from gpuprobe.roofline.schema import RooflineResult
 
 #: Columns of a side table (one row per op or kernel key).
 SIDE_COLUMNS = ("key", "op", "n_kernels", "layers_profiled", "time_s", "dram_bytes", "dram_read_bytes",
@@ -71,7 +74,6 @@ def _group_kernels(kernels: pd.DataFrame, key: str) -> pd.DataFrame:
 
 
 def _from_report(path: Path, by: str, rules: str | None) -> Side:
-    from gpuprobe.reports import load_report
     from gpuprobe.ncu.counter_roofline import kernel_table, op_table
 
     df = load_report(path, rules=rules)
@@ -88,8 +90,6 @@ def _from_report(path: Path, by: str, rules: str | None) -> Side:
 
 
 def _from_roofline(path: Path, by: str, batch: int | None) -> Side:
-    from gpuprobe.roofline.schema import RooflineResult
-
     try:
         res = RooflineResult.from_json(path)
     except RecursionError:
@@ -135,7 +135,6 @@ def side_table(path: str | Path, by: str = "op", rules: str | None = None, batch
     """A report or a ``roofline.json`` -> its per-op (``by="op"``) or per-kernel table."""
     if by not in ("op", "kernel"):
         raise UserError(f"--by must be 'op' or 'kernel', got '{by}'")
-    from gpuprobe.paths import require_regular_file
 
     p = Path(path)
     size = require_regular_file(p, what="a report or a roofline.json")

@@ -33,8 +33,12 @@ from gpuprobe.analytic import decode_costs
 from gpuprobe.calibration.shapes import (SHAPE_COLUMNS, check_op_class, clean_shape, flops_and_bytes, op_class_and_shape,
                                          roofs_of)
 from gpuprobe.errors import UserError
+from gpuprobe.measure.sweep import read_results
 from gpuprobe.ops import is_known
+from gpuprobe.roofline.assemble import assemble_result
+from gpuprobe.roofline.schema import RooflineResult
 from gpuprobe.specs.gpus import DTYPE_BYTES, GPUSpec, get_gpu, gpu_from_device_name, normalize_dtype
+from gpuprobe.specs.models import get_model
 
 #: gpuprobe registry name -> aiconfigurator-core system folder.
 AICONFIGURATOR_SYSTEMS: dict[str, str] = {
@@ -294,7 +298,6 @@ def read_csv(path: str | Path) -> pd.DataFrame:
 def load_result(path: str | Path, gpu: GPUSpec | None = None):
     """A measured :class:`~gpuprobe.roofline.schema.RooflineResult` from a results folder (its roofline.json, else
     its results.jsonl) or a roofline.json."""
-    from gpuprobe.roofline.schema import RooflineResult
 
     p = Path(path)
     if p.is_dir():
@@ -310,10 +313,6 @@ def load_result(path: str | Path, gpu: GPUSpec | None = None):
 
 
 def _assemble_jsonl(folder: Path, gpu: GPUSpec | None):
-    from gpuprobe.measure.sweep import read_results
-    from gpuprobe.roofline.assemble import assemble_result
-    from gpuprobe.specs.models import get_model
-
     records = [r for r in read_results(folder) if r.get("status") == "ok" and r.get("result")]
     if not records:
         raise UserError(f"{folder}/results.jsonl has no finished point.")
@@ -331,7 +330,6 @@ def _assemble_jsonl(folder: Path, gpu: GPUSpec | None):
 
 def read_gpuprobe(result, kernels: str | None = None) -> pd.DataFrame:
     """Per-call rows of a measured roofline: each op point's time over the calls of the op in one step."""
-    from gpuprobe.specs.models import get_model
 
     if result.mode == "analytic":
         raise UserError("an analytic roofline holds no measured times; calibrate from a `roofline --mode "

@@ -6,11 +6,12 @@ import json
 import sys
 
 from gpuprobe.errors import UserError
+from gpuprobe.nsys.runner import CAPTURE_RANGES, profile, require_nsys
+from gpuprobe.run.options import ReportOptions
+from gpuprobe.run.paths import output_dir
 
 
 def add_nsys_arguments(p: argparse.ArgumentParser) -> None:
-    from gpuprobe.nsys.runner import CAPTURE_RANGES
-
     g = p.add_argument_group("Nsight Systems (--nsys): a trace instead of counters; no counter permission needed")
     g.add_argument("--nsys", action="store_true",
                    help="trace with nsys (--trace=cuda,nvtx --cuda-graph-trace=node) instead of ncu")
@@ -28,10 +29,7 @@ def add_nsys_arguments(p: argparse.ArgumentParser) -> None:
 def run_nsys_profile(args: argparse.Namespace, cmd: list[str]) -> int:
     """Trace ``cmd`` into ``DIR/NAME.nsys-rep`` and ``DIR/NAME.sqlite`` (``DIR/NAME.gpuprobe.json``: the nsys
     command line), then print the report of the trace."""
-    from gpuprobe.run.paths import output_dir
-    from gpuprobe.run.options import ReportOptions
     from gpuprobe.run.trace_report import run_trace_report
-    from gpuprobe.nsys.runner import profile, require_nsys
 
     if args.capture_range == "nvtx" and not args.nvtx_capture:
         raise UserError("--capture-range nvtx needs --nvtx-capture RANGE (e.g. --nvtx-capture decode)")

@@ -6,10 +6,10 @@ import argparse
 from gpuprobe.advise.advisor import (DEFAULT_EPSILON, DEFAULT_FIXED_COST_BYTES, PAPER_LATENCY_FACTOR,
                                      PAPER_MIN_EFFICIENCY, PAPER_REFERENCE_BATCH, RULES)
 from gpuprobe.cli._common import add_attention_argument, add_dtype_argument, positive_float, positive_int
-from gpuprobe.run.options import DEFAULT_BATCHES
 from gpuprobe.errors import UserError
 from gpuprobe.render.tables import FORMATS
-from gpuprobe.run.options import AdviseOptions
+from gpuprobe.run.advise import run_advise
+from gpuprobe.run.options import AdviseOptions, DEFAULT_BATCHES
 from gpuprobe.specs.gpus import normalize_dtype
 
 NAME = "advise"
@@ -73,7 +73,6 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--epsilon is a fraction of the best throughput (0 <= epsilon < 1), got {args.epsilon}.")
     if args.min_efficiency < 0:
         raise UserError(f"--min-efficiency must be >= 0, got {args.min_efficiency}.")
-    from gpuprobe.run.advise import run_advise  # the advisor and its figures: not when the parser is built
 
     return run_advise(AdviseOptions(
         model=args.model, from_path=args.from_path, context=args.context, rule=args.rule, epsilon=args.epsilon,

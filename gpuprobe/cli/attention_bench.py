@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import argparse
 
+from gpuprobe.ceilings import kernel_bench as bench
 from gpuprobe.cli._common import add_dtype_argument, add_model_argument, positive_int
-from gpuprobe.parsing import parse_int_list
 from gpuprobe.errors import UserError
+from gpuprobe.parsing import parse_int_list
 from gpuprobe.render.tables import FORMATS, emit, spec_columns
 from gpuprobe.specs.gpus import normalize_dtype
 
@@ -43,7 +44,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # the kernels package is installed as gpuprobe.kernels (it is absent from a bare checkout): loaded
     # here, so `gpuprobe --help` works wherever the CLI does
-    from gpuprobe.ceilings import kernel_bench as bench
 
     batches = parse_int_list(args.batch, "batch")
     contexts = parse_int_list(args.context, "context")

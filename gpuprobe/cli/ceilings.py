@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from gpuprobe.ceilings import gpu_or_raise, run_ceilings
 from gpuprobe.jsonsafe import dumps
+from gpuprobe.render.ceilings_table import print_ceilings
 from gpuprobe.render.tables import FORMATS
 from gpuprobe.specs.gpus import gpu_from_device_name
 
@@ -28,9 +30,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gpuprobe.ceilings import gpu_or_raise, run_ceilings  # the microbenchmarks: not when the parser is built
-    from gpuprobe.render.ceilings_table import print_ceilings
-
     gpu_or_raise()  # NotAvailable: one line, exit 2
     quiet = args.json
 

@@ -5,7 +5,8 @@ import argparse
 import sys
 
 from gpuprobe.jsonsafe import dumps
-from gpuprobe.render.tables import FORMATS, Column, choose_format, emit, fmt_text, terminal_width
+from gpuprobe.render.tables import Column, FORMATS, choose_format, emit, fmt_text, terminal_width
+from gpuprobe.tools import doctor
 
 NAME = "doctor"
 HELP = "check this machine: packages, GPU, driver, NVML, ncu and counter permission, MPS; which modes work"
@@ -34,8 +35,6 @@ COLUMNS = [Column("status", "status", numeric=False), Column("group", "group", n
 
 
 def run(args: argparse.Namespace) -> int:
-    from gpuprobe.tools import doctor  # the probes import NVML and ncu helpers: not when the parser is built
-
     report = doctor.collect(probe_counters=not args.quick)
     fmt = choose_format(args.format)
     if args.json:

@@ -4,12 +4,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gpuprobe.run.paths import output_dir
 from gpuprobe.cli._common import positive_float, positive_int
+from gpuprobe.cli._nsys_profile import add_nsys_arguments, run_nsys_profile
 from gpuprobe.errors import UserError
 from gpuprobe.ncu import load_report
 from gpuprobe.ncu.metrics import METRIC_SETS
 from gpuprobe.ncu.runner import CACHE_CONTROLS, CLOCK_CONTROLS, REPLAY_MODES
+from gpuprobe.run.options import ReportOptions
+from gpuprobe.run.paths import output_dir
 
 NAME = "profile"
 HELP = "run a command under Nsight Compute (ncu) or Nsight Systems (--nsys): report + per-op table"
@@ -59,7 +61,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default="profile", help="file name stem (default %(default)s)")
     p.add_argument("--timeout", type=positive_float("--timeout"), metavar="S", help="stop the run after S seconds")
     p.add_argument("--ncu", metavar="PATH", help="the ncu executable (default: found on PATH, CUDA_HOME...)")
-    from gpuprobe.cli._nsys_profile import add_nsys_arguments
 
     add_nsys_arguments(p)
     p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- the command to profile")
@@ -74,8 +75,6 @@ def run(args: argparse.Namespace) -> int:
     if not cmd:
         raise UserError("no command to profile; put it after `--`, e.g. gpuprobe profile -- python script.py")
     if args.nsys:
-        from gpuprobe.cli._nsys_profile import run_nsys_profile
-
         return run_nsys_profile(args, cmd)
     out = output_dir(args.out, "profile")
     res = profile(cmd, out / f"{args.name}.ncu-rep", metric_set=args.metric_set,
@@ -89,7 +88,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"profiled {len(df)} kernels in {res.seconds:.1f} s with ncu {res.ncu.version or '?'}: "
           f"{res.report}, {table}", file=sys.stderr)
 
-    from gpuprobe.run.options import ReportOptions
     from gpuprobe.run.report import run_report
 
     return run_report(ReportOptions(file=str(res.report)))

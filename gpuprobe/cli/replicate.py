@@ -9,6 +9,7 @@ from gpuprobe.errors import UserError
 from gpuprobe.parsing import parse_int_sequence
 from gpuprobe.render.tables import FORMATS
 from gpuprobe.run.options import ReplicateOptions
+from gpuprobe.run.replicate import run_replicate
 from gpuprobe.specs.gpus import normalize_dtype
 from gpuprobe.specs.models import load_model_spec
 
@@ -60,7 +61,6 @@ def run(args: argparse.Namespace) -> int:
     load_model_spec(args.model)  # a bad name fails here, in one line
     counts = parse_int_sequence(args.replicas, "replicas")
     batches = _batches(args.batch, counts)
-    from gpuprobe.run.replicate import run_replicate  # the engine processes: not when the parser is built
 
     return run_replicate(ReplicateOptions(
         model=args.model, counts=tuple(counts), batches=tuple(batches), context=args.context, steps=args.steps,

@@ -6,11 +6,11 @@ import argparse
 from gpuprobe.analytic import DEFAULT_KERNELS
 from gpuprobe.cli._common import (add_attention_argument, add_context_argument, add_dtype_argument,
                                   add_kernels_argument, add_model_argument, check_context)
-from gpuprobe.parsing import parse_int_list
-from gpuprobe.run.options import DEFAULT_BATCHES
 from gpuprobe.cli._executor import add_executor_arguments, executor_from_args
+from gpuprobe.parsing import parse_int_list
 from gpuprobe.render.tables import FORMATS
-from gpuprobe.run.options import MODES, RooflineOptions
+from gpuprobe.run.options import DEFAULT_BATCHES, MODES, RooflineOptions
+from gpuprobe.run.roofline import run_roofline
 from gpuprobe.specs.gpus import normalize_dtype
 from gpuprobe.specs.models import load_model_spec
 
@@ -69,6 +69,4 @@ def options_from_args(args: argparse.Namespace) -> RooflineOptions:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gpuprobe.run.roofline import run_roofline  # the stages load numpy and the renderers: not for --help
-
     return run_roofline(options_from_args(args))

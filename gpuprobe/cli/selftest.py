@@ -9,6 +9,9 @@ import time
 from pathlib import Path
 
 from gpuprobe.errors import UserError
+from gpuprobe.tools.selftest import runner
+from gpuprobe.tools.selftest.plan import make_plan, render_plan
+from gpuprobe.tools.selftest.registry import EXTRA
 from gpuprobe.tools.selftest.runner import DEFAULT_BUDGET_S, EXIT_NO_GPU_VERDICT, install_stop_handlers
 
 NAME = "selftest"
@@ -69,8 +72,6 @@ def _out_dir(out: str | None) -> Path:
 
 
 def _list(checks: dict, errors: dict[str, str]) -> None:
-    from gpuprobe.tools.selftest.registry import EXTRA
-
     width = max(len(n) for n in checks)
     print(f"{'check':<{width}}  kind  estimate  budget  description")
     for name, chk in checks.items():
@@ -96,8 +97,6 @@ def _plan_gpu(name: str | None) -> str | None:
 
 
 def _print_plan(args: argparse.Namespace, checks: dict, budget: float) -> None:
-    from gpuprobe.tools.selftest.plan import make_plan, render_plan
-
     plan = make_plan(checks, _plan_gpu(args.gpu_name), budget, args.check)
     print(json.dumps(plan.to_dict(), indent=2) if args.json else render_plan(plan))
 
@@ -114,8 +113,6 @@ _STOP_EXIT = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129}
 
 
 def run(args: argparse.Namespace) -> int:
-    from gpuprobe.tools.selftest import runner
-
     _interrupt_on_term()
     checks, errors = runner.discover_checks()
     if args.list:

@@ -42,9 +42,11 @@ from pathlib import Path
 from typing import Any
 
 from gpuprobe.errors import UserError
+from gpuprobe.measure.sweep import (
+    LOCK_FILE, PointTask, RESULTS_FILE, RecordSink, SweepProgress, append_result, latest_records, point_key,
+    read_results, run_point_in_child, run_tasks_locally, should_retry,
+)
 from gpuprobe.system.children import process_alive
-from gpuprobe.measure.sweep import (LOCK_FILE, RESULTS_FILE, PointTask, append_result, RecordSink, SweepProgress, point_key, read_results,
-                                    run_point_in_child, run_tasks_locally, should_retry)
 
 EXECUTORS = ("local", "slurm")
 SLURM_TOOLS = ("sbatch", "squeue", "scancel", "sinfo")
@@ -581,7 +583,6 @@ def _local_driver_alive(out: Path) -> bool:
 def folder_status(out: str | Path, points: list[dict[str, Any]] | None) -> dict[str, Any]:
     """Progress of one results folder at any time: points, done, failed, queued, running (``squeue``, for the
     Slurm jobs its ledger has in flight), and the time left estimated from the finished points."""
-    from gpuprobe.measure.sweep import latest_records
 
     out = Path(out)
     latest = {point_key(r["point"]): r for r in latest_records(read_results(out / RESULTS_FILE))}

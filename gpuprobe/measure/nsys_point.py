@@ -14,7 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gpuprobe.measure.nsys_target import EAGER_STEP_REGEX, GRAPH_STEP_REGEX
 from gpuprobe.measure.point import versions
+from gpuprobe.nsys import load_trace
+from gpuprobe.nsys.runner import profile
 
 
 def target_command(model: str, batch: int, context: int, dtype: str, attention: str | None,
@@ -27,9 +30,6 @@ def target_command(model: str, batch: int, context: int, dtype: str, attention: 
 def nsys_point(*, model: str, batch: int, context: int, dtype: str = "bf16", attention: str | None = None,
                out_dir: str = ".", graph_steps: int = 10, timeout_s: float | None = 480) -> dict[str, Any]:
     """Trace one batch size and reduce it to a roofline record (raises on failure: the sweep records it)."""
-    from gpuprobe.nsys import load_trace
-    from gpuprobe.measure.nsys_target import EAGER_STEP_REGEX, GRAPH_STEP_REGEX
-    from gpuprobe.nsys.runner import profile
     from gpuprobe.nsys.trace_roofline import trace_records
 
     stem = Path(out_dir) / "nsys" / f"b{batch}_c{context}"

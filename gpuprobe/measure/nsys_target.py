@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from gpuprobe.engine.nvtx import get_backend
+from gpuprobe.measure.point import build_batch
 
 #: Step ranges of the trace: eager reference steps, graph-replayed measured steps.
 EAGER_STEP_REGEX = r"^decode$"
@@ -36,9 +38,6 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
 
     import torch
-
-    from gpuprobe.engine.nvtx import get_backend
-    from gpuprobe.measure.point import build_batch
 
     eng, b = build_batch(a.model, a.batch, a.context, a.dtype, a.attention)
     for _ in range(max(a.warmup, 1)):

@@ -40,9 +40,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from gpuprobe.advise.advisor import DEFAULT_FIXED_COST_BYTES
 from gpuprobe.errors import GpuprobeError, NotAvailable
-from gpuprobe.system.children import end_group, process_alive
 from gpuprobe.measure.timing import StepStats, time_steps
+from gpuprobe.system.children import end_group, process_alive
+from gpuprobe.system.telemetry import Telemetry, energy_between
 
 ENV_INDEX = "GPUPROBE_REPLICA_INDEX"
 ENV_COUNT = "GPUPROBE_REPLICA_COUNT"
@@ -460,8 +462,6 @@ def _aggregate(run: ReplicationRun, telemetry: Any, summary: Any) -> None:
     run.aggregate_tokens_per_s = tokens / run.window_s if run.window_s > 0 else None
     run.sum_tokens_per_s = sum(r.tokens_per_s or 0.0 for r in ok)
     if telemetry is not None and summary is not None and summary.available:
-        from gpuprobe.system.telemetry import energy_between
-
         e = energy_between(telemetry.samples, t0, t1)
         if e is None and summary.energy_j is not None:
             e = summary.energy_j  # whole telemetry window: slightly more than the loops
@@ -557,8 +557,6 @@ def replicate(model: str, counts: Sequence[int], batches: Sequence[int], *, cont
     Each replica's allocator is capped at its memory share; with ``mps`` all runs share one private
     MPS daemon, stopped whatever happens.
     """
-    from gpuprobe.advise.advisor import DEFAULT_FIXED_COST_BYTES
-    from gpuprobe.system.telemetry import Telemetry
 
     fixed = fixed_cost_bytes if fixed_cost_bytes is not None else DEFAULT_FIXED_COST_BYTES
     tel = Telemetry(interval_s=0.1, clock=time.time)
@@ -636,7 +634,6 @@ def measure_fixed_cost_bytes(timeout_s: float = 120.0) -> int | None:
     """A replica's memory beyond its own tensors, measured: device memory in use (NVML) while a fresh
     process holds a CUDA context, cuBLAS handle and workspace and a captured CUDA graph, minus the
     memory in use before it started and the bytes of its tensors. None without NVML or a GPU."""
-    from gpuprobe.system.telemetry import Telemetry
 
     tel = Telemetry()
     if not tel.available:

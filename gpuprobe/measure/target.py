@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from gpuprobe.measure.point import build_batch, representative_layer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,8 +28,6 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
 
     import torch
-
-    from gpuprobe.measure.point import build_batch, representative_layer
 
     eng, b = build_batch(a.model, a.batch, a.context, a.dtype, a.attention)
     for _ in range(max(a.warmup, 1)):

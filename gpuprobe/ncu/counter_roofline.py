@@ -24,11 +24,15 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from gpuprobe.errors import UserError
 from gpuprobe.jsonsafe import json_value
 from gpuprobe.ncu import metrics as M
 from gpuprobe.ncu.counters import rates_above_peak
 from gpuprobe.ops import STEP_OPS, op_order
 from gpuprobe.roofline.points import dram_pct_of_measured, judge_limiter, op_points
+from gpuprobe.roofline.schema import (
+    LIMITER_RULE, Roof, RooflineResult, compute_roof_name, datasheet_roofs, provenance, select_ceilings,
+)
 from gpuprobe.specs.gpus import get_gpu, gpu_from_device_name
 
 KERNEL_COLUMNS = (
@@ -164,7 +168,6 @@ def report_roofs(df: pd.DataFrame, spec: Any, dtype: str, measured_dram_bytes_pe
     with a note; None when no DRAM or no compute roof is known (an unknown GPU and a report without
     peaks), with a note saying what to pass.
     """
-    from gpuprobe.roofline.schema import Roof, compute_roof_name, datasheet_roofs, select_ceilings
 
     notes: list[str] = []
     roofs: list[Roof] = []
@@ -204,8 +207,6 @@ def report_to_roofline(df: pd.DataFrame, *, gpu: Any = None, dtype: str = "bf16"
     added (default: the one matching the report's device name, when known). ``by``: ``op`` (one
     point per op) or ``kernel`` (one point per launch, named ``op#id``).
     """
-    from gpuprobe.errors import UserError
-    from gpuprobe.roofline.schema import LIMITER_RULE, RooflineResult, provenance
 
     if by not in ("op", "kernel"):
         raise UserError(f"--by must be 'op' or 'kernel', got '{by}'")

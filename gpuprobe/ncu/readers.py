@@ -46,9 +46,11 @@ from typing import Any, Iterable
 import pandas as pd
 
 from gpuprobe.errors import UserError
-from gpuprobe.paths import require_fits_in_memory, require_regular_file
-from gpuprobe.ncu.rep_child import DEFAULT_DOMAIN, REP_MAGIC
+from gpuprobe.ncu.ncu_report_loader import require_ncu_report
+from gpuprobe.ncu.rep_child import ChildFailed, DEFAULT_DOMAIN, REP_MAGIC, read_in_child, scan_blocks
+from gpuprobe.ncu.runner import NcuError, import_raw_csv
 from gpuprobe.ncu.units import NA_TOKENS, metric_unit, parse_number
+from gpuprobe.paths import require_fits_in_memory, require_regular_file
 
 ID_COLUMNS = ("id", "kernel_name", "kernel_short", "kernel_key", "grid", "block", "device", "stream", "nvtx_stack", "nvtx_ranges")
 
@@ -489,8 +491,6 @@ def read_ncu_rep(path: str | Path) -> pd.DataFrame:
     gives one line naming ``path``, never a dead process. A file whose blocks stop early is read as far
     as it goes, and ``df.attrs["warnings"]`` says how many kernels it held and that it looks truncated.
     """
-    from gpuprobe.ncu.ncu_report_loader import require_ncu_report
-    from gpuprobe.ncu.rep_child import ChildFailed, read_in_child, scan_blocks
 
     path = Path(path)
     size = _require_file(path)
@@ -595,7 +595,6 @@ def read_ncu_rep_via_csv(path: str | Path, ncu: Any = None) -> pd.DataFrame:
 
     For a machine with Nsight Compute but no loadable ``ncu_report`` module. The table is the raw
     page's (same columns and units as :func:`read_ncu_rep`; kernel names as the CSV spells them)."""
-    from gpuprobe.ncu.runner import NcuError, import_raw_csv
 
     path = Path(path)
     _require_file(path)

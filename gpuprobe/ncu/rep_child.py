@@ -24,6 +24,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from gpuprobe.system.children import end_group, start_child
 
 REP_MAGIC = b"NVR\x00"
 DEFAULT_DOMAIN = "<default domain>"  # NVTX ranges of the default domain are named without a prefix
@@ -271,7 +272,6 @@ def read_in_child(plain: Path | str, module_file: str | None = None, timeout_s: 
     and writes its result into an unnamed temporary file (``O_TMPFILE``) passed as a descriptor: a SIGKILLed
     parent leaves neither a process nor a file behind. ``pass_fds``: descriptors ``plain`` refers to
     (``/proc/self/fd/N``)."""
-    from gpuprobe.system.children import end_group, start_child
 
     with tempfile.TemporaryFile(prefix="gpuprobe-rep-") as out:
         fd = out.fileno()

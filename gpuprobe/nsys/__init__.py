@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from gpuprobe.errors import UserError
+from gpuprobe.paths import require_regular_file
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -72,8 +74,6 @@ class Trace:
         if step_kernel:
             return S.label_steps_by_marker(self.kernels, step_kernel)
         if "launch_s" not in self.kernels.columns or self.kernels["launch_s"].isna().all():
-            from gpuprobe.errors import UserError
-
             raise UserError(f"{self.kernels.attrs.get('source')}: no launch calls or NVTX ranges to find steps "
                             "in (a summary CSV, or a trace without --trace=cuda,nvtx); use --step-kernel NAME "
                             "on a SQLite export")
@@ -149,7 +149,6 @@ def load_trace(path: str | Path, rule: "AttributionRule | None" = None, *, align
     step shapes; graph-replayed kernels take the op of the eager kernel they align with
     (:func:`gpuprobe.nsys.attribution.align_to_eager`, reference: the eager trace's last step)."""
     from gpuprobe.kernel_rules import classifier
-    from gpuprobe.paths import require_regular_file
 
     classify = classifier(rules)
     p = Path(path)

@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from gpuprobe.errors import UserError
+from gpuprobe.paths import require_regular_file
 
 _UNITS = {"ns": 1.0, "nsec": 1.0, "us": 1e3, "usec": 1e3, "ms": 1e6, "msec": 1e6, "s": 1e9, "sec": 1e9}
 _HEADER = re.compile(r"^\s*(.*?)\s*(?:\(([a-z]+)\))?\s*$")
@@ -41,8 +42,6 @@ def _split(cell: str) -> tuple[str, float | None]:
 
 
 def _read_text(path: Path) -> str:
-    from gpuprobe.paths import require_regular_file
-
     try:
         require_regular_file(path, what="an nsys stats CSV")
     except UserError as e:

@@ -21,6 +21,8 @@ import pandas as pd
 
 from gpuprobe.errors import UserError
 from gpuprobe.nsys.steps import StepStats
+from gpuprobe.ops import CLASS_MEMBERS, GROUP_MEMBERS, OPS
+from gpuprobe.roofline.assemble import assemble_result
 
 NO_COPY_BANDWIDTH = ("no measured copy bandwidth of the traced GPU: DRAM % of measured and the memory/latency "
                      "limiter are left out; pass --measured-dram-tbps (`gpuprobe ceilings` measures it on that GPU)")
@@ -81,9 +83,6 @@ def trace_roofline(stats: StepStats, *, spec, gpu, dtype: str = "bf16", batch: i
                    copy_bw: float | None = None, copy_source: str | None = None, extra_roofs=(),
                    nsys_version: str | None = None):
     """:class:`~gpuprobe.roofline.RooflineResult` (mode ``nsys``) of a trace's steps."""
-    from gpuprobe.ops import OPS
-    from gpuprobe.ops import CLASS_MEMBERS, GROUP_MEMBERS
-    from gpuprobe.roofline.assemble import assemble_result
 
     records = trace_records(stats, batch=batch, context=context, device_name=device_name, source=source)
     result = assemble_result(records, spec=spec, gpu=gpu, dtype=dtype, copy_bw=copy_bw, copy_source=copy_source,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from gpuprobe.render.plots.bandwidth import plot_bandwidth_vs_batch
+from gpuprobe.render.plots.roofline import plot_roofline
 from gpuprobe.render.plots.throughput import plot_result_throughput
 from gpuprobe.render.report_md import verdict_lines, write_report
 from gpuprobe.render.tables import print_roofline_table
@@ -20,9 +22,7 @@ def write_outputs(result: RooflineResult, out: str | Path, figures: tuple[str, .
     ``figures``: the figures to draw (of ``roofline``, ``bandwidth``, ``breakdown``, ``throughput``);
     None draws every one the result has data for and writes report.md (a measured run); a subset writes
     those figures and no report (the analytic mode: ``("roofline",)``)."""
-    from gpuprobe.render.plots.bandwidth import plot_bandwidth_vs_batch  # matplotlib: loaded when drawing
     from gpuprobe.render.plots.breakdown import plot_time_breakdown
-    from gpuprobe.render.plots.roofline import plot_roofline
 
     want = set(figures) if figures is not None else {"roofline", "bandwidth", "breakdown", "throughput"}
     out = Path(out)

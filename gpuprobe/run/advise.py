@@ -9,11 +9,13 @@ from typing import Iterable
 from gpuprobe.advise import advisor
 from gpuprobe.advise.curves import Curve, load_curve, with_meta
 from gpuprobe.errors import UserError
-from gpuprobe.parsing import parse_int_list
 from gpuprobe.jsonsafe import dumps
 from gpuprobe.measure.replicas import measure_fixed_cost_bytes
 from gpuprobe.measure.throughput import sweep_throughput
+from gpuprobe.parsing import parse_int_list
 from gpuprobe.render.advice_table import advice_summary, print_advice
+from gpuprobe.render.plots.advisor import plot_advice
+from gpuprobe.render.plots.pareto import plot_pareto
 from gpuprobe.render.tables import choose_format
 from gpuprobe.render.throughput import write_results
 from gpuprobe.run.options import AdviseOptions
@@ -77,7 +79,6 @@ def _maybe_pareto(curve, out) -> None:
     """With joules per token in the curve, the Pareto figure of its batches too."""
     if not curve.has("joules_per_token"):
         return
-    from gpuprobe.render.plots.pareto import plot_pareto  # matplotlib: loaded when drawing
 
     lat, _ = curve.latencies()
     configs = [{"label": f"B={p.batch}", "tokens_per_s": p.tokens_per_s, "joules_per_token": p.joules_per_token,
@@ -116,7 +117,6 @@ def run_advise(options: AdviseOptions) -> int:
         gpu_memory_bytes=gpu_bytes, gpu_name=gpu_name, fixed_cost_bytes=fixed, fixed_cost_source=fixed_src)
     doc = adv.to_json()
     (out / "advice.json").write_text(dumps(doc, indent=2) + "\n")
-    from gpuprobe.render.plots.advisor import plot_advice  # matplotlib: loaded when drawing
 
     png = plot_advice(adv, out / "advise.png")
     _maybe_pareto(curve, out)

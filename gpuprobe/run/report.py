@@ -12,15 +12,17 @@ import sys
 from gpuprobe.errors import UserError
 from gpuprobe.jsonsafe import dumps
 from gpuprobe.ncu.counter_roofline import report_to_roofline
+from gpuprobe.nsys import is_nsys_input as is_trace
 from gpuprobe.paths import require_writable_dir, require_writable_file
+from gpuprobe.render.plots.roofline import plot_roofline
 from gpuprobe.render.plots.style import check_figure_path
 from gpuprobe.render.report_tables import report_columns, report_rows, roofs_line
 from gpuprobe.render.tables import emit
-from gpuprobe.nsys import is_nsys_input as is_trace
 from gpuprobe.reports import load_report
 from gpuprobe.roofline.schema import LIMITER_RULE
 from gpuprobe.run.options import ReportOptions
 from gpuprobe.run.paths import output_dir
+from gpuprobe.run.trace_report import run_trace_report
 
 
 def run_report(options: ReportOptions) -> int:
@@ -31,8 +33,6 @@ def run_report(options: ReportOptions) -> int:
     if options.out:
         require_writable_dir(options.out, "--out")
     if is_trace(options.file):
-        from gpuprobe.run.trace_report import run_trace_report  # the trace path: steps, nsys rooflines
-
         return run_trace_report(options)
     df = load_report(options.file, rules=options.rules)
     for w in df.attrs.get("warnings", []):
@@ -45,8 +45,6 @@ def run_report(options: ReportOptions) -> int:
         for path in result.write(output_dir(options.out, "report")):
             print(f"wrote {path}", file=sys.stderr)
     if options.plot:
-        from gpuprobe.render.plots.roofline import plot_roofline  # matplotlib: loaded when drawing
-
         print(f"wrote {plot_roofline(result, options.plot)}", file=sys.stderr)
     if options.as_json:
         sys.stdout.write(dumps(result.to_dict(), indent=2) + "\n")

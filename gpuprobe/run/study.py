@@ -41,6 +41,7 @@ from gpuprobe.jsonsafe import dumps
 from gpuprobe.measure.executors import LocalExecutor, folder_status
 from gpuprobe.measure.sweep import Sweep, latest_records, read_points, read_results, run_sweeps
 from gpuprobe.parsing import parse_int_list
+from gpuprobe.render.plots.study import plot_study_comparison
 from gpuprobe.render.tables import Column, emit, fmt_int, fmt_num
 from gpuprobe.run.measured import POINT_TIMEOUT_S, WORKERS, assemble_and_write
 from gpuprobe.run.options import DEFAULT_BATCHES, LAYERS
@@ -403,7 +404,6 @@ def comparison_rows(results) -> list[dict[str, Any]]:
 def _comparison(root: Path, results, fmt: str | None) -> None:
     import pandas as pd
 
-    from gpuprobe.render.plots.study import plot_study_comparison
     frame = pd.DataFrame(comparison_rows(results))
     if frame.empty:
         print("gpuprobe sweep: no op was timed; no comparison", file=sys.stderr)

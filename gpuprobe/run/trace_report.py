@@ -9,6 +9,7 @@ from gpuprobe.errors import UserError
 from gpuprobe.nsys import load_trace
 from gpuprobe.nsys.trace_roofline import trace_roofline
 from gpuprobe.render.outputs import write_outputs
+from gpuprobe.render.plots.roofline import plot_roofline
 from gpuprobe.render.report_md import verdict_lines
 from gpuprobe.render.tables import Column, emit, fmt_int, fmt_num, fmt_text, print_roofline_table
 from gpuprobe.run.paths import output_dir
@@ -123,8 +124,6 @@ def _trace_roofline(trace, stats, options: "ReportOptions") -> int:
         print("note: " + result.provenance["limiter_note"], file=say)
     files = write_outputs(result, output_dir(options.out, "report"))
     if options.plot:
-        from gpuprobe.render.plots.roofline import plot_roofline  # matplotlib: loaded when drawing
-
         files["plot"] = plot_roofline(result, options.plot)
     for name in ("report", "json", "csv", "roofline", "plot"):
         if name in files:

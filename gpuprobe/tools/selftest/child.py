@@ -24,6 +24,7 @@ import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable
+from gpuprobe.tools.selftest.registry import CheckContext, CheckFailed, Skip
 
 
 def load_function(module: str, qualname: str, file: str | None = None) -> Callable[..., Any]:
@@ -76,8 +77,6 @@ def _stop(signum, frame) -> None:  # noqa: ARG001
 
 
 def run_request(request: dict[str, Any]) -> dict[str, Any]:
-    from gpuprobe.tools.selftest.registry import CheckContext, CheckFailed, Skip
-
     out_dir = Path(request["out_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
     run_dir = request.get("run_dir")

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Iterable
 
+from gpuprobe.engine.nvtx import use_backend
 from gpuprobe.ops import STEP_RANGE
 
 #: Kernels of a fused Qwen2/Llama decode layer, one per op: input_norm (with the residual add), qkv_proj,
@@ -101,7 +102,6 @@ def count_layer_kernels(model: str, kernels: str, *, batch: int = 1, context: in
     from torch.profiler import ProfilerActivity, profile
 
     from gpuprobe.engine import Engine
-    from gpuprobe.engine.nvtx import use_backend
 
     eng = Engine.from_pretrained(model, dtype=dtype, device="cuda", attention=attention, kernels=kernels,
                                  layers=layers)

@@ -16,6 +16,7 @@ from typing import Any
 
 from gpuprobe.tools.selftest import registry
 from gpuprobe.tools.selftest.registry import Check
+from gpuprobe.tools.selftest.runner import select
 
 #: The share of the budget a plan leaves unused to fit (the estimates are the project's own, not yet measured).
 SPARE_FRACTION = 0.10
@@ -67,7 +68,6 @@ def _planned(name: str, chk: Check | None, gpu: str | None, note: str = "") -> P
 def make_plan(checks: dict[str, Check | None], gpu: str | None, budget_s: float,
               names: list[str] | None = None) -> Plan:
     """The run ``gpuprobe selftest --gpu [--check names]`` would make on ``gpu`` (a registry name)."""
-    from gpuprobe.tools.selftest.runner import select
 
     order = select(checks, names)
     extra = [] if names else [_planned(n, checks.get(n), gpu, registry.EXTRA[n]) for n in registry.EXTRA

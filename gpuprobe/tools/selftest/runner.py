@@ -37,10 +37,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from gpuprobe import __version__
 from gpuprobe.errors import UserError
 from gpuprobe.system.children import end_tree, start_child
 from gpuprobe.tools.selftest import registry
 from gpuprobe.tools.selftest.bundle import format_figures, write_bundle, write_summary
+from gpuprobe.tools.selftest.counters import classify
 from gpuprobe.tools.selftest.registry import Check
 
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
@@ -122,8 +124,6 @@ class SelftestRun:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        from gpuprobe import __version__
-
         return {"gpu": self.gpu, "started": self.started, "wall_s": round(self.wall_s, 2),
                 "budget_s": self.budget_s, "gpu_class": self.gpu_class, "gpu_requested": self.gpu_requested,
                 "interrupted": self.interrupted, "stop_signal": self.stop_signal,
@@ -318,8 +318,6 @@ def counters_state(item: dict[str, Any] | None) -> str:
     if item.get("status") == "ok":
         return "readable"
     if "probe_status" in data:
-        from gpuprobe.tools.selftest.counters import classify
-
         return classify(data["probe_status"], data.get("probe_message", ""))
     detail = item.get("detail") or ""
     if "needs ncu" in detail:

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
 from gpuprobe.errors import UserError
+from gpuprobe.specs.gpus import get_gpu
 
 TB = 1e12
 #: A measured copy (bytes read + written) reaches 85-92% of the datasheet DRAM bandwidth on Hopper and
@@ -46,7 +47,6 @@ def spec_named(name: str | None):
     """The registry entry for a registry or device name; None when unknown or not given."""
     if not name:
         return None
-    from gpuprobe.specs.gpus import get_gpu
 
     try:
         return get_gpu(name)

@@ -14,7 +14,17 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from gpuprobe.advise.advisor import (
+    DEFAULT_EPSILON, DEFAULT_FIXED_COST_BYTES, PAPER_LATENCY_FACTOR, PAPER_MIN_EFFICIENCY, PAPER_REFERENCE_BATCH,
+    advise,
+)
+from gpuprobe.advise.curves import curve_from_rows
 from gpuprobe.errors import GpuprobeError
+from gpuprobe.measure.replicas import (
+    ENV_BARRIER, MPSDaemon, MPS_CONTROL, engine_command, memory_share, processes_with_env, run_replicas,
+)
+from gpuprobe.specs.models import get_model
+from gpuprobe.system.telemetry import MIN_ENERGY_WINDOW_S, Telemetry
 from gpuprobe.tools.selftest.registry import CheckContext, CheckFailed, Skip, check, require_cuda
 
 MODEL = "qwen2-0.5b"
@@ -68,8 +78,6 @@ def judge_curve(batches: Sequence[int], tps: Sequence[float], latencies: Sequenc
                 b_opt_default: int | None, b_opt_paper: int | None, outliers: Sequence[int] = ()) -> list[str]:
     """What is wrong with the advice on a measured curve: it must rise at least :data:`CURVE_RISE_MIN`x
     from batch 1 to 64, and each rule's B_opt must be where the rule, recomputed here, puts it."""
-    from gpuprobe.advise.advisor import (DEFAULT_EPSILON, PAPER_LATENCY_FACTOR, PAPER_MIN_EFFICIENCY,
-                                         PAPER_REFERENCE_BATCH)
 
     problems = []
     by = dict(zip(batches, tps))
@@ -96,11 +104,8 @@ def advise_measured_curve(ctx: CheckContext) -> dict:
     One engine per batch in this process (no process per point), 20 timed replays each."""
     torch = require_cuda()
     _need_engine("gpuprobe.measure.throughput")
-    from gpuprobe.advise.advisor import advise
-    from gpuprobe.advise.curves import curve_from_rows
     from gpuprobe.measure.throughput import measure_point
     from gpuprobe.specs.gpus import detect_gpu
-    from gpuprobe.specs.models import get_model
 
     rows = []
     for b in CURVE_BATCHES:
@@ -167,8 +172,6 @@ def energy_per_token(ctx: CheckContext) -> dict:
     One replica: setup (~10 s: torch, engine, capture), a 6 s timed window, teardown."""
     require_cuda()
     _need_engine("gpuprobe.engine")
-    from gpuprobe.measure.replicas import engine_command, run_replicas
-    from gpuprobe.system.telemetry import MIN_ENERGY_WINDOW_S, Telemetry
 
     batch = 64
     tel = Telemetry(interval_s=0.05, clock=time.time)
@@ -207,7 +210,6 @@ def energy_per_token(ctx: CheckContext) -> dict:
 # ---- replicas under MPS ----------------------------------------------------------------------------
 def mps_server_pids(pipe_dir: str) -> list[int]:
     """Live MPS server processes of the daemon whose pipe folder is ``pipe_dir`` (Linux ``/proc``)."""
-    from gpuprobe.measure.replicas import processes_with_env
 
     out = []
     for pid in processes_with_env("CUDA_MPS_PIPE_DIRECTORY", pipe_dir):
@@ -252,8 +254,6 @@ class MPSObserver:
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _loop(self) -> None:
-        from gpuprobe.measure.replicas import ENV_BARRIER, processes_with_env
-
         while not self._stop.is_set():
             if processes_with_env(ENV_BARRIER, self.barrier):
                 self.samples_with_replicas += 1
@@ -294,9 +294,6 @@ def replicate_mps_cleanup(ctx: CheckContext) -> dict:
     MPS start (~1 s), two replicas set up together (~12 s), 1 s loops, quit (~2 s)."""
     require_cuda()
     _need_engine("gpuprobe.engine")
-    from gpuprobe.advise.advisor import DEFAULT_FIXED_COST_BYTES
-    from gpuprobe.measure.replicas import MPS_CONTROL, MPSDaemon, engine_command, memory_share, processes_with_env, \
-        run_replicas
     from gpuprobe.specs.gpus import detect_gpu
 
     control = shutil.which(MPS_CONTROL)

@@ -1,6 +1,7 @@
 """Ceilings check: the csrc microbenchmarks run, verify their own results and reach their targets."""
 from __future__ import annotations
 
+from gpuprobe.specs.gpus import gpu_from_device_name
 from gpuprobe.tools.selftest.registry import CheckContext, CheckFailed, check, require_cuda
 from gpuprobe.tools.selftest.targets import copy_bandwidth_target, missed, targets_figure, tensor_target
 
@@ -15,7 +16,6 @@ def ceilings(ctx: CheckContext) -> dict:
     and read bandwidth."""
     require_cuda()
     from gpuprobe.ceilings import evaluate_targets, measure_ceilings, measured_roofs, save_cached
-    from gpuprobe.specs.gpus import gpu_from_device_name
 
     result = measure_ceilings(log=ctx.log)
     result.write(ctx.out_dir / "ceilings.json")

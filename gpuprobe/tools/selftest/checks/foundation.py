@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from importlib import resources
 
+from gpuprobe.analytic import op_costs_per_layer
+from gpuprobe.ncu import load_report
+from gpuprobe.specs import get_model
 from gpuprobe.tools.selftest.registry import CheckContext, CheckFailed, check
 
 FIXTURE = "h100_qwen2-0.5b_layer0_b32_c512_raw_baseunits.csv"
@@ -13,9 +16,6 @@ READ_RATIO_RANGE = (0.98, 1.10)
 
 def fixture_read_ratios() -> dict[str, float]:
     """Counter DRAM read bytes / analytic minimum read bytes, per op of layer 0 (B=32, C=512)."""
-    from gpuprobe.analytic import op_costs_per_layer
-    from gpuprobe.ncu import load_report
-    from gpuprobe.specs import get_model
 
     with resources.as_file(resources.files("gpuprobe.data") / FIXTURE) as path:
         df = load_report(path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from gpuprobe.ceilings import kernel_bench as bench
 from gpuprobe.tools.selftest.registry import CheckContext, CheckFailed, Skip, check, require_cuda
 
 REL_ERR_LIMIT = 1e-2
@@ -71,7 +72,6 @@ def evaluate_correctness(errors: dict[str, float], limit: float = REL_ERR_LIMIT)
 
 def evaluate_large_batch(row: dict[str, Any]) -> list[str]:
     """Misses of the B=256, C=2048 target: >= 90% of copy bandwidth and <= 1.05x dense SDPA."""
-    from gpuprobe.ceilings import kernel_bench as bench
 
     out = []
     if row["pct_copy_bw"] < bench.TARGET_LARGE_BATCH_PCT:
@@ -83,7 +83,6 @@ def evaluate_large_batch(row: dict[str, Any]) -> list[str]:
 
 def evaluate_splitk(splitk_row: dict[str, Any], v1_row: dict[str, Any]) -> list[str]:
     """Misses of the B=8, C=32768 target: split-K >= 70% of copy bandwidth (and faster than v1)."""
-    from gpuprobe.ceilings import kernel_bench as bench
 
     out = []
     if splitk_row["num_splits"] <= 1:
@@ -97,7 +96,6 @@ def evaluate_splitk(splitk_row: dict[str, Any], v1_row: dict[str, Any]) -> list[
 
 def evaluate_gemm(rows: list[dict[str, Any]]) -> list[str]:
     """Misses of the GEMM claim: every row correct, and within 1.2x of cuBLAS for M <= 64."""
-    from gpuprobe.ceilings import kernel_bench as bench
 
     out = []
     for r in rows:
@@ -116,7 +114,6 @@ def paged_attention_correct(ctx: CheckContext) -> dict:
     _require_gpu()
     import torch
 
-    from gpuprobe.ceilings import kernel_bench as bench
     from gpuprobe.kernels import paged_decode_attention
     from gpuprobe.kernels.reference import paged_attention_reference
 
@@ -165,7 +162,6 @@ def judge_attention_bandwidth(read_bytes: float, time_s: float, read_ceiling: fl
     """Figures and misses of the B=256 bandwidth claim: the bytes the kernel reads over its time, as a
     fraction of the DRAM read ceiling (at least :data:`TARGET_READ_FRACTION`, at most
     :data:`MAX_READ_FRACTION`), with the copy figure beside it; and at most 1.05x dense SDPA."""
-    from gpuprobe.ceilings import kernel_bench as bench
 
     read_bw = read_bytes / time_s
     fraction = read_bw / read_ceiling
@@ -191,7 +187,6 @@ def paged_attention_bandwidth(ctx: CheckContext) -> dict:
     """B=256, C=2048, Qwen2-0.5B heads (14/2/64), page 16, bf16: KV reads >= 85% of the DRAM read ceiling
     (CUDA events), copy figure beside, <= 1.05x dense SDPA."""
     _require_gpu()
-    from gpuprobe.ceilings import kernel_bench as bench
     from gpuprobe.tools.selftest.read_ceiling import read_ceiling
     from gpuprobe.tools.selftest.targets import missed, read_ceiling_target, spec_here, targets_figure
 
@@ -217,7 +212,6 @@ def paged_attention_bandwidth(ctx: CheckContext) -> dict:
 def splitk_bandwidth(ctx: CheckContext) -> dict:
     """B=8, C=32768, Qwen2-0.5B heads, page 16, bf16: split-K >= 70% of copy bandwidth, beside v1."""
     _require_gpu()
-    from gpuprobe.ceilings import kernel_bench as bench
 
     common = dict(model="qwen2-0.5b", batch=8, context=32768, page_size=16, dtype="bf16", reference=False)
     v1 = bench.bench_attention(**common, knobs={"num_splits": 1})
@@ -236,7 +230,6 @@ def splitk_bandwidth(ctx: CheckContext) -> dict:
 def decode_gemm_check(ctx: CheckContext) -> dict:
     """Decode GEMM on Qwen2-0.5B projections, M = 1, 16, 64, bf16: correct and within 1.2x of cuBLAS."""
     _require_gpu()
-    from gpuprobe.ceilings import kernel_bench as bench
 
     rows = [bench.bench_gemm(m=m, n=n, k=k, dtype="bf16", op=op, rep_ms=50)
             for op, (k, n) in bench.model_gemm_shapes("qwen2-0.5b").items() for m in (1, 16, 64)]

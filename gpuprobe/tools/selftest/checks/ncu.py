@@ -10,6 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gpuprobe.errors import GpuprobeError
+from gpuprobe.ncu import load_report
+from gpuprobe.ncu.ncu_report_loader import origin
+from gpuprobe.ncu.runner import profile
 from gpuprobe.tools.selftest.counters import FAILING, counter_probe
 from gpuprobe.tools.selftest.registry import CheckContext, CheckFailed, Skip, check, require_cuda
 
@@ -107,8 +111,6 @@ def ncu_counter_permission(ctx: CheckContext) -> dict:
 @check("gemm_counter_flops", owner="ncu", gpu=True, budget_s=60, estimate_s=25)
 def gemm_counter_flops(ctx: CheckContext) -> dict:
     """Counter FLOPs (sm__ops_path_tensor_src_*) of plain bf16 GEMMs equal 2MNK within 2% (tile-aligned shapes)."""
-    from gpuprobe.ncu import load_report
-    from gpuprobe.ncu.runner import profile
 
     inst = _need_gpu_and_ncu(ctx)
     script = _write(ctx, "gemm_target.py", GEMM_PROGRAM.format(shapes=GEMM_SHAPES))
@@ -138,10 +140,6 @@ def csv_vs_rep_pair(ctx: CheckContext) -> dict:
     """One report read as .ncu-rep and as `ncu --import --csv` (base and display units) gives the same table."""
     from gpuprobe.ncu.compare import compare_tables
     from gpuprobe.ncu.readers import read_csv, read_ncu_rep
-    from gpuprobe.ncu.runner import profile
-
-    from gpuprobe.errors import GpuprobeError
-    from gpuprobe.ncu.ncu_report_loader import origin
 
     inst = _need_gpu_and_ncu(ctx)
     module = origin()  # the PyPI package, or extras/python/ncu_report.py of the Nsight Compute install
@@ -203,7 +201,6 @@ def profile_torch_program(ctx: CheckContext) -> dict:
     (ctx.out_dir / "profile_stdout.txt").write_text(r.stdout + r.stderr)
     if r.returncode != 0:
         raise CheckFailed(f"gpuprobe profile exited {r.returncode}: {(r.stderr or r.stdout)[-800:]}")
-    from gpuprobe.ncu import load_report
 
     df = load_report(ctx.out_dir / "decode.ncu-rep")
     ops = op_table(kernel_table(df)).set_index("op")

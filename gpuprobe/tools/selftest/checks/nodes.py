@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from gpuprobe.system.children import end_tree, start_child
+from gpuprobe.tools import doctor as doc
 from gpuprobe.tools.selftest.registry import CheckContext, CheckFailed, Skip, check
+import gpuprobe
 
 #: Environment variable naming the tests folder for ``gpu_tests`` (e.g. a checkout beside an installed gpuprobe).
 TESTS_ENV = "GPUPROBE_TESTS"
@@ -25,7 +27,6 @@ def doctor(ctx: CheckContext) -> dict[str, Any]:
     Takes ~10 s for the imports (torch, triton, cupy) and `nvidia-smi`, and with ``--gpu`` the run's
     one counter-permission probe (a tiny kernel profiled for one metric, ~15 s), which the ncu
     checks reuse (:mod:`gpuprobe.tools.selftest.counters`)."""
-    from gpuprobe.tools import doctor as doc
 
     report = doc.collect(probe_counters=bool(ctx.gpu), counter_timeout_s=max(15.0, min(60.0, ctx.budget_s - 30.0)))
     (ctx.out_dir / "doctor.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
@@ -38,7 +39,6 @@ def doctor(ctx: CheckContext) -> dict[str, Any]:
 def find_tests_dir(explicit: str | os.PathLike | None = None) -> Path | None:
     """The project's tests folder (one holding conftest.py): ``explicit`` alone when given, else
     $GPUPROBE_TESTS alone when set, else the folder beside the gpuprobe package, else ./tests."""
-    import gpuprobe
 
     if explicit or os.environ.get(TESTS_ENV):
         candidates = [Path(explicit or os.environ[TESTS_ENV])]

@@ -7,12 +7,13 @@ import json
 import subprocess
 import sys
 
+from gpuprobe.nsys import load_trace
+from gpuprobe.nsys.runner import find_nsys
+from gpuprobe.tools.selftest.checks.ncu import DECODE_PROGRAM
 from gpuprobe.tools.selftest.registry import CheckContext, CheckFailed, Skip, check, require_cuda
 
 
 def _need_gpu_and_nsys() -> None:
-    from gpuprobe.nsys.runner import find_nsys
-
     require_cuda()
     if find_nsys() is None:
         raise Skip("nsys is not installed")
@@ -34,8 +35,6 @@ def _gpuprobe(ctx: CheckContext, args: list[str], margin_s: float = 5.0) -> subp
 def profile_nsys(ctx: CheckContext) -> dict:
     """`gpuprobe profile --nsys` on a 2-layer Qwen2-0.5B-shaped torch decode step: every op of both layers
     named from NVTX at launch time, one decode step found, kernel time inside it."""
-    from gpuprobe.nsys import load_trace
-    from gpuprobe.tools.selftest.checks.ncu import DECODE_PROGRAM
 
     _need_gpu_and_nsys()
     script = ctx.out_dir / "decode_target.py"

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gpuprobe.errors import UserError
+from gpuprobe.specs.gpus import get_gpu
 from gpuprobe.tools.selftest.registry import CheckContext, Skip, check
 
 SOURCE_CHECK = "roofline_two_points"
@@ -31,8 +33,6 @@ def prediction_vs_measured(ctx: CheckContext) -> dict:
     from gpuprobe.calibration.fit import abs_errors
     from gpuprobe.calibration.shapes import SHAPE_COLUMNS
     from gpuprobe.calibration.sources import load_result, read_gpuprobe
-    from gpuprobe.errors import UserError
-    from gpuprobe.specs.gpus import get_gpu
 
     path = _result_path(ctx.check_dir(SOURCE_CHECK))
     if path is None:

@@ -16,7 +16,12 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from gpuprobe.measure.sweep import read_results
 from gpuprobe.ncu.cost import ncu_cost
+from gpuprobe.ncu.runner import import_raw_csv
+from gpuprobe.roofline.assemble import assemble_result
+from gpuprobe.roofline.crosscheck import CrossCheck, failures
+from gpuprobe.specs.models import get_model
 from gpuprobe.tools.selftest.counters import counter_probe
 from gpuprobe.tools.selftest.registry import CheckContext, CheckFailed, check, require_cuda
 
@@ -135,7 +140,6 @@ def verify(data: dict[str, Any], mode: str = "ncu") -> list[str]:
     """What is wrong with a two-point roofline made in ``mode`` (empty when the claims hold): every point
     finished, the cross-checks hold (ncu mode), attention's share of DRAM bandwidth rises with batch
     and attention at the larger batch is memory-bound."""
-    from gpuprobe.roofline.crosscheck import CrossCheck, failures
 
     problems = [f"batch {f['batch']}: {f['status']}: {f['reason']}" for f in data.get("failed_points", [])]
     if data["mode"] != mode:
@@ -156,8 +160,6 @@ def verify(data: dict[str, Any], mode: str = "ncu") -> list[str]:
 def ensure_roofline_json(out: Path, *, spec, gpu, dtype: str, config: dict[str, Any]) -> Path:
     """``out/roofline.json`` from whatever the sweep recorded (failed points listed with their reasons),
     when the sweep itself did not write it (no point finished, or its assembly failed)."""
-    from gpuprobe.measure.sweep import read_results
-    from gpuprobe.roofline.assemble import assemble_result
 
     path = out / "roofline.json"
     if path.exists():
@@ -201,7 +203,6 @@ def _sweep(ctx: CheckContext, mode: str, point_s: float, ncu_s: float | None, *,
 def keep_raw_page(out: Path, batch: int = BATCHES[0]) -> str | None:
     """The raw page (base units) of the kept report of ``batch`` as ``ncu_raw_b<batch>.csv``; the report itself
     only when small. Returns the CSV's name, or why there is none."""
-    from gpuprobe.ncu.runner import import_raw_csv
 
     reports = sorted((out / "ncu").glob(f"b{batch}_*.ncu-rep"))
     if not reports:
@@ -235,7 +236,6 @@ def roofline_two_points(ctx: CheckContext) -> dict:
     (ncu), attention DRAM % rises with batch. Leaves roofline.json and results.jsonl in its folder."""
     require_cuda()
     from gpuprobe.specs.gpus import DEFAULT_GPU, detect_gpu, get_gpu
-    from gpuprobe.specs.models import get_model
 
     t_check = time.perf_counter()
     mode, why = choose_mode(ctx)
@@ -252,7 +252,6 @@ def roofline_two_points(ctx: CheckContext) -> dict:
     extra: dict[str, Any] = {}
     if mode == "ncu":
         extra["ncu_raw_page"] = keep_raw_page(out)
-        from gpuprobe.measure.sweep import read_results
 
         ran_out = [r for r in read_results(out) if ncu_ran_out(r)] if (out / "results.jsonl").exists() else []
         if ran_out:
