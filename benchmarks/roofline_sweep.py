@@ -21,8 +21,8 @@ from pathlib import Path
 
 from gpuprobe.errors import NotAvailable
 from gpuprobe.measure.point import target_command
-from gpuprobe.ncu import load_report
-from gpuprobe.ncu.runner import NcuError, profile
+from gpuprobe.ncu import load_ncu_report
+from gpuprobe.ncu.runner import NcuError, run_ncu
 from gpuprobe.run.script import run_script
 from gpuprobe.specs.gpus import detect_gpu
 
@@ -54,9 +54,9 @@ def time_full(model: str, batch: int, context: int, timeout_s: float, out: Path)
     row = {"what": f"ncu --set full, whole step, batch {batch}", "command": "ncu --set full --nvtx-include decode/ "
            + " ".join(cmd[1:])}
     try:
-        res = profile(cmd, out / "full.ncu-rep", metric_set="roofline", nvtx_include=["decode/"],
+        res = run_ncu(cmd, out / "full.ncu-rep", metric_set="roofline", nvtx_include=["decode/"],
                       extra_args=["--set", "full"], timeout_s=timeout_s)
-        row.update(wall_s=time.perf_counter() - t0, rc=0, kernels=len(load_report(res.report)))
+        row.update(wall_s=time.perf_counter() - t0, rc=0, kernels=len(load_ncu_report(res.report)))
     except NcuError as e:
         row.update(wall_s=time.perf_counter() - t0, rc=1, error=str(e).splitlines()[:1],
                    note=f"stopped at the {timeout_s:g} s limit" if "ran past" in str(e) else None)

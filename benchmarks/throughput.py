@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     points = [dict(model=a.model, batch=b, context=a.context, attention=attention, dtype=a.dtype, steps=a.steps,
                    warmup=8, graphs=g, seed=0, device="cuda", page_size=16, compile=c, kernel_mode=k)
               for g, c, k in modes for b in batches]
-    records = run_sweep(points, "gpuprobe.measure.throughput:measure_point", a.out, resume=a.resume, timeout_s=900,
+    records = run_sweep(points, "gpuprobe.measure.throughput:measure_throughput_point", a.out, resume=a.resume,
+                        timeout_s=900,
                         label=lambda pt: f"{'graph' if pt['graphs'] else 'eager'}{'+compile' if pt['compile'] else ''} "
                                          f"{pt['kernel_mode']} batch {pt['batch']}")
     rows = rows_from_records(records)

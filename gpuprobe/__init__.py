@@ -10,6 +10,7 @@ _LAZY = {
     "Engine": ("gpuprobe.engine", "Engine"),
     "instrument": ("gpuprobe.engine.instrument", "instrument"),
     "load_report": ("gpuprobe.reports", "load_report"),
+    "open_report": ("gpuprobe.reports", "open_report"),
     "ModelSpec": ("gpuprobe.specs", "ModelSpec"),
     "GPUSpec": ("gpuprobe.specs", "GPUSpec"),
     "get_model": ("gpuprobe.specs", "get_model"),

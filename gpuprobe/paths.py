@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from pathlib import Path
 
 from gpuprobe.errors import UserError
@@ -125,3 +126,16 @@ def _pseudo_fs(folder: Path) -> bool:
 
 __all__ = ["require_regular_file", "require_writable_file", "require_writable_dir", "require_fits_in_memory",
            "available_memory"]
+
+
+def output_dir(out: str | Path | None, prefix: str) -> Path:
+    """The folder a run writes into: ``out``, or a new ``./gpuprobe-out/{prefix}-{timestamp}``; made once and
+    checked writable (one line naming it otherwise)."""
+    path = Path(out) if out else Path("gpuprobe-out") / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create output folder '{path}': {e.strerror or e}; pass a writable --out.") from None
+    if not os.access(path, os.W_OK):
+        raise UserError(f"output folder '{path}' is not writable; pass a writable --out.")
+    return path

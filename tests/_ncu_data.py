@@ -33,10 +33,10 @@ def path(name: str) -> Path:
 
 @functools.lru_cache(maxsize=None)
 def loaded(name: str):
-    """``gpuprobe.ncu.load_report`` of a fixture (cached: treat as read-only, copy before changing)."""
-    from gpuprobe.ncu import load_report
+    """``gpuprobe.ncu.load_ncu_report`` of a fixture (cached: treat as read-only, copy before changing)."""
+    from gpuprobe.ncu import load_ncu_report
 
-    return load_report(path(name))
+    return load_ncu_report(path(name))
 
 
 @functools.lru_cache(maxsize=None)

@@ -16,7 +16,7 @@ from gpuprobe.calibration.fit import holdout_split
 from gpuprobe.calibration.sources import read_measurements, shape_key, with_floors
 from gpuprobe.calibration.store import shipped_path
 from gpuprobe.errors import UserError
-from gpuprobe.roofline.analytic import FLOOR_SOURCE, analytic_roofline
+from gpuprobe.roofline.analytic_roofline import FLOOR_SOURCE, analytic_roofline
 from gpuprobe.specs.gpus import get_gpu
 from gpuprobe.specs.models import get_model
 

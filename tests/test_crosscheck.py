@@ -16,9 +16,9 @@ SPEC = get_model("qwen2-0.5b")
 
 def _layer_totals(csv_name: str) -> dict[str, dict[str, float]]:
     """Counter sums per op over the layers of a real report, and the number of layers in it."""
-    from gpuprobe.ncu import load_report
+    from gpuprobe.ncu import load_ncu_report
 
-    df = load_report(MEASURED / csv_name)
+    df = load_ncu_report(MEASURED / csv_name)
     out = {}
     for op, g in df.groupby("op"):
         out[op] = {"read": float(g["dram_read_bytes"].sum()), "write": float(g["dram_write_bytes"].sum()),
@@ -63,9 +63,9 @@ def test_gemm_padding_on_the_h100_report():
     assert ratios["qkv_proj"] == pytest.approx(1.0, abs=1e-6) and ratios["o_proj"] == pytest.approx(1.0, abs=1e-6)
     assert ratios["mlp"] == pytest.approx(1.0757, abs=0.001)
     # kernel by kernel, the contract's figures: gate_up 1.03x, down 1.17x (split-K tiles)
-    from gpuprobe.ncu import load_report
+    from gpuprobe.ncu import load_ncu_report
 
-    df = load_report(MEASURED / "ncu_b64_c1024_2layers.csv")
+    df = load_ncu_report(MEASURED / "ncu_b64_c1024_2layers.csv")
     gemms = df[(df["op"] == "mlp") & (df["flops_tensor"] > 0) & (df["layer"] == 0)]
     gate_up, down = gemms["flops_tensor"].tolist()
     assert gate_up / (2 * 64 * 896 * 9728) == pytest.approx(1.026, abs=0.002)

@@ -198,11 +198,11 @@ def test_compare_eager_catches_a_lost_kv_write(tiny_dir, monkeypatch):
     """The figure the GPU check judges correctness on moves when the fused step stops writing the cache."""
     from gpuprobe.engine import compiled
     from gpuprobe.engine.attention import TorchPagedAttention
-    from gpuprobe.measure.throughput import measure_point
+    from gpuprobe.measure.throughput import measure_throughput_point
 
     real = TorchPagedAttention.write
     monkeypatch.setattr(TorchPagedAttention, "write",
                         lambda self, *a: None if compiled.compiling() else real(self, *a))
-    row = measure_point(str(tiny_dir), batch=1, context=12, attention="torch", dtype="fp32", steps=1, warmup=0,
-                        device="cpu", compile=True, compare_eager=True)
+    row = measure_throughput_point(str(tiny_dir), batch=1, context=12, attention="torch", dtype="fp32", steps=1,
+                                   warmup=0, device="cpu", compile=True, compare_eager=True)
     assert row["eager_rel_diff"] > 1e-3

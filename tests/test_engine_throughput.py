@@ -11,7 +11,7 @@ pytest.importorskip("transformers")
 
 from engine_helpers import save_hf  # noqa: E402
 from gpuprobe.cli import main  # noqa: E402
-from gpuprobe.measure.throughput import COLUMNS, measure_point, rows_from_records  # noqa: E402
+from gpuprobe.measure.throughput import COLUMNS, measure_throughput_point, rows_from_records  # noqa: E402
 from gpuprobe.render.throughput import write_results  # noqa: E402
 
 
@@ -21,8 +21,8 @@ def tiny_dir(tmp_path_factory):
 
 
 def test_measure_point_on_cpu(tiny_dir):
-    row = measure_point(str(tiny_dir), batch=3, context=20, attention="torch", dtype="fp32", steps=3, warmup=1,
-                        graphs=True, device="cpu", page_size=8)
+    row = measure_throughput_point(str(tiny_dir), batch=3, context=20, attention="torch", dtype="fp32", steps=3,
+                                   warmup=1, graphs=True, device="cpu", page_size=8)
     assert set(COLUMNS) <= set(row)
     assert row["status"] == "ok" and row["mode"] == "eager"  # no graphs on a CPU, and the row says so
     assert row["tokens_per_s"] == pytest.approx(3 / row["step_latency_s"])

@@ -67,7 +67,10 @@ def _resolve(module: str, path: Path, node: ast.ImportFrom) -> str:
 
 
 def _internal(name: str) -> str | None:
-    """The module of ours that ``name`` names (or the nearest package above it), else None."""
+    """The module of ours that ``name`` names (or the nearest package above it), else None. ``kernels/`` is
+    installed as ``gpuprobe.kernels``: an import of ``gpuprobe.kernels.x`` is an edge to ``kernels.x``."""
+    if name == "gpuprobe.kernels" or name.startswith("gpuprobe.kernels."):
+        name = name[len("gpuprobe."):]
     while name:
         if name in MODULES:
             return name
@@ -84,6 +87,8 @@ def import_graph() -> dict[str, set[str]]:
                 targets = [a.name for a in node.names]
             else:
                 base = _resolve(module, path, node)
+                if base == "gpuprobe.kernels" or base.startswith("gpuprobe.kernels."):
+                    base = base[len("gpuprobe."):]
                 targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
             own = _ancestors(module) | {module}
             for t in targets:
@@ -192,7 +197,7 @@ def test_core_modules_import_without_cli_or_torch():
     """The torch-free core (analytic and report paths, the measured roofline's stages, the advisor) loads
     no command-line module, no torch and no triton."""
     mods = ["gpuprobe.analytic", "gpuprobe.roofline.points", "gpuprobe.run.plan", "gpuprobe.roofline.assemble",
-            "gpuprobe.run.measured", "gpuprobe.roofline.analytic", "gpuprobe.ncu.counter_roofline",
+            "gpuprobe.run.measured", "gpuprobe.roofline.analytic_roofline", "gpuprobe.ncu.counter_roofline",
             "gpuprobe.advise.advisor", "gpuprobe.advise.curves", "gpuprobe.measure.point", "gpuprobe.tools.doctor"]
     assert _loaded_after("".join(f"import {m}\n" for m in mods), ("torch", "triton")) == []
 
@@ -223,3 +228,48 @@ def test_no_cycle_between_folders():
         graph.setdefault(a, set()).update(_folder(d) for d in deps if _folder(d) != a)
     assert find_cycles(graph) == []
     assert graph.get("kernels", set()) == set()  # the Triton kernels import nothing of gpuprobe
+
+
+#: docs/architecture.md's floors, top first: a module imports its own floor (acyclically) or those below it.
+#: A folder is named as ``_folder`` names it; a top-level module as ``(top)NAME``.
+FLOORS: tuple[tuple[str, ...], ...] = (
+    ("cli", "(top)__main__"),
+    ("run", "tools"),
+    ("render", "calibration"),
+    ("measure",),
+    ("advise",),
+    ("(top)reports", "(top)diff"),
+    ("nsys",),
+    ("ncu",),
+    ("ceilings",),
+    ("engine",),
+    ("system",),
+    ("gpuprobe", "(top)ops", "specs", "(top)analytic", "roofline", "(top)kernel_rules", "(top)paths",
+     "(top)parsing", "(top)jsonsafe", "(top)errors", "data"),
+    ("kernels",),
+)
+FLOOR_OF = {name: i for i, names in enumerate(FLOORS) for name in names}
+
+
+def test_every_folder_has_a_floor():
+    """A new folder or top-level module must be placed (here and in docs/architecture.md) before it lands."""
+    assert sorted({_folder(m) for m in MODULES} - set(FLOOR_OF)) == []
+
+
+def test_no_import_runs_up_a_floor():
+    ups = sorted(f"{m} -> {d}" for m, deps in import_graph().items() for d in deps
+                 if FLOOR_OF[_folder(d)] < FLOOR_OF[_folder(m)])
+    assert ups == [], "imports up a floor (docs/architecture.md):\n" + "\n".join(ups)
+
+
+def test_the_floors_are_the_documented_ones():
+    """docs/architecture.md's table names every folder of ``FLOORS``, in the same order."""
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    rows = [line for line in doc.splitlines() if line.startswith("| ") and line.split("|")[1].strip()[:1].isdigit()]
+    assert len(rows) == len(FLOORS)
+    for row, names in zip(rows, FLOORS):
+        for name in names:
+            if name != "gpuprobe":
+                bare = name.replace("(top)", "")
+                token = bare if bare == "__main__" else bare + (".py" if name.startswith("(top)") else "/")
+                assert token in row, (name, row)

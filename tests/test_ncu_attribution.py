@@ -7,7 +7,7 @@ from collections import defaultdict
 import pytest
 
 from _ncu_data import B32_BASE, B32_REP, B64_RAW, loaded, path
-from gpuprobe.ncu import Attribution, default_rule, load_report
+from gpuprobe.ncu import Attribution, default_rule, load_ncu_report
 from gpuprobe.ncu.counter_roofline import kernel_table, op_table
 
 
@@ -26,7 +26,7 @@ def test_rule_is_replaceable():
     def by_kernel(stack, short):
         return Attribution(short, None)
 
-    df = load_report(path(B32_BASE), rule=by_kernel)
+    df = load_ncu_report(path(B32_BASE), rule=by_kernel)
     assert df["op"][0] == "nvjet_sm90_tst_64x8_64x16_2x4_h_bz_NNT"
     assert df["layer"].isna().all()
 

@@ -1,5 +1,5 @@
 """Reports made by other people (tests/fixtures/ncu_external: other GPUs, ncu versions, section sets, no
-NVTX) read right through `gpuprobe report` and `load_report`: exit 0, strict JSON, one row per kernel,
+NVTX) read right through `gpuprobe report` and `load_ncu_report`: exit 0, strict JSON, one row per kernel,
 times equal to what NVIDIA's ncu_report (or the CSV cell) says, or null; roofs from the report's own
 peaks where the registry does not know the GPU."""
 from __future__ import annotations
@@ -106,9 +106,9 @@ def test_times_derived_from_cycles_are_marked(capsys):
     name = "leleucas_bert_flashattn_nsight.csv.xz"
     times, derived = _csv_times(name)
     assert derived
-    from gpuprobe.ncu import load_report
+    from gpuprobe.ncu import load_ncu_report
 
-    df = load_report(EXT / name)
+    df = load_ncu_report(EXT / name)
     assert list(df["time_s"]) == pytest.approx(times, rel=1e-9) and df["time_derived"].all()
     assert any("sm__cycles_elapsed.avg / sm__cycles_elapsed.avg.per_second" in x for x in df.attrs["derived"])
     assert main(["report", str(EXT / name), "--json", "--by", "kernel"]) == 0
@@ -128,11 +128,11 @@ def test_missing_time_stays_missing_per_op(capsys):
 
 
 def test_gh200_is_not_the_h200(capsys):
-    from gpuprobe.ncu.counter_roofline import resolve_gpu
+    from gpuprobe.specs.gpus import resolve_gpu
 
-    gh200 = resolve_gpu(None, "NVIDIA GH200 480GB")
+    gh200 = resolve_gpu(None, device_name="NVIDIA GH200 480GB", default=None)
     assert gh200 is None or gh200.name != "h200"
-    assert resolve_gpu(None, "NVIDIA H100 80GB HBM3").name == "h100-sxm"
+    assert resolve_gpu(None, device_name="NVIDIA H100 80GB HBM3", default=None).name == "h100-sxm"
     assert main(["report", str(EXT / "cs599k_silu-v8.ncu-rep.xz"), "--json"]) == 0
     d = _strict(capsys.readouterr().out)
     assert d["gpu"] != "h200"
@@ -156,9 +156,9 @@ def test_v100_gets_an_fp32_roofline(capsys):
 
 def test_gpu_unknown_to_the_registry_gets_the_reports_own_peaks(capsys, monkeypatch):
     """An H800 the registry does not know: only its report's peaks (DRAM, FP32), never another GPU's."""
-    from gpuprobe.ncu import counter_roofline
+    from gpuprobe.specs import gpus
 
-    monkeypatch.setattr(counter_roofline, "gpu_from_device_name", lambda name: None)
+    monkeypatch.setattr(gpus, "gpu_from_device_name", lambda name: None)
     assert main(["report", str(EXT / "sglang_profile.ncu-rep.xz"), "--json"]) == 0
     d = _strict(capsys.readouterr().out)
     assert d["gpu"] == "NVIDIA H800"
@@ -183,10 +183,10 @@ def test_report_without_any_roof_has_null_ceilings(capsys, tmp_path):
 
 
 def test_sm_spelling_of_fp32_counters():
-    from gpuprobe.ncu import load_report
+    from gpuprobe.ncu import load_ncu_report
 
     cells = _csv_cells("esmm_metrics_details.csv.xz")
-    df = load_report(EXT / "esmm_metrics_details.csv.xz")
+    df = load_ncu_report(EXT / "esmm_metrics_details.csv.xz")
     for lid, row in zip(sorted(cells), df.itertuples()):
         c = {k: float(v[1].replace(",", "")) for k, v in cells[lid].items() if k.startswith("sm__sass")}
         want = (c["sm__sass_thread_inst_executed_op_fadd_pred_on.sum"] + c["sm__sass_thread_inst_executed_op_fmul_pred_on.sum"]
@@ -203,15 +203,16 @@ def test_undecidable_limiter_is_null_not_nan(capsys):
 
 
 def test_header_after_200_lines(tmp_path):
-    from gpuprobe.ncu import load_report
+    from gpuprobe.ncu import load_ncu_report
 
-    df = load_report(EXT / "leleucas_nsightV.csv.xz")
+    df = load_ncu_report(EXT / "leleucas_nsightV.csv.xz")
     assert len(df) == 198 and df["time_s"].notna().all()
     base = (Path(__file__).parent / "fixtures" / "ncu" / "h100_qwen2-0.5b_layer0_b32_c512_raw_baseunits.csv").read_text()
     noisy = tmp_path / "noisy.csv"
     noisy.write_text("".join(f"==PROF== line {i}\n" for i in range(500)) + "Traceback (most recent call last):\n" + base)
-    a = load_report(noisy)
-    ref = load_report(Path(__file__).parent / "fixtures" / "ncu" / "h100_qwen2-0.5b_layer0_b32_c512_raw_baseunits.csv")
+    a = load_ncu_report(noisy)
+    ref = load_ncu_report(Path(__file__).parent / "fixtures" / "ncu"
+                          / "h100_qwen2-0.5b_layer0_b32_c512_raw_baseunits.csv")
     assert list(a["time_s"]) == list(ref["time_s"]) and list(a["op"]) == list(ref["op"])
 
 
@@ -246,9 +247,9 @@ def test_kernels_without_nvtx_take_the_rule_tables_class(monkeypatch, capsys, tm
 
 def test_nvtx_ranges_win_over_the_rule_table(monkeypatch):
     from _ncu_data import B32_BASE, path
-    from gpuprobe.ncu import load_report
+    from gpuprobe.ncu import load_ncu_report
 
-    df = load_report(path(B32_BASE))
+    df = load_ncu_report(path(B32_BASE))
     assert set(df["op"]) == {"qkv_proj", "attention", "o_proj", "mlp"}
     stripped = df.assign(nvtx_stack=[()] * len(df))
     from gpuprobe.ncu.attribution import attribute
@@ -275,12 +276,12 @@ def test_distinct_kernels_stay_distinct():
 def test_with_the_real_rule_table_h800_attention_and_gemm():
     """The real rule table: SGLang's flash_fwd under attention, cuBLAS/nvjet under gemm."""
     from _ncu_data import B32_BASE, path
-    from gpuprobe.ncu import load_report
+    from gpuprobe.ncu import load_ncu_report
     from gpuprobe.ncu.attribution import attribute
 
-    df = load_report(EXT / "sglang_profile.ncu-rep.xz")
+    df = load_ncu_report(EXT / "sglang_profile.ncu-rep.xz")
     assert set(df[df["kernel_short"] == "flash_fwd_kernel"]["op"]) == {"attention"}
-    h100 = load_report(path(B32_BASE))
+    h100 = load_ncu_report(path(B32_BASE))
     ops = attribute(h100.assign(nvtx_stack=[()] * len(h100)))
     assert set(ops[ops["kernel_short"].str.startswith("nvjet")]["op"]) == {"gemm"}
     assert set(ops[ops["kernel_short"].str.contains("sdpa")]["op"]) == {"attention"}

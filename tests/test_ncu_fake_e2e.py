@@ -10,7 +10,7 @@ import pytest
 
 import _fake_ncu
 from _ncu_data import B32_BASE, B32_REP, NCU, path, raw
-from gpuprobe.ncu import load_report, ncu_report_loader
+from gpuprobe.ncu import load_ncu_report, ncu_report_loader
 from gpuprobe.ncu.readers import ReportFormatError, read_report
 from gpuprobe.ncu.runner import CounterPermissionError, NoKernelsProfiled
 
@@ -90,7 +90,7 @@ def test_rep_without_ncu_report_module_is_read_through_ncu_import(tmp_path, monk
     """No loadable ncu_report: the .ncu-rep goes through `ncu --import --csv --page raw --print-units base`."""
     log = _fake_ncu.use(monkeypatch, tmp_path / "bin", csv=path(B32_BASE))
     _no_module(monkeypatch)
-    df = load_report(NCU / B32_REP)
+    df = load_ncu_report(NCU / B32_REP)
     (call,) = _calls(log)[-1:]
     assert call["argv"][:1] == ["--import"] and call["argv"][-5:] == ["--csv", "--page", "raw", "--print-units",
                                                                        "base"]
@@ -105,7 +105,7 @@ def test_module_that_cannot_find_its_library_falls_back_to_csv(tmp_path, monkeyp
         __file__ = "/opt/nvidia/nsight-compute/extras/python/ncu_report.py"
 
         @staticmethod
-        def load_report(name):
+        def load_ncu_report(name):
             raise FileNotFoundError("Could not deduce NVIDIA Nsight Compute library directory.")
 
     _fake_ncu.use(monkeypatch, tmp_path / "bin", csv=path(B32_BASE))

@@ -13,7 +13,7 @@ from gpuprobe.ncu import runner
 from gpuprobe.ncu.metrics import METRIC_SETS, base_metric_name
 from gpuprobe.ncu.nvtx_filter import check_expression, nvtx_filter, stack_matches
 from gpuprobe.ncu.runner import (CounterPermissionError, NcuError, NoKernelsProfiled, ProfileOptions, build_command,
-                                 check_counter_permission, find_ncu, parse_version, profile)
+                                 check_counter_permission, find_ncu, parse_version, run_ncu)
 
 # Lines of real ncu output, as recorded in public issue threads (NVIDIA/ERR_NVGPUCTRPERM reports,
 # meta-pytorch/tritonbench#87).
@@ -136,7 +136,7 @@ def test_find_ncu_in_cuda_home(tmp_path, monkeypatch):
 def test_no_ncu(monkeypatch):
     monkeypatch.setattr(runner, "find_ncu", lambda: None)
     with pytest.raises(NotAvailable, match="gpuprobe report FILE` still"):
-        profile(["python", "x.py"], "r.ncu-rep")
+        run_ncu(["python", "x.py"], "r.ncu-rep")
     status, msg = check_counter_permission()
     assert status == "missing" and "nsight-compute" in msg.lower()
 
@@ -144,7 +144,7 @@ def test_no_ncu(monkeypatch):
 def test_permission_error_gives_the_fix(tmp_path):
     ncu = _fake_ncu(tmp_path, f"echo '{PERM_LINE}'\nexit 1\n")
     with pytest.raises(CounterPermissionError) as e:
-        profile(["python", "x.py"], tmp_path / "r.ncu-rep", ncu=ncu)
+        run_ncu(["python", "x.py"], tmp_path / "r.ncu-rep", ncu=ncu)
     assert "NVreg_RestrictProfilingToAdminUsers=0" in str(e.value) and "root" in str(e.value)
     status, msg = check_counter_permission(ncu)
     assert status == "failing" and "NVreg_RestrictProfilingToAdminUsers=0" in msg
@@ -156,21 +156,22 @@ def test_no_kernel_matched_prints_filter_and_ranges_seen(tmp_path, monkeypatch):
 
     monkeypatch.setattr(diagnose, "seen_nvtx_stacks", lambda *a, **k: [("decode", "layer0", "attention")])
     with pytest.raises(NoKernelsProfiled) as e:
-        diagnose.profile(["python", "x.py"], tmp_path / "r.ncu-rep", nvtx_include=["decode/layer9/"], ncu=ncu)
+        diagnose.run_ncu_with_diagnosis(["python", "x.py"], tmp_path / "r.ncu-rep", nvtx_include=["decode/layer9/"],
+                                        ncu=ncu)
     assert "--nvtx-include decode/layer9/" in str(e.value) and "decode/layer0/attention/" in str(e.value)
 
 
 def test_target_crash_reports_exit_status_and_tail(tmp_path):
     ncu = _fake_ncu(tmp_path, "echo 'Traceback (most recent call last):'\necho 'RuntimeError: CUDA error'\nexit 3\n")
     with pytest.raises(NcuError) as e:
-        profile(["python", "x.py"], tmp_path / "r.ncu-rep", ncu=ncu)
+        run_ncu(["python", "x.py"], tmp_path / "r.ncu-rep", ncu=ncu)
     assert "exit status 3" in str(e.value) and "RuntimeError: CUDA error" in str(e.value)
 
 
 def test_timeout_stops_the_run(tmp_path):
     ncu = _fake_ncu(tmp_path, "echo started\nsleep 30\n")
     with pytest.raises(NcuError, match="ran past --timeout 0.5 s"):
-        profile(["python", "x.py"], tmp_path / "r.ncu-rep", ncu=ncu, timeout_s=0.5)
+        run_ncu(["python", "x.py"], tmp_path / "r.ncu-rep", ncu=ncu, timeout_s=0.5)
 
 
 def test_success_writes_meta_beside_the_report(tmp_path):
@@ -179,7 +180,7 @@ def test_success_writes_meta_beside_the_report(tmp_path):
     from gpuprobe.ncu import profile_meta_path
 
     ncu = _fake_ncu(tmp_path, 'for a in "$@"; do if [ "$prev" = --export ]; then : > "$a.ncu-rep"; fi; prev=$a; done\nexit 0\n')
-    res = profile(["python", "x.py"], tmp_path / "out" / "r", ncu=ncu, nvtx_include=["decode/"])
+    res = run_ncu(["python", "x.py"], tmp_path / "out" / "r", ncu=ncu, nvtx_include=["decode/"])
     assert res.report == tmp_path / "out" / "r.ncu-rep" and res.report.exists()
     meta = json.loads(profile_meta_path(res.report).read_text())
     assert meta["clock_control"] == "none" and meta["cache_control"] == "all"

@@ -41,7 +41,7 @@ def test_profile_small_torch_program_end_to_end(tmp_path):
     import subprocess
     import sys
 
-    from gpuprobe.ncu import load_report
+    from gpuprobe.ncu import load_ncu_report
     from gpuprobe.ncu.runner import find_ncu
     from gpuprobe.tools.selftest.checks import ncu
 
@@ -54,6 +54,6 @@ def test_profile_small_torch_program_end_to_end(tmp_path):
                         "--nvtx-include", f"gemm_{m}x{n}x{k}/", "--timeout", "90", "--", sys.executable, str(script)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    df = load_report(tmp_path / "gemm.ncu-rep")
+    df = load_ncu_report(tmp_path / "gemm.ncu-rep")
     assert (tmp_path / "gemm.csv").exists() and len(df) >= 1
     assert float(df["flops_tensor"].sum()) / (2.0 * m * n * k) == pytest.approx(1.0, abs=0.02)

@@ -8,7 +8,7 @@ from gpuprobe.roofline.schema import (
     LIMITER_RULE, Roof, RooflineResult, classify_bound, classify_limiter, datasheet_roofs, make_point,
     select_ceilings,
 )
-from gpuprobe.roofline.analytic import analytic_roofline
+from gpuprobe.roofline.analytic_roofline import analytic_roofline
 from gpuprobe.specs import get_gpu, get_model
 
 H100 = get_gpu("h100-sxm")

@@ -205,11 +205,11 @@ def test_ncu_report_md_from_recorded_results(tmp_path):
 def test_summarize_report_and_recorded_records_agree():
     """results.jsonl was made from the CSVs by today's summarize_report (guards against drift)."""
     from gpuprobe.measure.point import summarize_report
-    from gpuprobe.ncu import load_report
+    from gpuprobe.ncu import load_ncu_report
 
     recs = {r["result"]["batch"]: r["result"]["ncu"] for r in read_results(MEASURED / "ncu" / "results.jsonl")}
     for name, batch in (("ncu_b32_c512_layer0.csv", 32), ("ncu_b64_c1024_2layers.csv", 64)):
-        s = json.loads(json.dumps(summarize_report(load_report(MEASURED / name), 24)))
+        s = json.loads(json.dumps(summarize_report(load_ncu_report(MEASURED / name), 24)))
         assert s["ops"] == recs[batch]["ops"] and s["peaks"] == recs[batch]["peaks"]
     ops = {o["op"]: o for o in recs[32]["ops"]}
     assert ops["attention"]["layers_profiled"] == 1 and ops["attention"]["scaled"]

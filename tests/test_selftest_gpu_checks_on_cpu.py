@@ -243,7 +243,7 @@ def b1_on_h200(monkeypatch):
     monkeypatch.setattr(checks, "require_cuda", lambda: torch)
     monkeypatch.setattr(checks, "_free", lambda torch: None)
     monkeypatch.setattr(throughput, "copy_bandwidth", lambda: (4.3e12, "measured"))
-    monkeypatch.setattr(throughput, "measure_point", lambda *a, **k: _b1_row(step["s"]))
+    monkeypatch.setattr(throughput, "measure_throughput_point", lambda *a, **k: _b1_row(step["s"]))
     monkeypatch.setattr(targets, "spec_here", lambda: get_gpu("h200"))
     monkeypatch.setitem(sys.modules, "gpuprobe.calibration", types.ModuleType("gpuprobe.calibration"))
     return step, checks

@@ -6,9 +6,9 @@ import json
 import sys
 
 from gpuprobe.errors import UserError
-from gpuprobe.nsys.runner import CAPTURE_RANGES, profile, require_nsys
+from gpuprobe.nsys.runner import CAPTURE_RANGES, run_nsys, require_nsys
 from gpuprobe.run.options import ReportOptions
-from gpuprobe.run.paths import output_dir
+from gpuprobe.paths import output_dir
 
 
 def add_nsys_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,19 +29,19 @@ def add_nsys_arguments(p: argparse.ArgumentParser) -> None:
 def run_nsys_profile(args: argparse.Namespace, cmd: list[str]) -> int:
     """Trace ``cmd`` into ``DIR/NAME.nsys-rep`` and ``DIR/NAME.sqlite`` (``DIR/NAME.gpuprobe.json``: the nsys
     command line), then print the report of the trace."""
-    from gpuprobe.run.trace_report import run_trace_report
+    from gpuprobe.run.report import run_report
 
     if args.capture_range == "nvtx" and not args.nvtx_capture:
         raise UserError("--capture-range nvtx needs --nvtx-capture RANGE (e.g. --nvtx-capture decode)")
     exe = require_nsys(args.nsys_exe)
     out = output_dir(args.out, "profile")
-    res = profile(cmd, out / args.name, capture_range=args.capture_range, nvtx_capture=args.nvtx_capture,
-                  timeout_s=args.timeout, nsys=exe)
+    res = run_nsys(cmd, out / args.name, capture_range=args.capture_range, nvtx_capture=args.nvtx_capture,
+                   timeout_s=args.timeout, nsys=exe)
     meta = out / f"{args.name}.gpuprobe.json"  # how the trace was made, beside it (as for ncu reports)
     meta.write_text(json.dumps({"tool": "nsys", "command": res.command, "seconds": round(res.seconds, 3),
                                 "capture_range": args.capture_range, "nvtx_capture": args.nvtx_capture,
                                 "report": str(res.report), "sqlite": str(res.sqlite)}, indent=2) + "\n")
     print(f"traced in {res.seconds:.1f} s: {res.report}, {res.sqlite}", file=sys.stderr)
-    return run_trace_report(ReportOptions(file=str(res.sqlite), out=str(out / "report") if args.model else None,
-                                          model=args.model, batch=args.batch, context=args.context,
-                                          step_regex=args.step_regex, step_kernel=args.step_kernel))
+    return run_report(ReportOptions(file=str(res.sqlite), out=str(out / "report") if args.model else None,
+                                    model=args.model, batch=args.batch, context=args.context,
+                                    step_regex=args.step_regex, step_kernel=args.step_kernel))

@@ -7,11 +7,11 @@ import sys
 from gpuprobe.cli._common import positive_float, positive_int
 from gpuprobe.cli._nsys_profile import add_nsys_arguments, run_nsys_profile
 from gpuprobe.errors import UserError
-from gpuprobe.ncu import load_report
+from gpuprobe.ncu import load_ncu_report
 from gpuprobe.ncu.metrics import METRIC_SETS
 from gpuprobe.ncu.runner import CACHE_CONTROLS, CLOCK_CONTROLS, REPLAY_MODES
 from gpuprobe.run.options import ReportOptions
-from gpuprobe.run.paths import output_dir
+from gpuprobe.paths import output_dir
 
 NAME = "profile"
 HELP = "run a command under Nsight Compute (ncu) or Nsight Systems (--nsys): report + per-op table"
@@ -67,7 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gpuprobe.ncu.diagnose import profile
+    from gpuprobe.ncu.diagnose import run_ncu_with_diagnosis
 
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":
@@ -77,13 +77,13 @@ def run(args: argparse.Namespace) -> int:
     if args.nsys:
         return run_nsys_profile(args, cmd)
     out = output_dir(args.out, "profile")
-    res = profile(cmd, out / f"{args.name}.ncu-rep", metric_set=args.metric_set,
-                  nvtx_include=args.nvtx_include, nvtx_exclude=args.nvtx_exclude, kernel_name=args.kernel_name,
-                  launch_skip=args.launch_skip, launch_count=args.launch_count, replay_mode=args.replay_mode,
-                  clock_control=args.clock_control, cache_control=args.cache_control,
-                  extra_metrics=[m for m in args.metrics.split(",") if m.strip()], timeout_s=args.timeout,
-                  ncu=args.ncu)
-    df = load_report(res.report)
+    res = run_ncu_with_diagnosis(
+        cmd, out / f"{args.name}.ncu-rep", metric_set=args.metric_set, nvtx_include=args.nvtx_include,
+        nvtx_exclude=args.nvtx_exclude, kernel_name=args.kernel_name, launch_skip=args.launch_skip,
+        launch_count=args.launch_count, replay_mode=args.replay_mode, clock_control=args.clock_control,
+        cache_control=args.cache_control, extra_metrics=[m for m in args.metrics.split(",") if m.strip()],
+        timeout_s=args.timeout, ncu=args.ncu)
+    df = load_ncu_report(res.report)
     table = write_table(df, out / f"{args.name}.csv")
     print(f"profiled {len(df)} kernels in {res.seconds:.1f} s with ncu {res.ncu.version or '?'}: "
           f"{res.report}, {table}", file=sys.stderr)

@@ -16,7 +16,7 @@ from gpuprobe.render.tables import FORMATS, Column, emit, fmt_num, fmt_text
 from gpuprobe.render.throughput import write_results
 from gpuprobe.specs.gpus import normalize_dtype
 from gpuprobe.specs.models import load_model_spec
-from gpuprobe.run.paths import output_dir
+from gpuprobe.paths import output_dir
 
 NAME = "throughput"
 HELP = "decode tokens/s, step latency p50/p90 and memory per batch size (CUDA graphs or eager)"

@@ -17,7 +17,7 @@ from typing import Any
 from gpuprobe.measure.nsys_target import EAGER_STEP_REGEX, GRAPH_STEP_REGEX
 from gpuprobe.measure.point import versions
 from gpuprobe.nsys import load_trace
-from gpuprobe.nsys.runner import profile
+from gpuprobe.nsys.runner import run_nsys
 
 
 def target_command(model: str, batch: int, context: int, dtype: str, attention: str | None,
@@ -35,7 +35,7 @@ def nsys_point(*, model: str, batch: int, context: int, dtype: str = "bf16", att
     stem = Path(out_dir) / "nsys" / f"b{batch}_c{context}"
     stem.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    run = profile(target_command(model, batch, context, dtype, attention, graph_steps), stem, timeout_s=timeout_s)
+    run = run_nsys(target_command(model, batch, context, dtype, attention, graph_steps), stem, timeout_s=timeout_s)
     tr = load_trace(run.sqlite, align_eager=run.sqlite, step_regex=EAGER_STEP_REGEX)
     stats = tr.steps(GRAPH_STEP_REGEX)
     rec = trace_records(stats, batch=batch, context=context, device_name=tr.kernels.attrs.get("device_name"),

@@ -34,8 +34,8 @@ from typing import Any
 from gpuprobe.jsonsafe import json_value
 from gpuprobe.system.telemetry import BENIGN_REASONS
 from gpuprobe.measure.timing import time_steps
-from gpuprobe.ncu import load_report
-from gpuprobe.ncu.runner import REFUSAL_MARKERS, CounterPermissionError, NcuError, NoKernelsProfiled, profile
+from gpuprobe.ncu import load_ncu_report
+from gpuprobe.ncu.runner import REFUSAL_MARKERS, CounterPermissionError, NcuError, NoKernelsProfiled, run_ncu
 from gpuprobe.ops import STEP_RANGE, nvtx_path
 from gpuprobe.specs.models import load_model_spec
 
@@ -60,7 +60,7 @@ def nvtx_includes(layers: str, num_layers: int) -> list[str]:
 
 
 def summarize_report(df, num_layers: int) -> dict[str, Any]:
-    """A loaded report (:func:`gpuprobe.ncu.load_report`) -> per-op whole-step totals, per-kernel rows,
+    """A loaded report (:func:`gpuprobe.ncu.load_ncu_report`) -> per-op whole-step totals, per-kernel rows,
     the report's own peaks and clocks.
 
     Per-layer ops are multiplied by ``num_layers / layers profiled`` (``scaled``); whole-step ops are
@@ -150,13 +150,13 @@ def profile_point(model: str, num_layers: int, batch: int, context: int, dtype: 
     try:
         # diagnose=False: ncu's look at the first 200 kernels would see only the warm-up steps, which
         # push no ranges, and would cost a second run of the target
-        res = profile(target_command(model, batch, context, dtype, attention, layers, warmup), rep,
+        res = run_ncu(target_command(model, batch, context, dtype, attention, layers, warmup), rep,
                       metric_set="roofline", nvtx_include=includes, timeout_s=timeout_s, diagnose=False)
     except NoKernelsProfiled as e:
         raise NoKernelsProfiled(f"{e}; gpuprobe.measure.target pushes decode/ > layer{{i}}/ > {{op}}/ with NVTX "
                                 "around one eager step after its warm-up (torch.cuda.nvtx or the nvtx package "
                                 "must reach ncu; ranges pushed inside a CUDA graph capture are lost)") from None
-    df = load_report(res.report)
+    df = load_ncu_report(res.report)
     out = summarize_report(df, num_layers)
     o = res.options
     out["ncu"] = {

@@ -1,4 +1,4 @@
-"""Decode throughput per batch size: one sweep point (:func:`measure_point`) and its result rows (files and
+"""Decode throughput per batch size: one sweep point (:func:`measure_throughput_point`) and its result rows (files and
 figure: :mod:`gpuprobe.render.throughput`).
 
 A point builds an engine (random weights), prepares B sequences at context C with a random KV fill,
@@ -25,11 +25,11 @@ COLUMNS = ("batch", "tokens_per_s", "step_latency_s", "step_latency_p90_s", "wei
 EXTRA_COLUMNS = ("step_latency_mean_s", "steps", "device", "page_size", "compiled", "compile_s", "kernels")
 
 
-def measure_point(model: str, batch: int, context: int, attention: str | None = None, dtype: str = "bf16",
-                  steps: int = 64, warmup: int = 8, graphs: bool = True, seed: int = 0,
-                  device: str | None = None, page_size: int = 16, compile: bool = False,
-                  kernels: bool = False, compare_eager: bool = False,
-                  kernel_mode: str | None = None) -> dict[str, Any]:
+def measure_throughput_point(model: str, batch: int, context: int, attention: str | None = None, dtype: str = "bf16",
+                             steps: int = 64, warmup: int = 8, graphs: bool = True, seed: int = 0,
+                             device: str | None = None, page_size: int = 16, compile: bool = False,
+                             kernels: bool = False, compare_eager: bool = False,
+                             kernel_mode: str | None = None) -> dict[str, Any]:
     """Tokens/s, step latency and memory of decode at (batch, context): the sweep's worker.
 
     ``compile``: time the ``torch.compile``-fused step (compiled once before timing or capture;
@@ -109,7 +109,7 @@ def weight_read_floor_s(weights_bytes: int, copy_bytes_per_s: float) -> float:
 
 
 # ---- a sweep ----------------------------------------------------------------------------------------
-WORKER = "gpuprobe.measure.throughput:measure_point"
+WORKER = "gpuprobe.measure.throughput:measure_throughput_point"
 
 
 def sweep_throughput(model: str, batches: list[int], context: int, out: str | Path, *, dtype: str = "bf16",

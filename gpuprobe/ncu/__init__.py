@@ -1,6 +1,6 @@
 """Nsight Compute: find and run ncu, read its reports, attribute kernels to ops.
 
-The one entry point most users need is :func:`load_report`::
+The one entry point most users need is :func:`load_ncu_report`::
 
     import gpuprobe
     df = gpuprobe.load_report("decode.ncu-rep")     # or a CSV page, or .ncu-rep.xz
@@ -55,8 +55,8 @@ def profile_meta_path(report: str | Path) -> Path:
     return p.with_name(name + PROFILE_META_SUFFIX)
 
 
-def load_report(path: str | Path, rule: AttributionRule | None = None,
-                rules: str | Path | None = None) -> pd.DataFrame:
+def load_ncu_report(path: str | Path, rule: AttributionRule | None = None,
+                    rules: str | Path | None = None) -> pd.DataFrame:
     """Read a ``.ncu-rep`` (or ``.ncu-rep.xz``) or an ncu CSV page into the normalized per-kernel table
     (:func:`gpuprobe.reports.load_report` reads Nsight Systems traces too).
     ``rules``: a user's kernel rules file (docs/kernel-rules.md), matched before the built-in table.
@@ -85,5 +85,5 @@ def load_report(path: str | Path, rule: AttributionRule | None = None,
     return df
 
 
-__all__ = ["load_report", "read_report", "attribute", "default_rule", "Attribution", "AttributionRule",
+__all__ = ["load_ncu_report", "read_report", "attribute", "default_rule", "Attribution", "AttributionRule",
            "ReportFormatError", "add_standard_columns", "profile_meta_path"]

@@ -6,7 +6,7 @@ innermost ``layer{i}`` range. A kernel with no known range (any report made with
 ranges: vLLM, SGLang, anyone's script) takes the op class of the kernel rule table
 (:mod:`gpuprobe.kernel_rules`: ``gemm``, ``attention``, ``norm``...) matched on its full name; a
 kernel the table does not know is ``other:<short kernel name>``. Replace the rule by passing your own
-function with the same signature to :func:`attribute` (or to :func:`gpuprobe.ncu.load_report`); a
+function with the same signature to :func:`attribute` (or to :func:`gpuprobe.ncu.load_ncu_report`); a
 rule that also takes ``kernel_name`` (keyword) gets the full name::
 
     def by_outermost(stack, kernel_short):

@@ -6,7 +6,7 @@ clock, FP32 = 2 x the FFMA per-cycle peak x SM clock, L2 = ``lts__t_bytes.sum.pe
 clock (medians over kernels: with ``--clock-control none`` clocks vary per kernel). Datasheet roofs
 of a named GPU and a measured copy bandwidth are added when given; ``bound`` then uses the measured
 DRAM roof, else the datasheet's, else ncu's (:func:`gpuprobe.roofline.select_ceilings`). A GPU the
-registry does not know (matched exactly by :func:`resolve_gpu`: the GH200 is not the H200) gets the
+registry does not know (matched exactly by :func:`gpuprobe.specs.gpus.resolve_gpu`: the GH200 is not the H200) gets the
 report's own peaks only; a GPU with no tensor roof of the dtype is judged against FP32; a report with
 no roof at all has ``ceilings: null`` and no ``bound`` (:func:`report_roofs`).
 
@@ -33,7 +33,7 @@ from gpuprobe.roofline.points import dram_pct_of_measured, judge_limiter, op_poi
 from gpuprobe.roofline.schema import (
     LIMITER_RULE, Roof, RooflineResult, compute_roof_name, datasheet_roofs, provenance, select_ceilings,
 )
-from gpuprobe.specs.gpus import get_gpu, gpu_from_device_name
+from gpuprobe.specs.gpus import resolve_gpu
 
 KERNEL_COLUMNS = (
     "id", "op", "layer", "kernel_short", "kernel_key", "time_s", "time_derived", "flops", "flops_tensor", "flops_fp32",
@@ -148,16 +148,6 @@ def op_table(kernels: pd.DataFrame, measured_dram_bytes_per_s: float | None = No
     return out
 
 
-def resolve_gpu(gpu: Any, device_name: str | None):
-    """``--gpu`` (a registry name or a GPUSpec) when given, else the registry's entry of the report's device,
-    matched exactly (never by substring: "NVIDIA GH200 480GB" is not the H200), or None."""
-    if gpu is not None and not isinstance(gpu, str):
-        return gpu
-    if gpu:
-        return get_gpu(gpu)
-    return gpu_from_device_name(device_name) if device_name else None
-
-
 def report_roofs(df: pd.DataFrame, spec: Any, dtype: str, measured_dram_bytes_per_s: float | None = None):
     """(roofs, ceilings or None, notes): every roof known for the report's GPU, and the two ``bound`` uses.
 
@@ -211,7 +201,7 @@ def report_to_roofline(df: pd.DataFrame, *, gpu: Any = None, dtype: str = "bf16"
     if by not in ("op", "kernel"):
         raise UserError(f"--by must be 'op' or 'kernel', got '{by}'")
     device_name = df.attrs.get("device_name")
-    spec = resolve_gpu(gpu, device_name)
+    spec = resolve_gpu(gpu, device_name=device_name, default=None)
     roofs, ceilings, notes = report_roofs(df, spec, dtype, measured_dram_bytes_per_s)
     peak_bw = max((r.value for r in roofs if r.kind == "memory" and r.name == "dram"), default=None)
     peak_flops = max((r.value for r in roofs if r.kind == "compute"), default=None)

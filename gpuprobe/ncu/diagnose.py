@@ -1,7 +1,7 @@
 """When an ncu filter matched nothing: which NVTX ranges does the program open? (one cheap second run)
 
 Above both :mod:`gpuprobe.ncu.runner` (runs ncu) and :mod:`gpuprobe.ncu.readers` (reads its report), so
-that neither imports the other's layer: :func:`profile` is :func:`gpuprobe.ncu.runner.profile` with
+that neither imports the other's layer: :func:`run_ncu_with_diagnosis` is :func:`gpuprobe.ncu.runner.run_ncu` with
 this diagnosis plugged in, the one ``gpuprobe profile`` uses.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ def seen_nvtx_stacks(command: list[str], ncu: runner.NcuInstall, timeout_s: floa
 
     Runs the whole command once more under ncu: a program that launches many kernels before its
     annotated part (warm-up steps) shows none of its ranges here; callers that know their ranges use
-    :func:`gpuprobe.ncu.runner.profile` (no second run) instead."""
+    :func:`gpuprobe.ncu.runner.run_ncu` (no second run) instead."""
     with tempfile.TemporaryDirectory(prefix="gpuprobe-nvtx-") as tmp:
         rep = Path(tmp) / "seen.ncu-rep"
         cmd = [str(ncu.path), "--target-processes", "all", "--nvtx", "--metrics", "gpu__time_duration.sum",
@@ -36,7 +36,8 @@ def seen_nvtx_stacks(command: list[str], ncu: runner.NcuInstall, timeout_s: floa
     return list(dict.fromkeys(tuple(s) for s in df["nvtx_stack"]))
 
 
-def profile(command: list[str], out_rep: str | Path, metric_set: str = "roofline", **kw: Any) -> runner.ProfileResult:
-    """:func:`gpuprobe.ncu.runner.profile` that, when the filter matched nothing, names the NVTX stacks
+def run_ncu_with_diagnosis(command: list[str], out_rep: str | Path, metric_set: str = "roofline",
+                           **kw: Any) -> runner.ProfileResult:
+    """:func:`gpuprobe.ncu.runner.run_ncu` that, when the filter matched nothing, names the NVTX stacks
     the program opened (:func:`seen_nvtx_stacks`)."""
-    return runner.profile(command, out_rep, metric_set, diagnose=lambda *a, **k: seen_nvtx_stacks(*a, **k), **kw)
+    return runner.run_ncu(command, out_rep, metric_set, diagnose=lambda *a, **k: seen_nvtx_stacks(*a, **k), **kw)

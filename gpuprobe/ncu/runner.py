@@ -236,7 +236,7 @@ def _run(cmd: list[str], timeout_s: float | None, cwd: str | Path | None = None)
     return r.returncode, r.output, r.timed_out
 
 
-def profile(command: list[str], out_rep: str | Path, metric_set: str = "roofline",
+def run_ncu(command: list[str], out_rep: str | Path, metric_set: str = "roofline",
             nvtx_include: list[str] | None = None, *, nvtx_exclude: list[str] | None = None,
             kernel_name: str | None = None, launch_skip: int | None = None, launch_count: int | None = None,
             replay_mode: str = "kernel", clock_control: str = "none", cache_control: str = "all",
@@ -253,7 +253,7 @@ def profile(command: list[str], out_rep: str | Path, metric_set: str = "roofline
 
     ``diagnose``: when a filter matched nothing, a function ``(command, ncu, timeout_s=, launch_count=)``
     returning the NVTX stacks the program opens, named in the error
-    (:func:`gpuprobe.ncu.diagnose.profile` passes :func:`gpuprobe.ncu.diagnose.seen_nvtx_stacks`);
+    (:func:`gpuprobe.ncu.diagnose.run_ncu_with_diagnosis` passes :func:`gpuprobe.ncu.diagnose.seen_nvtx_stacks`);
     None or False: no second run.
     """
     opts = ProfileOptions(metric_set=metric_set, extra_metrics=tuple(extra_metrics),

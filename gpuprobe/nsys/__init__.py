@@ -5,7 +5,7 @@ table every gpuprobe analysis takes, find decode steps, and time each op of a st
 
     from gpuprobe.nsys import load_trace
     tr = load_trace("decode.sqlite")                  # or .sqlite.xz, .nsys-rep, an nsys stats CSV
-    tr.kernels.groupby("op")["time_s"].sum()          # same columns as gpuprobe.ncu.load_report
+    tr.kernels.groupby("op")["time_s"].sum()          # same columns as gpuprobe.ncu.load_ncu_report
     st = tr.steps()                                   # decode steps from NVTX ranges named 'decode...'
     st.op_median_s                                    # each op's median time per step
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from gpuprobe.ncu.attribution import AttributionRule
-    from gpuprobe.nsys.steps import StepStats
+    from gpuprobe.nsys.steps import TraceSteps
 
 NSYS_SUFFIXES = (".sqlite", ".sqlite.xz", ".nsys-rep", ".qdrep")
 
@@ -60,7 +60,7 @@ class Trace:
     nvtx: "pd.DataFrame"
     info: dict[str, Any] = field(default_factory=dict)
 
-    def steps(self, step_regex: str | None = None, step_kernel: str | None = None) -> "StepStats":
+    def steps(self, step_regex: str | None = None, step_kernel: str | None = None) -> "TraceSteps":
         """Per-step figures (:func:`gpuprobe.nsys.steps.step_stats`): by a marker kernel when given,
         else by NVTX ranges matching ``step_regex`` (default ``^decode\\b``)."""
         from gpuprobe.nsys import steps as S
@@ -175,9 +175,4 @@ def load_trace(path: str | Path, rule: "AttributionRule | None" = None, *, align
     return tr
 
 
-def load_report(path: str | Path, rule: "AttributionRule | None" = None, **kw: Any) -> "pd.DataFrame":
-    """The per-kernel table of an nsys input (see :mod:`gpuprobe.nsys.table` for its columns)."""
-    return load_trace(path, rule, **kw).kernels
-
-
-__all__ = ["load_trace", "load_report", "is_nsys_input", "Trace", "NSYS_SUFFIXES"]
+__all__ = ["load_trace", "is_nsys_input", "Trace", "NSYS_SUFFIXES"]

@@ -112,9 +112,9 @@ class NsysRun:
     seconds: float
 
 
-def profile(command: Sequence[str], out_stem: str | Path, *, capture_range: str = "none",
-            nvtx_capture: str | None = None, timeout_s: float | None = None,
-            nsys: str | Path | None = None) -> NsysRun:
+def run_nsys(command: Sequence[str], out_stem: str | Path, *, capture_range: str = "none",
+             nvtx_capture: str | None = None, timeout_s: float | None = None,
+             nsys: str | Path | None = None) -> NsysRun:
     """Run ``command`` under nsys into ``out_stem.nsys-rep`` and export ``out_stem.sqlite``."""
     exe = require_nsys(nsys)
     stem = Path(out_stem)

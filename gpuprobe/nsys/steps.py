@@ -123,7 +123,7 @@ def _busy(starts: np.ndarray, ends: np.ndarray) -> float:
 
 
 @dataclass
-class StepStats:
+class TraceSteps:
     """Per-step figures of a trace. ``steps``: one row per step; ``per_op``: seconds per step (rows) and
     op (columns); ``op_median_s``: each op's median over steps; ``summary``: the median step and the
     spread of the step kernel time over steps."""
@@ -134,7 +134,7 @@ class StepStats:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def step_stats(labelled: pd.DataFrame) -> StepStats:
+def step_stats(labelled: pd.DataFrame) -> TraceSteps:
     """Figures of the steps of a table labelled by :func:`label_steps_by_nvtx` or :func:`label_steps_by_marker`."""
     k = labelled[labelled["step"].notna()]
     if k.empty:
@@ -168,7 +168,7 @@ def step_stats(labelled: pd.DataFrame) -> StepStats:
         "span_s_median": float(steps["span_s"].median()), "idle_s_median": float(steps["idle_s"].median()),
         "n_kernels_median": float(steps["n_kernels"].median()),
     }
-    return StepStats(steps, per_op, op_median, summary)
+    return TraceSteps(steps, per_op, op_median, summary)
 
 
 def reference_step(labelled: pd.DataFrame) -> pd.DataFrame:

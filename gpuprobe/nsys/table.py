@@ -1,4 +1,4 @@
-"""The per-kernel table of an nsys trace: the same DataFrame shape as :func:`gpuprobe.ncu.load_report`.
+"""The per-kernel table of an nsys trace: the same DataFrame shape as :func:`gpuprobe.ncu.load_ncu_report`.
 
 Columns: the ncu identity columns (``id``, ``kernel_name`` (demangled), ``kernel_short``, ``grid``,
 ``block``, ``device``, ``stream``, ``nvtx_stack``, ``nvtx_ranges``), ``op``, ``layer``, ``op_source``,

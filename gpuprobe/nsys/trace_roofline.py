@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from gpuprobe.errors import UserError
-from gpuprobe.nsys.steps import StepStats
+from gpuprobe.nsys.steps import TraceSteps
 from gpuprobe.ops import CLASS_MEMBERS, GROUP_MEMBERS, OPS
 from gpuprobe.roofline.assemble import assemble_result
 
@@ -29,7 +29,7 @@ NO_COPY_BANDWIDTH = ("no measured copy bandwidth of the traced GPU: DRAM % of me
 TIME_SOURCE = "nsys: kernel durations (CUPTI), summed per op and step, median over steps"
 
 
-def _steps_by_batch(stats: StepStats, batch: int | None, context: int | None) -> dict[int, list[int]]:
+def _steps_by_batch(stats: TraceSteps, batch: int | None, context: int | None) -> dict[int, list[int]]:
     steps = stats.steps
     out: dict[int, list[int]] = {}
     for step, row in steps.iterrows():
@@ -45,7 +45,7 @@ def _steps_by_batch(stats: StepStats, batch: int | None, context: int | None) ->
     return out
 
 
-def trace_records(stats: StepStats, *, batch: int | None = None, context: int | None = None,
+def trace_records(stats: TraceSteps, *, batch: int | None = None, context: int | None = None,
                   device_name: str | None = None, source: str | None = None) -> list[dict[str, Any]]:
     """One ``results.jsonl``-style record (status ``ok``, mode ``nsys``) per batch size of the traced steps."""
     records = []
@@ -78,7 +78,7 @@ def trace_records(stats: StepStats, *, batch: int | None = None, context: int | 
     return records
 
 
-def trace_roofline(stats: StepStats, *, spec, gpu, dtype: str = "bf16", batch: int | None = None,
+def trace_roofline(stats: TraceSteps, *, spec, gpu, dtype: str = "bf16", batch: int | None = None,
                    context: int | None = None, device_name: str | None = None, source: str | None = None,
                    copy_bw: float | None = None, copy_source: str | None = None, extra_roofs=(),
                    nsys_version: str | None = None):

@@ -19,8 +19,8 @@ from gpuprobe.render.plots.pareto import plot_pareto
 from gpuprobe.render.tables import choose_format
 from gpuprobe.render.throughput import write_results
 from gpuprobe.run.options import AdviseOptions
-from gpuprobe.run.paths import output_dir
-from gpuprobe.run.plan import resolve_gpu
+from gpuprobe.paths import output_dir
+from gpuprobe.run.plan import gpu_and_device
 from gpuprobe.specs.gpus import get_gpu
 from gpuprobe.specs.models import load_model_spec
 
@@ -89,7 +89,7 @@ def _maybe_pareto(curve, out) -> None:
 def run_advise(options: AdviseOptions) -> int:
     """Advise; the exit status (1 when no batch passes the rule, with the reason on stderr)."""
     spec = load_model_spec(options.model) if options.model else None
-    _, detected = resolve_gpu(options.gpu)
+    _, detected = gpu_and_device(options.gpu)
     gpu_name, gpu_bytes = _gpu_memory(options.gpu, detected)
     if options.from_path:
         curve = load_curve(options.from_path)

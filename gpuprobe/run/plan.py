@@ -1,6 +1,6 @@
 """Planning a roofline run: the GPU, the mode, the batch list, the points of a sweep, resume checks.
 
-The GPU (:func:`resolve_gpu`), the mode (``analytic``, ``timing``, ``ncu`` or ``nsys``) and the measured
+The GPU (:func:`gpu_and_device`), the mode (``analytic``, ``timing``, ``ncu`` or ``nsys``) and the measured
 roofs cached by ``gpuprobe ceilings`` are chosen here and nowhere else.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from gpuprobe.ceilings import cached_ceilings, measured_roofs
 from gpuprobe.errors import NotAvailable, UserError
 from gpuprobe.measure.sweep import RESULTS_FILE
 from gpuprobe.ncu.runner import check_counter_permission
-from gpuprobe.specs.gpus import DEFAULT_GPU, DetectedGPU, GPUSpec, detect_gpu, get_gpu, gpu_from_device_name
+from gpuprobe.specs.gpus import DetectedGPU, GPUSpec, detect_gpu, resolve_gpu
 
 SWEEP_FILE = "sweep.json"
 #: The sweep settings a resumed sweep must share with the one it continues.
@@ -22,22 +22,11 @@ _RESUME_KEYS = ("model", "context", "dtype", "attention", "mode", "layers")
 
 
 # ---- GPU -------------------------------------------------------------------------------------------
-def resolve_gpu(name: str | None = None, *, device_name: str | None = None,
-                detect: bool = True) -> tuple[GPUSpec, DetectedGPU | None]:
-    """The GPU a run is about, and the GPU on this machine (None without one).
-
-    ``--gpu NAME`` wins; else the registry's entry of a report's ``device_name``; else the detected GPU's
-    entry (``detect=False``: do not look); else :data:`~gpuprobe.specs.gpus.DEFAULT_GPU`."""
-    detected = detect_gpu() if detect else None
-    if name:
-        return get_gpu(name), detected
-    if device_name:
-        found = gpu_from_device_name(device_name)
-        if found is not None:
-            return found, detected
-    if detected is not None and detected.spec is not None:
-        return detected.spec, detected
-    return get_gpu(DEFAULT_GPU), detected
+def gpu_and_device(name: str | None = None) -> tuple[GPUSpec, DetectedGPU | None]:
+    """The GPU a run is about (:func:`~gpuprobe.specs.gpus.resolve_gpu`: ``--gpu``, else this machine's GPU,
+    else :data:`~gpuprobe.specs.gpus.DEFAULT_GPU`) and the GPU on this machine (None without one)."""
+    detected = detect_gpu()
+    return resolve_gpu(name, detected=detected), detected
 
 
 # ---- mode ------------------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ from gpuprobe.jsonsafe import dumps
 from gpuprobe.measure.replicas import measure_fixed_cost_bytes, replicate
 from gpuprobe.render.replicate_table import config_row, print_runs
 from gpuprobe.run.options import ReplicateOptions
-from gpuprobe.run.paths import output_dir
-from gpuprobe.run.plan import resolve_gpu
+from gpuprobe.paths import output_dir
+from gpuprobe.specs.gpus import detect_gpu
 
 
 def _print_progress(run) -> None:
@@ -22,7 +22,7 @@ def _print_progress(run) -> None:
 def run_replicate(options: ReplicateOptions) -> int:
     """Run every replica count; the exit status (1 when a replica failed). Ctrl-C, SIGTERM and SIGHUP end
     the replicas and stop the MPS daemon (the command line turns them into KeyboardInterrupt)."""
-    if resolve_gpu()[1] is None:
+    if detect_gpu() is None:
         raise NotAvailable("replicate runs engine processes on a CUDA GPU and this machine has none.")
     out = output_dir(options.out, "replicate")
     fixed = measure_fixed_cost_bytes()

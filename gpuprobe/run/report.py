@@ -1,4 +1,4 @@
-"""``gpuprobe report FILE``: any report or trace, read through :func:`gpuprobe.reports.load_report`'s
+"""``gpuprobe report FILE``: any report or trace, read through :func:`gpuprobe.reports.open_report`'s
 dispatcher, to its per-op (or per-kernel) table, ``roofline.json`` and figure.
 
 Nsight Compute inputs (``.ncu-rep``, CSV pages) become a counter roofline (mode ``ncu``); Nsight Systems
@@ -12,16 +12,14 @@ import sys
 from gpuprobe.errors import UserError
 from gpuprobe.jsonsafe import dumps
 from gpuprobe.ncu.counter_roofline import report_to_roofline
-from gpuprobe.nsys import is_nsys_input as is_trace
-from gpuprobe.paths import require_writable_dir, require_writable_file
+from gpuprobe.paths import output_dir, require_writable_dir, require_writable_file
 from gpuprobe.render.plots.roofline import plot_roofline
 from gpuprobe.render.plots.style import check_figure_path
 from gpuprobe.render.report_tables import report_columns, report_rows, roofs_line
 from gpuprobe.render.tables import emit
-from gpuprobe.reports import load_report
+from gpuprobe.reports import open_report
 from gpuprobe.roofline.schema import LIMITER_RULE
 from gpuprobe.run.options import ReportOptions
-from gpuprobe.run.paths import output_dir
 from gpuprobe.run.trace_report import run_trace_report
 
 
@@ -32,9 +30,11 @@ def run_report(options: ReportOptions) -> int:
         require_writable_file(options.plot, "--plot")
     if options.out:
         require_writable_dir(options.out, "--out")
-    if is_trace(options.file):
-        return run_trace_report(options)
-    df = load_report(options.file, rules=options.rules)
+    report = open_report(options.file, rules=options.rules, align_eager=options.align_eager,
+                         step_regex=options.step_regex)
+    if report.trace is not None:
+        return run_trace_report(options, report.trace)
+    df = report.kernels
     for w in df.attrs.get("warnings", []):
         print(f"warning: {w}", file=sys.stderr)
     result = report_to_roofline(df, gpu=options.gpu, dtype=options.dtype,

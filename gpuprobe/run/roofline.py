@@ -11,11 +11,11 @@ from pathlib import Path
 from gpuprobe.errors import UserError
 from gpuprobe.render.outputs import write_outputs
 from gpuprobe.render.tables import print_roofline_table
-from gpuprobe.roofline.analytic import analytic_roofline
+from gpuprobe.roofline.analytic_roofline import analytic_roofline
 from gpuprobe.run.measured import run_measured_roofline
 from gpuprobe.run.options import RooflineOptions
-from gpuprobe.run.paths import output_dir
-from gpuprobe.run.plan import cached_roofs, choose_mode, resolve_gpu
+from gpuprobe.paths import output_dir
+from gpuprobe.run.plan import cached_roofs, choose_mode, gpu_and_device
 from gpuprobe.specs.gpus import DTYPE_BYTES
 from gpuprobe.specs.models import load_model_spec
 
@@ -23,7 +23,7 @@ from gpuprobe.specs.models import load_model_spec
 def run_roofline(options: RooflineOptions) -> int:
     """Run the roofline the options ask for; returns the exit status."""
     spec = load_model_spec(options.model)
-    gpu, detected = resolve_gpu(options.gpu)
+    gpu, detected = gpu_and_device(options.gpu)
     mode, why = choose_mode(options.mode, has_gpu=detected is not None)
     if mode == "analytic" and options.resume:
         raise UserError("--resume continues a measured sweep; the analytic roofline has nothing to resume "

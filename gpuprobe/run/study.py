@@ -45,7 +45,7 @@ from gpuprobe.render.plots.study import plot_study_comparison
 from gpuprobe.render.tables import Column, emit, fmt_int, fmt_num
 from gpuprobe.run.measured import POINT_TIMEOUT_S, WORKERS, assemble_and_write
 from gpuprobe.run.options import DEFAULT_BATCHES, LAYERS
-from gpuprobe.run.paths import output_dir
+from gpuprobe.paths import output_dir
 from gpuprobe.run.plan import SWEEP_FILE, cached_roofs, check_resume, make_points, plan_batches, sweep_config
 from gpuprobe.specs.gpus import get_gpu, normalize_dtype
 from gpuprobe.specs.models import check_context, load_model_spec

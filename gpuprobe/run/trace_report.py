@@ -6,17 +6,18 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from gpuprobe.errors import UserError
-from gpuprobe.nsys import load_trace
 from gpuprobe.nsys.trace_roofline import trace_roofline
 from gpuprobe.render.outputs import write_outputs
 from gpuprobe.render.plots.roofline import plot_roofline
 from gpuprobe.render.report_md import verdict_lines
 from gpuprobe.render.tables import Column, emit, fmt_int, fmt_num, fmt_text, print_roofline_table
-from gpuprobe.run.paths import output_dir
-from gpuprobe.run.plan import cached_roofs, resolve_gpu
+from gpuprobe.paths import output_dir
+from gpuprobe.run.plan import cached_roofs
+from gpuprobe.specs.gpus import resolve_gpu
 from gpuprobe.specs.models import load_model_spec
 
 if TYPE_CHECKING:
+    from gpuprobe.nsys import Trace
     from gpuprobe.run.report import ReportOptions
 
 
@@ -85,10 +86,9 @@ def print_trace_tables(trace, stats, by: str, fmt: str | None) -> None:
     emit(trace_columns(by), trace_rows(trace, stats, by), fmt, title=title, notes=trace_notes(trace, stats))
 
 
-def run_trace_report(options: "ReportOptions") -> int:
-    """``gpuprobe report TRACE [--model M --batch B --context C]``."""
-    trace = load_trace(options.file, align_eager=options.align_eager, rules=options.rules,
-                       step_regex=options.step_regex)
+def run_trace_report(options: "ReportOptions", trace: "Trace") -> int:
+    """``gpuprobe report TRACE [--model M --batch B --context C]`` on the trace read by
+    :func:`gpuprobe.reports.open_report`."""
     if trace.kernels.attrs.get("format") == "nsys-csv" and not options.step_kernel:
         stats = None
     else:
@@ -105,7 +105,7 @@ def run_trace_report(options: "ReportOptions") -> int:
 def _trace_roofline(trace, stats, options: "ReportOptions") -> int:
     spec = load_model_spec(options.model)
     device = trace.kernels.attrs.get("device_name")
-    gpu, _ = resolve_gpu(options.gpu, device_name=device, detect=False)
+    gpu = resolve_gpu(options.gpu, device_name=device)
     measured = options.measured_dram_bytes_per_s
     result = trace_roofline(stats, spec=spec, gpu=gpu, dtype=options.dtype, batch=options.batch,
                             context=options.context, device_name=device, source=str(options.file), copy_bw=measured,

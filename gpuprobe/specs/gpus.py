@@ -290,8 +290,6 @@ def gpu_from_device_name(device_name: str) -> GPUSpec | None:
     return _BY_DEVICE_NAME.get(normalize_device_name(device_name))
 
 
-
-
 def get_gpu(name: str) -> GPUSpec:
     """A registered GPU by registry name (``h100-sxm``) or by the name a driver reports."""
     key = name.strip().lower()
@@ -313,6 +311,25 @@ class DetectedGPU:
     memory_bytes: int | None
     spec: GPUSpec | None
     via: str  # "nvml" | "torch"
+
+
+def resolve_gpu(gpu: "str | GPUSpec | None" = None, *, device_name: str | None = None,
+                detected: DetectedGPU | None = None, default: str | None = DEFAULT_GPU) -> GPUSpec | None:
+    """The GPU a run or a report is about (the one rule every command follows): ``gpu`` (``--gpu``: a
+    registry name or a :class:`GPUSpec`) wins; else the registry's entry of a report's ``device_name``
+    (exact: the GH200 is not the H200); else the ``detected`` GPU's entry; else ``default`` (None: an
+    unknown GPU stays unknown, and a report's own peaks are its roofs)."""
+    if isinstance(gpu, GPUSpec):
+        return gpu
+    if gpu:
+        return get_gpu(gpu)
+    if device_name:
+        found = gpu_from_device_name(device_name)
+        if found is not None:
+            return found
+    if detected is not None and detected.spec is not None:
+        return detected.spec
+    return get_gpu(default) if default else None
 
 
 def nvidia_driver_present() -> bool:

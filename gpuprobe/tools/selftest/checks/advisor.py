@@ -104,13 +104,13 @@ def advise_measured_curve(ctx: CheckContext) -> dict:
     One engine per batch in this process (no process per point), 20 timed replays each."""
     torch = require_cuda()
     _need_engine("gpuprobe.measure.throughput")
-    from gpuprobe.measure.throughput import measure_point
+    from gpuprobe.measure.throughput import measure_throughput_point
     from gpuprobe.specs.gpus import detect_gpu
 
     rows = []
     for b in CURVE_BATCHES:
         try:
-            rows.append(measure_point(MODEL, b, CONTEXT, dtype="bf16", steps=20, warmup=3, graphs=True))
+            rows.append(measure_throughput_point(MODEL, b, CONTEXT, dtype="bf16", steps=20, warmup=3, graphs=True))
         except torch.cuda.OutOfMemoryError as e:
             rows.append({"batch": b, "status": "oom", "reason": str(e)[:200]})
         torch.cuda.empty_cache()

@@ -105,13 +105,13 @@ def throughput_b1_b256(ctx: CheckContext) -> dict:
     NVTX-timed eager step (each op's share): about 15 s after the start."""
     torch = require_cuda()
     from gpuprobe.engine import Engine
-    from gpuprobe.measure.throughput import copy_bandwidth, kernels_per_step, measure_point
+    from gpuprobe.measure.throughput import copy_bandwidth, kernels_per_step, measure_throughput_point
 
     bw, bw_source = copy_bandwidth()
     rows = {}
     for b in (1, 256):
-        rows[b] = measure_point(MODEL, b, CONTEXT, attention=None, dtype="bf16", steps=30, warmup=5, graphs=True,
-                                kernel_mode="unfused")
+        rows[b] = measure_throughput_point(MODEL, b, CONTEXT, attention=None, dtype="bf16", steps=30, warmup=5,
+                                           graphs=True, kernel_mode="unfused")
         _free(torch)
     eng = Engine.from_pretrained(MODEL, dtype="bf16", device="cuda", kernels="unfused")
     batch = eng.prepare(1, CONTEXT)
@@ -173,11 +173,11 @@ def throughput_b1_compiled(ctx: CheckContext) -> dict:
     is reported (``compile_error``) and the target is judged on the unfused step alone.
     """
     torch = require_cuda()
-    from gpuprobe.measure.throughput import copy_bandwidth, measure_point
+    from gpuprobe.measure.throughput import copy_bandwidth, measure_throughput_point
 
     bw, bw_source = copy_bandwidth()
     point = dict(attention=None, dtype="bf16", steps=50, warmup=5, graphs=True, kernels=True, compare_eager=True)
-    unfused = measure_point(MODEL, 1, CONTEXT, compile=False, kernel_mode="unfused", **point)
+    unfused = measure_throughput_point(MODEL, 1, CONTEXT, compile=False, kernel_mode="unfused", **point)
     _free(torch)
     floor = weight_read_floor_s(unfused["weights_bytes"], bw)
     figures: dict[str, Any] = {
@@ -190,7 +190,7 @@ def throughput_b1_compiled(ctx: CheckContext) -> dict:
     }
     fused: dict[str, Any] | None = None
     try:  # a compiler that fails on this node is a figure, not a crash
-        fused = measure_point(MODEL, 1, CONTEXT, compile=True, **point)
+        fused = measure_throughput_point(MODEL, 1, CONTEXT, compile=True, **point)
         figures.update(_b1_figures("fused", fused, floor))
         figures["compile_s"] = round(fused["compile_s"], 2) if fused["compile_s"] is not None else None
     except Exception as e:  # noqa: BLE001

@@ -90,11 +90,11 @@ def throughput_b1_fused(ctx: CheckContext) -> dict:
     """Batch-1 CUDA-graph step of qwen2-0.5b with the fused kernels (C=1024, bf16) within a target reachable on
     this GPU (the calibrated prediction within its error, else the per-GPU target); the ratio to the floor a figure."""
     torch = require_cuda()
-    from gpuprobe.measure.throughput import copy_bandwidth, measure_point, weight_read_floor_s
+    from gpuprobe.measure.throughput import copy_bandwidth, measure_throughput_point, weight_read_floor_s
 
     bw, bw_source = copy_bandwidth()
-    row = measure_point(MODEL, 1, CONTEXT, attention=None, dtype="bf16", steps=100, warmup=10, graphs=True,
-                        kernel_mode="fused", kernels=True, compare_eager=True)
+    row = measure_throughput_point(MODEL, 1, CONTEXT, attention=None, dtype="bf16", steps=100, warmup=10, graphs=True,
+                                   kernel_mode="fused", kernels=True, compare_eager=True)
     _free(torch)
     floor = weight_read_floor_s(row["weights_bytes"], bw)
     ratio = row["step_latency_s"] / floor

@@ -4,7 +4,7 @@ from __future__ import annotations
 from importlib import resources
 
 from gpuprobe.analytic import op_costs_per_layer
-from gpuprobe.ncu import load_report
+from gpuprobe.ncu import load_ncu_report
 from gpuprobe.specs import get_model
 from gpuprobe.tools.selftest.registry import CheckContext, CheckFailed, check
 
@@ -18,7 +18,7 @@ def fixture_read_ratios() -> dict[str, float]:
     """Counter DRAM read bytes / analytic minimum read bytes, per op of layer 0 (B=32, C=512)."""
 
     with resources.as_file(resources.files("gpuprobe.data") / FIXTURE) as path:
-        df = load_report(path)
+        df = load_ncu_report(path)
     reads = df.groupby("op")["dram_read_bytes"].sum()
     analytic = {c.op: c for c in op_costs_per_layer(get_model("qwen2-0.5b"), BATCH, CONTEXT, "bf16")}
     return {op: float(reads[op]) / analytic[op].dram_read_bytes for op in ("attention", "qkv_proj")}

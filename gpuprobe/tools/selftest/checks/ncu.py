@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 from gpuprobe.errors import GpuprobeError
-from gpuprobe.ncu import load_report
+from gpuprobe.ncu import load_ncu_report
 from gpuprobe.ncu.ncu_report_loader import origin
-from gpuprobe.ncu.runner import profile
+from gpuprobe.ncu.runner import run_ncu
 from gpuprobe.tools.selftest.counters import FAILING, counter_probe
 from gpuprobe.tools.selftest.registry import CheckContext, CheckFailed, Skip, check, require_cuda
 
@@ -115,9 +115,9 @@ def gemm_counter_flops(ctx: CheckContext) -> dict:
     inst = _need_gpu_and_ncu(ctx)
     script = _write(ctx, "gemm_target.py", GEMM_PROGRAM.format(shapes=GEMM_SHAPES))
     include = [f"gemm_{m}x{n}x{k}/" for m, n, k in GEMM_SHAPES]
-    res = profile([sys.executable, str(script)], ctx.out_dir / "gemm.ncu-rep", nvtx_include=include,
+    res = run_ncu([sys.executable, str(script)], ctx.out_dir / "gemm.ncu-rep", nvtx_include=include,
                   timeout_s=max(10.0, ctx.budget_s - 10), ncu=inst, diagnose=False)
-    df = load_report(res.report)
+    df = load_ncu_report(res.report)
     figures: dict = {"kernels": len(df), "ncu_s": round(res.seconds, 1), "reader": df.attrs.get("reader")}
     worst = 0.0
     for m, n, k in GEMM_SHAPES:
@@ -149,7 +149,7 @@ def csv_vs_rep_pair(ctx: CheckContext) -> dict:
                           "ncu_report.py beside ncu): .ncu-rep files are read only through `ncu --import` CSV",
                           {"ncu": str(inst.path)})
     script = _write(ctx, "pair_target.py", DECODE_PROGRAM)
-    res = profile([sys.executable, str(script), "8", "256"], ctx.out_dir / "pair.ncu-rep",
+    res = run_ncu([sys.executable, str(script), "8", "256"], ctx.out_dir / "pair.ncu-rep",
                   nvtx_include=["decode/layer0/"], timeout_s=max(10.0, ctx.budget_s - 25), ncu=inst,
                   diagnose=False)
     out = {}
@@ -202,7 +202,7 @@ def profile_torch_program(ctx: CheckContext) -> dict:
     if r.returncode != 0:
         raise CheckFailed(f"gpuprobe profile exited {r.returncode}: {(r.stderr or r.stdout)[-800:]}")
 
-    df = load_report(ctx.out_dir / "decode.ncu-rep")
+    df = load_ncu_report(ctx.out_dir / "decode.ncu-rep")
     ops = op_table(kernel_table(df)).set_index("op")
     want = {"qkv_proj", "attention", "o_proj", "gate_up_proj", "act", "down_proj"}
     kv_bytes = 2 * b * 2 * c * 64 * 2  # K and V, batch, kv heads, context, head dim, bf16
