@@ -17,9 +17,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bench_args import parse_bench_args
 from gpuprobe.ceilings import kernel_bench as bench
 from gpuprobe.parsing import parse_int_list
-from gpuprobe.render.tables import FORMATS, emit, spec_columns
+from gpuprobe.render.tables import emit, spec_columns
 from gpuprobe.run.script import run_script
 from gpuprobe.specs.gpus import normalize_dtype
 
@@ -37,12 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", default="bf16", type=normalize_dtype)
     p.add_argument("--knobs", default="num_splits=1,auto")
     p.add_argument("--no-reference", action="store_true", help="skip timing the paged reference")
-    p.add_argument("--format", choices=(*FORMATS, "markdown"), default=None,
-                   help="table (default on a terminal), tsv (default when piped), csv, json, or markdown")
-    args = p.parse_args(argv)
-    fmt = args.format
-    bench.require_cuda()
-    knob_sets = bench.parse_knobs(args.knobs, bench.ATTENTION_KNOB_NAMES)
+    args, knob_sets = parse_bench_args(p, argv, bench.ATTENTION_KNOB_NAMES)
 
     if args.sweep:
         plan = {args.model: [(b, c) for b in parse_int_list(args.batch, "batch")
@@ -64,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         bw = rows[0]["copy_bw_gbps"]
         title = (f"{model} ({shape.num_q_heads}/{shape.num_kv_heads} heads, head_dim {shape.head_dim}), "
                  f"page {args.page_size}, {args.dtype}; copy bandwidth {bw:.0f} GB/s")
-        emit(spec_columns(bench.ATTENTION_COLUMNS), rows, fmt, title=title)
+        emit(spec_columns(bench.ATTENTION_COLUMNS), rows, args.format, title=title)
     return 0
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bench_args import parse_bench_args
 from gpuprobe.ceilings import kernel_bench as bench
 from gpuprobe.parsing import parse_int_list
-from gpuprobe.render.tables import FORMATS, emit, spec_columns
+from gpuprobe.render.tables import emit, spec_columns
 from gpuprobe.run.script import run_script
 from gpuprobe.specs.gpus import normalize_dtype
 
@@ -26,12 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--m", default="1,8,16,32,64,256,1024", help="batch rows")
     p.add_argument("--dtype", default="bf16", type=normalize_dtype)
     p.add_argument("--knobs", default=None, help="e.g. 'split_k=1,auto block_n=32,64'")
-    p.add_argument("--format", choices=(*FORMATS, "markdown"), default=None,
-                   help="table (default on a terminal), tsv (default when piped), csv, json, or markdown")
-    args = p.parse_args(argv)
-    fmt = args.format
-    bench.require_cuda()
-    knob_sets = bench.parse_knobs(args.knobs, bench.GEMM_KNOB_NAMES)
+    args, knob_sets = parse_bench_args(p, argv, bench.GEMM_KNOB_NAMES)
     rows = []
     for op, (k, n) in bench.model_gemm_shapes(args.model).items():
         for m in parse_int_list(args.m, "m"):
@@ -40,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 print(f"  {op} M={m} {ks}: {row['time_us']:.1f} us vs cuBLAS {row['cublas_us']:.1f} us",
                       file=sys.stderr)
-    emit(spec_columns(bench.GEMM_COLUMNS), rows, fmt, title=f"{args.model} projections, {args.dtype}")
+    emit(spec_columns(bench.GEMM_COLUMNS), rows, args.format, title=f"{args.model} projections, {args.dtype}")
     return 0
 
 

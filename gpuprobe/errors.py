@@ -1,6 +1,10 @@
 """Error types: a `UserError` becomes one line on stderr and exit code 2, never a traceback."""
 from __future__ import annotations
 
+from typing import Callable, TypeVar
+
+_T = TypeVar("_T")
+
 
 class GpuprobeError(Exception):
     """Base class of every error gpuprobe raises on purpose."""
@@ -16,6 +20,16 @@ class NotAvailable(GpuprobeError):
     """A capability this machine lacks (no GPU, no ncu, no counter permission...)."""
 
     exit_code = 2
+
+
+def lookup_or_none(lookup: Callable[[str], _T], name: str | None) -> _T | None:
+    """``lookup(name)`` (a registry look-up), or None when ``name`` is empty or ``lookup`` rejects it (UserError)."""
+    if not name:
+        return None
+    try:
+        return lookup(name)
+    except UserError:
+        return None
 
 
 #: Optional modules and the extra that installs each (``pip install 'gpuprobe[EXTRA]'``).

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import lzma
 import os
 import stat
 import time
@@ -139,3 +140,27 @@ def output_dir(out: str | Path | None, prefix: str) -> Path:
     if not os.access(path, os.W_OK):
         raise UserError(f"output folder '{path}' is not writable; pass a writable --out.")
     return path
+
+
+class DecompressError(ValueError):
+    """An ``.xz`` input that cannot be decompressed, or would decompress past the limit (the message says which)."""
+
+
+def decompress_xz(path: str | Path, dst, limit_bytes: int) -> int:
+    """``path`` (xz) decompressed into the open binary file ``dst``, at most ``limit_bytes``; the bytes written.
+    Raises :class:`DecompressError` (one line) on a damaged or truncated archive, a read error, or the limit."""
+    written = 0
+    try:
+        with lzma.open(path) as src:
+            while chunk := src.read(1 << 22):
+                written += len(chunk)
+                if written > limit_bytes:
+                    raise DecompressError(f"decompresses to more than {limit_bytes >> 30} GiB; decompress it "
+                                          "yourself (`xz -dk`) and pass the result")
+                dst.write(chunk)
+        dst.flush()
+    except (lzma.LZMAError, EOFError) as e:
+        raise DecompressError(f"cannot decompress ({e}): the archive is damaged or truncated") from None
+    except OSError as e:
+        raise DecompressError(f"cannot decompress ({e.strerror or e})") from None
+    return written

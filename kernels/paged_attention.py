@@ -97,6 +97,35 @@ def _load_query_group(q_ptr, b, kv_head, stride_qb, stride_qh, offs_g, offs_d, g
 
 
 @triton.jit
+def _group_offsets(GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr):
+    """Rows (query heads of a group) and columns (head dim) of a padded tile, with their masks."""
+    offs_g = tl.arange(0, GROUP_PAD)
+    offs_d = tl.arange(0, D_PAD)
+    return offs_g, offs_d, offs_g < GROUP, offs_d < HEAD_DIM
+
+
+@triton.jit
+def _attend_query_group(
+    q_ptr, k_cache_ptr, v_cache_ptr, block_table_ptr, b, kv_head, tok_start, tok_end, qk_scale,
+    stride_qb, stride_qh, stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh, stride_bt,
+    offs_g, offs_d, g_mask, d_mask,
+    GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, D_PAD: tl.constexpr, PAGE_SIZE: tl.constexpr,
+    BLOCK_KV: tl.constexpr, UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    """The query group of KV head ``kv_head`` of sequence ``b`` over tokens ``[tok_start, tok_end)``.
+
+    Returns (out, m, l) in fp32: ``out`` is normalised (0 with no tokens), ``m`` and ``l`` as in
+    :func:`_attend_token_range`.
+    """
+    q = _load_query_group(q_ptr, b, kv_head, stride_qb, stride_qh, offs_g, offs_d, g_mask, d_mask, GROUP, UPCAST)
+    acc, m_i, l_i = _attend_token_range(
+        q, k_cache_ptr, v_cache_ptr, block_table_ptr + b.to(tl.int64) * stride_bt, kv_head, tok_start, tok_end,
+        qk_scale, stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh, offs_d, d_mask,
+        PAGE_SIZE, BLOCK_KV, GROUP_PAD, D_PAD, UPCAST, DOT_PRECISION)
+    return acc / tl.where(l_i > 0, l_i, 1.0)[:, None], m_i, l_i
+
+
+@triton.jit
 def paged_decode_attention_v1_kernel(
     out_ptr, q_ptr, k_cache_ptr, v_cache_ptr, block_table_ptr, context_lens_ptr, qk_scale,
     stride_qb, stride_qh, stride_ob, stride_oh,
@@ -108,16 +137,11 @@ def paged_decode_attention_v1_kernel(
     b = tl.program_id(0)
     kv_head = tl.program_id(1)
     ctx = tl.minimum(tl.load(context_lens_ptr + b), max_pages * PAGE_SIZE)
-    offs_g = tl.arange(0, GROUP_PAD)
-    offs_d = tl.arange(0, D_PAD)
-    g_mask = offs_g < GROUP
-    d_mask = offs_d < HEAD_DIM
-    q = _load_query_group(q_ptr, b, kv_head, stride_qb, stride_qh, offs_g, offs_d, g_mask, d_mask, GROUP, UPCAST)
-    acc, m_i, l_i = _attend_token_range(
-        q, k_cache_ptr, v_cache_ptr, block_table_ptr + b.to(tl.int64) * stride_bt, kv_head, 0, ctx, qk_scale,
-        stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh, offs_d, d_mask,
-        PAGE_SIZE, BLOCK_KV, GROUP_PAD, D_PAD, UPCAST, DOT_PRECISION)
-    out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
+    offs_g, offs_d, g_mask, d_mask = _group_offsets(GROUP, GROUP_PAD, HEAD_DIM, D_PAD)
+    out, m_i, l_i = _attend_query_group(
+        q_ptr, k_cache_ptr, v_cache_ptr, block_table_ptr, b, kv_head, 0, ctx, qk_scale,
+        stride_qb, stride_qh, stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh, stride_bt,
+        offs_g, offs_d, g_mask, d_mask, GROUP, GROUP_PAD, D_PAD, PAGE_SIZE, BLOCK_KV, UPCAST, DOT_PRECISION)
     o_ptrs = out_ptr + b * stride_ob + (kv_head * GROUP + offs_g)[:, None] * stride_oh + offs_d[None, :]
     tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=g_mask[:, None] & d_mask[None, :])
 
@@ -145,16 +169,11 @@ def paged_decode_attention_splitk_kernel(
     chunk = tl.cdiv(tl.cdiv(ctx, num_splits), BLOCK_KV) * BLOCK_KV
     tok_start = split * chunk
     tok_end = tl.minimum(tok_start + chunk, ctx)
-    offs_g = tl.arange(0, GROUP_PAD)
-    offs_d = tl.arange(0, D_PAD)
-    g_mask = offs_g < GROUP
-    d_mask = offs_d < HEAD_DIM
-    q = _load_query_group(q_ptr, b, kv_head, stride_qb, stride_qh, offs_g, offs_d, g_mask, d_mask, GROUP, UPCAST)
-    acc, m_i, l_i = _attend_token_range(
-        q, k_cache_ptr, v_cache_ptr, block_table_ptr + b.to(tl.int64) * stride_bt, kv_head, tok_start, tok_end,
-        qk_scale, stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh, offs_d, d_mask,
-        PAGE_SIZE, BLOCK_KV, GROUP_PAD, D_PAD, UPCAST, DOT_PRECISION)
-    out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
+    offs_g, offs_d, g_mask, d_mask = _group_offsets(GROUP, GROUP_PAD, HEAD_DIM, D_PAD)
+    out, m_i, l_i = _attend_query_group(
+        q_ptr, k_cache_ptr, v_cache_ptr, block_table_ptr, b, kv_head, tok_start, tok_end, qk_scale,
+        stride_qb, stride_qh, stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh, stride_bt,
+        offs_g, offs_d, g_mask, d_mask, GROUP, GROUP_PAD, D_PAD, PAGE_SIZE, BLOCK_KV, UPCAST, DOT_PRECISION)
     has_tokens = l_i > 0
     lse = tl.where(has_tokens, m_i + tl.log2(tl.where(has_tokens, l_i, 1.0)), float("-inf"))  # -inf: empty
     heads = kv_head * GROUP + offs_g  # query heads of this group

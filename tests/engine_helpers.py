@@ -51,6 +51,16 @@ def save_hf(family: str, folder: Path, **kwargs) -> Path:
     return folder
 
 
+def drop_tensor(folder: Path, name: str) -> None:
+    """Remove tensor ``name`` from the safetensors file of a saved model folder (a broken checkpoint)."""
+    from safetensors.torch import load_file, save_file
+
+    f = next(folder.glob("*.safetensors"))
+    tensors = load_file(f)
+    tensors.pop(name)
+    save_file(tensors, f)
+
+
 def hf_greedy(model, prompt: list[int], new: int) -> list[int]:
     """Greedy continuation by full recomputation (no cache): the plainest reference."""
     seq = list(prompt)
@@ -78,6 +88,21 @@ def engine_checks_on_cpu(monkeypatch, model_dir, bandwidth: float):
     monkeypatch.setattr(checks, "CONTEXT", 12)
     monkeypatch.setattr(tp, "copy_bandwidth", lambda: (bandwidth, "test figure"))
     return checks
+
+
+def assert_checks_skip_without_cuda(tmp_path: Path, *checks) -> None:
+    """Each selftest check body raises ``Skip`` naming CUDA on a machine without a GPU (the test is skipped
+    where there is one: the checks run for real there)."""
+    import pytest
+
+    from gpuprobe.tools.selftest.registry import CheckContext, Skip
+
+    if torch.cuda.is_available():
+        pytest.skip("runs for real on a GPU")
+    ctx = CheckContext(out_dir=tmp_path, gpu=False, budget_s=60)
+    for fn in checks:
+        with pytest.raises(Skip, match="CUDA"):
+            fn(ctx)
 
 
 def assert_logits_match(eng, ref, prompts, steps: int, tol: float, label: str, distinct_tokens: bool = True) -> None:

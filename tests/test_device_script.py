@@ -35,6 +35,39 @@ def _run(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tuple
     return r, out
 
 
+def _pip_recorder(tmp_path: Path, failing: str = "") -> Path:
+    """A stand-in ``python3`` that only runs pip: it notes each call's arguments, one line a call, in the
+    file it returns, and fails the calls naming ``failing`` (when given)."""
+    record = tmp_path / "pip-args.txt"
+    fail = f'case "$*" in *{failing}*) exit 1 ;; esac' if failing else ""
+    _stand_in(tmp_path / "bin", f'''
+        case "$*" in
+          *"-m pip"*) echo "$*" >> {record}
+                      {fail}
+                      exit 0 ;;
+        esac
+        exit 1
+    ''')
+    return record
+
+
+def _run_with_wheels(tmp_path: Path, *names: str) -> tuple[subprocess.CompletedProcess, Path]:
+    """``_run`` with empty wheel files of these names carried in the checkout's .whl/, removed afterwards."""
+    whl = REPO / ".whl"
+    made = not whl.exists()
+    whl.mkdir(exist_ok=True)
+    wheels = [whl / name for name in names]
+    try:
+        for wheel in wheels:
+            wheel.write_bytes(b"")
+        return _run(tmp_path)
+    finally:
+        for wheel in wheels:
+            wheel.unlink(missing_ok=True)
+        if made:
+            shutil.rmtree(whl, ignore_errors=True)
+
+
 def _both_summaries(out: Path) -> tuple[dict, str]:
     data = json.loads((out / "summary.json").read_text())  # strict JSON, whatever the reason says
     return data, (out / "summary.md").read_text()
@@ -76,26 +109,8 @@ def test_selftest_that_dies_before_its_summary_is_reported(tmp_path):
 
 def test_a_carried_gpuprobe_wheel_is_never_installed(tmp_path):
     """A gpuprobe wheel in .whl/ is left out (and said so); the others are installed."""
-    record = tmp_path / "pip-args.txt"
-    _stand_in(tmp_path / "bin", f'''
-        case "$*" in
-          *"-m pip"*) echo "$*" >> {record}; exit 0 ;;
-        esac
-        exit 1
-    ''')
-    whl = REPO / ".whl"
-    made = not whl.exists()
-    whl.mkdir(exist_ok=True)
-    stale, other = whl / "gpuprobe-0.0.1-py3-none-any.whl", whl / "zz_test_nvtx-0.0-py3-none-any.whl"
-    try:
-        stale.write_bytes(b"")
-        other.write_bytes(b"")
-        r, out = _run(tmp_path)
-    finally:
-        stale.unlink(missing_ok=True)
-        other.unlink(missing_ok=True)
-        if made:
-            shutil.rmtree(whl, ignore_errors=True)
+    record = _pip_recorder(tmp_path)
+    _, out = _run_with_wheels(tmp_path, "gpuprobe-0.0.1-py3-none-any.whl", "zz_test_nvtx-0.0-py3-none-any.whl")
     log = (out / "selftest.log").read_text()
     assert "ignoring gpuprobe-0.0.1-py3-none-any.whl" in log
     calls = record.read_text()
@@ -120,32 +135,13 @@ def test_real_selftest_through_the_script_from_outside_the_checkout(tmp_path):
 
 def test_wheels_install_one_by_one(tmp_path):
     """A wheel that does not install (another Python's) fails alone; the others are installed."""
-    record = tmp_path / "pip-args.txt"
-    _stand_in(tmp_path / "bin", f'''
-        case "$*" in
-          *"-m pip"*) echo "$*" >> {record}
-                      case "$*" in *zz_test_bad*) exit 1 ;; esac
-                      exit 0 ;;
-        esac
-        exit 1
-    ''')
-    whl = REPO / ".whl"
-    made = not whl.exists()
-    whl.mkdir(exist_ok=True)
-    bad, good = whl / "zz_test_bad-0.0-cp39-cp39-manylinux_2_17_x86_64.whl", whl / "zz_test_good-0.0-py3-none-any.whl"
-    try:
-        bad.write_bytes(b"")
-        good.write_bytes(b"")
-        r, out = _run(tmp_path)
-    finally:
-        bad.unlink(missing_ok=True)
-        good.unlink(missing_ok=True)
-        if made:
-            shutil.rmtree(whl, ignore_errors=True)
+    record = _pip_recorder(tmp_path, failing="zz_test_bad")
+    bad = "zz_test_bad-0.0-cp39-cp39-manylinux_2_17_x86_64.whl"
+    _, out = _run_with_wheels(tmp_path, bad, "zz_test_good-0.0-py3-none-any.whl")
     calls = [c for c in record.read_text().splitlines() if "zz_test_" in c]
     assert len(calls) == 2 and all(c.count("zz_test_") == 1 for c in calls)  # one pip call per wheel
     log = (out / "selftest.log").read_text()
-    assert f"installing {bad.name} failed" in log and "installed 1 of 2 carried wheel(s)" in log
+    assert f"installing {bad} failed" in log and "installed 1 of 2 carried wheel(s)" in log
 
 
 def test_the_script_ends_everything_the_run_left_running(tmp_path):

@@ -10,7 +10,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from engine_helpers import FAMILIES, VOCAB, assert_logits_match, hf_greedy, hf_model, save_hf  # noqa: E402
+from engine_helpers import FAMILIES, VOCAB, assert_logits_match, drop_tensor, hf_greedy, hf_model, save_hf  # noqa: E402
 from gpuprobe import Engine  # noqa: E402
 
 PROMPTS = [[3, 17, 5, 9, 120, 44, 7], [11, 2, 99, 150, 8, 61, 33, 27, 190, 4, 13, 71, 6], [42, 200]]
@@ -77,15 +77,10 @@ def test_rope_parameters_of_transformers5_configs_are_read(tmp_path):
 
 
 def test_missing_tensor_is_a_clear_error(tmp_path):
-    from safetensors.torch import load_file, save_file
-
     from gpuprobe.errors import UserError
 
     folder = save_hf("qwen2", tmp_path / "broken")
-    f = next(folder.glob("*.safetensors"))
-    tensors = load_file(f)
-    tensors.pop("model.layers.1.mlp.up_proj.weight")
-    save_file(tensors, f)
+    drop_tensor(folder, "model.layers.1.mlp.up_proj.weight")
     with pytest.raises(UserError, match="up_proj"):
         Engine.from_pretrained(folder, dtype="fp32", device="cpu")
 

@@ -9,6 +9,7 @@ import torch
 
 pytest.importorskip("triton")
 
+from engine_helpers import assert_checks_skip_without_cuda  # noqa: E402
 from gpuprobe.engine import Engine  # noqa: E402
 from gpuprobe.engine.kernel_count import count_kernels, is_kernel  # noqa: E402
 from gpuprobe.errors import UserError  # noqa: E402
@@ -123,17 +124,12 @@ def test_cpu_without_interpreter_needs_unfused(monkeypatch):
 # ---- selftest checks (GPU) and their bodies on a CPU ---------------------------------------------------
 def test_checks_registered_and_skip_without_gpu(tmp_path):
     from gpuprobe.tools.selftest.checks import engine_kernels as checks
-    from gpuprobe.tools.selftest.registry import CheckContext, Skip, all_checks
+    from gpuprobe.tools.selftest.registry import all_checks
 
     registered = all_checks()
     for name in ("kernels_per_layer", "throughput_b1_fused"):
         assert registered[name].owner == "engine" and registered[name].gpu
-    if torch.cuda.is_available():
-        pytest.skip("runs for real on a GPU")
-    ctx = CheckContext(out_dir=tmp_path, gpu=False, budget_s=60)
-    for fn in (checks.kernels_per_layer, checks.throughput_b1_fused):
-        with pytest.raises(Skip, match="CUDA"):
-            fn(ctx)
+    assert_checks_skip_without_cuda(tmp_path, checks.kernels_per_layer, checks.throughput_b1_fused)
 
 
 def _on_cpu(monkeypatch, model_dir, bandwidth):

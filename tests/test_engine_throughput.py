@@ -9,7 +9,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from engine_helpers import save_hf  # noqa: E402
+from engine_helpers import assert_checks_skip_without_cuda, save_hf  # noqa: E402
 from gpuprobe.cli import main  # noqa: E402
 from gpuprobe.measure.throughput import COLUMNS, measure_throughput_point, rows_from_records  # noqa: E402
 from gpuprobe.render.throughput import write_results  # noqa: E402
@@ -80,17 +80,12 @@ def test_cli_bad_input_is_one_line(tiny_dir, capsys):
 # ---- selftest checks ----------------------------------------------------------------------------
 def test_engine_checks_registered_and_skip_without_gpu(tmp_path):
     from gpuprobe.tools.selftest.checks import engine as checks
-    from gpuprobe.tools.selftest.registry import CheckContext, Skip, all_checks
+    from gpuprobe.tools.selftest.registry import all_checks
 
     registered = all_checks()
     assert registered["graph_vs_eager_tokens"].owner == "engine"
     assert registered["throughput_b1_b256"].owner == "engine"
-    if torch.cuda.is_available():
-        pytest.skip("runs for real on a GPU")
-    ctx = CheckContext(out_dir=tmp_path, gpu=False, budget_s=60)
-    for fn in (checks.graph_vs_eager_tokens, checks.throughput_b1_b256):
-        with pytest.raises(Skip, match="CUDA"):
-            fn(ctx)
+    assert_checks_skip_without_cuda(tmp_path, checks.graph_vs_eager_tokens, checks.throughput_b1_b256)
 
 
 def test_check_helpers():

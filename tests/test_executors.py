@@ -3,34 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 import pytest
 
+from _sweep_workers import WORKER, put_worker_on_path
 from gpuprobe.cli._executor import add_executor_arguments, executor_from_args
 from gpuprobe.errors import UserError
 from gpuprobe.measure.executors import JobLedger, LocalExecutor, SlurmExecutor, folder_status, parse_slurm_time
 from gpuprobe.measure.sweep import point_key, read_points, read_results, run_sweep
 
-WORKER = "exec_workers:work"
-
 
 @pytest.fixture(autouse=True)
-def workers(tmp_path, monkeypatch):
-    mod = tmp_path / "mod"
-    mod.mkdir()
-    (mod / "exec_workers.py").write_text(
-        "import os\n"
-        "def work(batch, fail=False, oom=False, record=None):\n"
-        "    if record:\n"
-        "        open(record, 'a').write(f'{batch}\\n')\n"
-        "    if oom:\n"
-        "        raise RuntimeError('CUDA out of memory. Tried to allocate 2.00 GiB')\n"
-        "    if fail:\n"
-        "        os._exit(3)\n"
-        "    return {'batch': batch}\n")
-    monkeypatch.setenv("PYTHONPATH", f"{mod}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    monkeypatch.syspath_prepend(str(mod))
+def workers(monkeypatch):
+    """The shared worker module, importable by the child processes."""
+    put_worker_on_path(monkeypatch)
 
 
 def _parse(*argv: str) -> argparse.Namespace:

@@ -14,7 +14,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from engine_helpers import assert_logits_match, hf_greedy  # noqa: E402
+from engine_helpers import assert_logits_match, drop_tensor, hf_greedy  # noqa: E402
 from gpuprobe import Engine  # noqa: E402
 from gpuprobe.specs import get_model, list_models  # noqa: E402
 from gpuprobe.specs.models import ModelSpec  # noqa: E402
@@ -104,15 +104,10 @@ def test_generate_equals_transformers_greedy(family_dir):
 
 
 def test_fused_checkpoint_with_a_missing_tensor_is_a_clear_error(tmp_path):
-    from safetensors.torch import load_file, save_file
-
     from gpuprobe.errors import UserError
 
     tiny_model("phi3").save_pretrained(tmp_path, safe_serialization=True)
-    f = next(tmp_path.glob("*.safetensors"))
-    tensors = load_file(f)
-    tensors.pop("model.layers.1.mlp.gate_up_proj.weight")
-    save_file(tensors, f)
+    drop_tensor(tmp_path, "model.layers.1.mlp.gate_up_proj.weight")
     with pytest.raises(UserError, match="gate_proj"):
         Engine.from_pretrained(tmp_path, dtype="fp32", device="cpu")
 

@@ -8,30 +8,14 @@ import time
 
 import pytest
 
+from _sweep_workers import WORKER, put_worker_on_path
 from gpuprobe.measure.sweep import append_result, read_results, run_sweep
-
-WORKER = "sweep_workers:work"
 
 
 @pytest.fixture(autouse=True)
-def worker_on_path(monkeypatch, tmp_path):
+def worker_on_path(monkeypatch):
     """A real worker module the child processes can import."""
-    mod = tmp_path / "wk"
-    mod.mkdir()
-    (mod / "sweep_workers.py").write_text(
-        "import os, time\n"
-        "def work(batch, fail=False, oom=False, sleep=0.0, record=None):\n"
-        "    if record:\n"
-        "        open(record, 'a').write(f'{batch}\\n')\n"
-        "    time.sleep(sleep)\n"
-        "    if oom:\n"
-        "        raise RuntimeError('CUDA out of memory. Tried to allocate 2.00 GiB')\n"
-        "    if fail:\n"
-        "        os._exit(3)\n"
-        "    return {'tokens_per_s': 100.0 * batch, 'pid': os.getpid()}\n")
-    monkeypatch.setenv("PYTHONPATH", f"{mod}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    monkeypatch.syspath_prepend(str(mod))
-    return mod
+    return put_worker_on_path(monkeypatch)
 
 
 def test_points_run_in_children_and_failures_are_recorded(tmp_path):

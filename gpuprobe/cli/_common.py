@@ -7,9 +7,12 @@ from gpuprobe.analytic import KERNEL_MODES
 from gpuprobe.engine.backends import BACKENDS
 from gpuprobe.errors import UserError
 from gpuprobe.parsing import LIMITS, show_int
+from gpuprobe.render.tables import FORMATS
 from gpuprobe.specs.models import check_context as model_context_error
 
 ATTENTION_BACKENDS = BACKENDS  # the engine's list (gpuprobe.engine.backends), without importing torch
+FORMAT_HELP = "the table's format: table (default on a terminal), tsv (default when piped), csv, json"
+OUT_HELP = "output folder (default: a new folder under ./gpuprobe-out/)"
 
 
 def _int_at_least(what: str, least: int, kind: str):
@@ -65,6 +68,17 @@ def add_kernels_argument(p: argparse.ArgumentParser) -> None:
 
 def add_dtype_argument(p: argparse.ArgumentParser, default: str = "bf16") -> None:
     p.add_argument("--dtype", default=default, help="bf16 | fp16 | fp32 (default %(default)s)")
+
+
+def add_format_argument(p: argparse.ArgumentParser, help: str = FORMAT_HELP) -> None:
+    p.add_argument("--format", choices=FORMATS, default=None, help=help)
+
+
+def add_output_arguments(p: argparse.ArgumentParser, json_help: str, out_help: str = OUT_HELP) -> None:
+    """``--json`` (what it prints), ``--format`` (the table's) and ``--out`` (the folder written), in that order."""
+    p.add_argument("--json", action="store_true", help=json_help)
+    add_format_argument(p)
+    p.add_argument("--out", help=out_help)
 
 
 def add_batch_argument(p: argparse.ArgumentParser, default: str | None = None) -> None:

@@ -5,9 +5,9 @@ import argparse
 
 from gpuprobe.advise.advisor import (DEFAULT_EPSILON, DEFAULT_FIXED_COST_BYTES, PAPER_LATENCY_FACTOR,
                                      PAPER_MIN_EFFICIENCY, PAPER_REFERENCE_BATCH, RULES)
-from gpuprobe.cli._common import add_attention_argument, add_dtype_argument, positive_float, positive_int
+from gpuprobe.cli._common import (add_attention_argument, add_dtype_argument, add_output_arguments, positive_float,
+                                  positive_int)
 from gpuprobe.errors import UserError
-from gpuprobe.render.tables import FORMATS
 from gpuprobe.run.advise import run_advise
 from gpuprobe.run.options import AdviseOptions, DEFAULT_BATCHES
 from gpuprobe.specs.gpus import normalize_dtype
@@ -62,10 +62,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"{DEFAULT_FIXED_COST_BYTES // 2**20})")
     add_dtype_argument(p)
     add_attention_argument(p)
-    p.add_argument("--json", action="store_true", help="print the advice as one JSON object on stdout")
-    p.add_argument("--format", choices=FORMATS, default=None,
-                   help="the table's format: table (default on a terminal), tsv (default when piped), csv, json")
-    p.add_argument("--out", help="output folder for advice.json and advise.png (default: a new folder under ./gpuprobe-out/)")
+    add_output_arguments(p, json_help="print the advice as one JSON object on stdout",
+                         out_help="output folder for advice.json and advise.png (default: a new folder under "
+                                  "./gpuprobe-out/)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import argparse
 
-from gpuprobe.cli._common import (add_attention_argument, add_dtype_argument, add_model_argument, positive_float,
-                                  positive_int)
+from gpuprobe.cli._common import (add_attention_argument, add_dtype_argument, add_model_argument, add_output_arguments,
+                                  positive_float, positive_int)
 from gpuprobe.errors import UserError
 from gpuprobe.parsing import parse_int_sequence
-from gpuprobe.render.tables import FORMATS
 from gpuprobe.run.options import ReplicateOptions
 from gpuprobe.run.replicate import run_replicate
 from gpuprobe.specs.gpus import normalize_dtype
@@ -41,10 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="cap each replica's allocator at this fraction of GPU memory (default: an equal share)")
     add_dtype_argument(p)
     add_attention_argument(p)
-    p.add_argument("--json", action="store_true", help="print the runs as JSON on stdout")
-    p.add_argument("--format", choices=FORMATS, default=None,
-                   help="the table's format: table (default on a terminal), tsv (default when piped), csv, json")
-    p.add_argument("--out", help="output folder (default: a new folder under ./gpuprobe-out/)")
+    add_output_arguments(p, json_help="print the runs as JSON on stdout")
 
 
 def _batches(text: str, counts: list[int]) -> list[int]:

@@ -15,7 +15,7 @@ import contextlib
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator, Protocol
 
 from gpuprobe.ops import STEP_RANGE, layer_range
 
@@ -38,34 +38,35 @@ class NullBackend:
         pass
 
 
-class NvtxPackageBackend:
+class _CallingBackend:
+    """Sends ranges to a library's push and pop functions."""
+
+    def __init__(self, push: Callable[[str], object], pop: Callable[[], object]) -> None:
+        self._push, self._pop = push, pop
+
+    def push(self, name: str) -> None:
+        self._push(name)
+
+    def pop(self) -> None:
+        self._pop()
+
+
+class NvtxPackageBackend(_CallingBackend):
     """The ``nvtx`` package (default domain: what ``ncu --nvtx-include`` matches)."""
 
     def __init__(self) -> None:
         import nvtx
 
-        self._push, self._pop = nvtx.push_range, nvtx.pop_range
-
-    def push(self, name: str) -> None:
-        self._push(name)
-
-    def pop(self) -> None:
-        self._pop()
+        super().__init__(nvtx.push_range, nvtx.pop_range)
 
 
-class TorchNvtxBackend:
+class TorchNvtxBackend(_CallingBackend):
     """``torch.cuda.nvtx`` (needs a CUDA build of torch)."""
 
     def __init__(self) -> None:
         import torch.cuda.nvtx as tnvtx
 
-        self._push, self._pop = tnvtx.range_push, tnvtx.range_pop
-
-    def push(self, name: str) -> None:
-        self._push(name)
-
-    def pop(self) -> None:
-        self._pop()
+        super().__init__(tnvtx.range_push, tnvtx.range_pop)
 
 
 class RecordingBackend:

@@ -11,10 +11,9 @@ capture are not replayed, so the graph's kernels get their ops by alignment with
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from gpuprobe.engine.nvtx import get_backend
-from gpuprobe.measure.point import build_batch
+from gpuprobe.measure.point import point_parser, say_point, warmed_batch
 
 #: Step ranges of the trace: eager reference steps, graph-replayed measured steps.
 EAGER_STEP_REGEX = r"^decode$"
@@ -26,12 +25,7 @@ def graph_step_name(batch: int, context: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m gpuprobe.measure.nsys_target", description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True)
-    p.add_argument("--batch", type=int, required=True)
-    p.add_argument("--context", type=int, required=True)
-    p.add_argument("--dtype", default="bf16")
-    p.add_argument("--attention", default=None)
+    p = point_parser("python -m gpuprobe.measure.nsys_target", __doc__)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--eager-steps", type=int, default=2)
     p.add_argument("--graph-steps", type=int, default=10)
@@ -39,9 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    eng, b = build_batch(a.model, a.batch, a.context, a.dtype, a.attention)
-    for _ in range(max(a.warmup, 1)):
-        eng.step(b)
+    eng, b = warmed_batch(a)
     for _ in range(max(a.eager_steps, 1)):
         eng.step(b, nvtx=True)
     torch.cuda.synchronize()
@@ -53,8 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         g.replay()
         nvtx.pop()
     torch.cuda.synchronize()
-    print(f"traced: batch {a.batch}, context {a.context}, attention {eng.attention}, "
-          f"{a.eager_steps} eager steps, {a.graph_steps} graph replays", flush=True)
+    say_point("traced", a, eng, f"{a.eager_steps} eager steps, {a.graph_steps} graph replays")
     return 0
 
 

@@ -25,6 +25,7 @@ raw figures only (bytes, seconds, counter FLOPs, ncu's percentages): ``% of meas
 """
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 import time
@@ -181,6 +182,31 @@ def build_batch(model: str, batch: int, context: int, dtype: str, attention: str
 
     eng = Engine.from_pretrained(model, dtype=dtype, attention=attention, weights="random")
     return eng, eng.prepare(batch, context - 1, fill="random")
+
+
+def point_parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """The parser of a program a profiler runs for one point: the model and the point (batch, context,
+    dtype, attention backend); the program adds its own steps. ``doc``'s first line describes it."""
+    p = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
+    p.add_argument("--model", required=True)
+    p.add_argument("--batch", type=int, required=True)
+    p.add_argument("--context", type=int, required=True)
+    p.add_argument("--dtype", default="bf16")
+    p.add_argument("--attention", default=None)
+    return p
+
+
+def warmed_batch(a: argparse.Namespace):
+    """:func:`build_batch` for the point ``a`` names, after ``a.warmup`` (at least one) unannotated steps."""
+    eng, b = build_batch(a.model, a.batch, a.context, a.dtype, a.attention)
+    for _ in range(max(a.warmup, 1)):
+        eng.step(b)
+    return eng, b
+
+
+def say_point(verb: str, a: argparse.Namespace, eng, detail: str) -> None:
+    """Print the one line a point program ends with (``verb``: what it did; ``detail``: its own steps)."""
+    print(f"{verb}: batch {a.batch}, context {a.context}, attention {eng.attention}, {detail}", flush=True)
 
 
 def time_engine(eng, b, *, repeats: int = 3, graph_iters: int = 50, warmup: int = 3) -> dict[str, Any]:

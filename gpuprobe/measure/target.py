@@ -11,35 +11,26 @@ filters that select those kernels are :func:`gpuprobe.measure.point.nvtx_include
 """
 from __future__ import annotations
 
-import argparse
 import sys
-from gpuprobe.measure.point import build_batch, representative_layer
+from gpuprobe.measure.point import point_parser, representative_layer, say_point, warmed_batch
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m gpuprobe.measure.target", description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True)
-    p.add_argument("--batch", type=int, required=True)
-    p.add_argument("--context", type=int, required=True)
-    p.add_argument("--dtype", default="bf16")
-    p.add_argument("--attention", default=None)
+    p = point_parser("python -m gpuprobe.measure.target", __doc__)
     p.add_argument("--layers", choices=("one", "all"), default="one")
     p.add_argument("--warmup", type=int, default=3)
     a = p.parse_args(argv)
 
     import torch
 
-    eng, b = build_batch(a.model, a.batch, a.context, a.dtype, a.attention)
-    for _ in range(max(a.warmup, 1)):
-        eng.step(b)
+    eng, b = warmed_batch(a)
     if eng.device.type == "cuda":
         torch.cuda.synchronize()
     layers = None if a.layers == "all" else [representative_layer(eng.spec.num_layers)]
     eng.step(b, nvtx=True, layers=layers)
     if eng.device.type == "cuda":
         torch.cuda.synchronize()
-    print(f"profiled step: batch {a.batch}, context {a.context}, attention {eng.attention}, "
-          f"layers {'all' if layers is None else layers}", flush=True)
+    say_point("profiled step", a, eng, f"layers {'all' if layers is None else layers}")
     return 0
 
 

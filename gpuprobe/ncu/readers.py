@@ -50,7 +50,7 @@ from gpuprobe.ncu.ncu_report_loader import require_ncu_report
 from gpuprobe.ncu.rep_child import ChildFailed, DEFAULT_DOMAIN, REP_MAGIC, read_in_child, scan_blocks
 from gpuprobe.ncu.runner import NcuError, import_raw_csv
 from gpuprobe.ncu.units import NA_TOKENS, metric_unit, parse_number
-from gpuprobe.paths import require_fits_in_memory, require_regular_file
+from gpuprobe.paths import DecompressError, decompress_xz, require_fits_in_memory, require_regular_file
 
 ID_COLUMNS = ("id", "kernel_name", "kernel_short", "kernel_key", "grid", "block", "device", "stream", "nvtx_stack", "nvtx_ranges")
 
@@ -470,18 +470,10 @@ def _decompress_xz(path: Path, folder: Path) -> Path:
 
 def _decompress_into(path: Path, dst) -> None:
     """``path`` (xz) decompressed into the open binary file ``dst``, at most :data:`MAX_XZ_BYTES`."""
-    written = 0
     try:
-        with lzma.open(path) as src:
-            while chunk := src.read(1 << 22):
-                written += len(chunk)
-                if written > MAX_XZ_BYTES:
-                    raise _fail(path, f"decompresses to more than {MAX_XZ_BYTES >> 30} GiB; decompress it yourself "
-                                      "(`xz -dk`) and pass the result")
-                dst.write(chunk)
-        dst.flush()
-    except (lzma.LZMAError, EOFError, OSError) as e:
-        raise _fail(path, f"cannot decompress: {e}") from None
+        decompress_xz(path, dst, MAX_XZ_BYTES)
+    except DecompressError as e:
+        raise _fail(path, str(e)) from None
 
 
 def read_ncu_rep(path: str | Path) -> pd.DataFrame:

@@ -93,6 +93,22 @@ class _Stacks:
         return out
 
 
+def _depths(s: np.ndarray, e: np.ndarray, owner: np.ndarray) -> np.ndarray:
+    """Nesting depth of each range (sorted by owner, start, longer first): a sweep over its start and end
+    events per owner, ends before starts at one instant (a zero-length range closes after it opens). The
+    sort is stable, so events of one kind at one instant keep the ranges' order; event ``i`` of the sorted
+    sweep is range ``i mod n``."""
+    n = len(s)
+    ev_type = np.concatenate([np.ones(n, np.int8), np.where(e > s, 0, 2).astype(np.int8)])
+    o = np.lexsort((ev_type, np.concatenate([s, e]), np.concatenate([owner, owner])))
+    is_start = ev_type[o] == 1
+    del ev_type
+    running = np.cumsum(np.where(is_start, 1, -1).astype(np.int8), dtype=np.int64)
+    depth = np.empty(n, dtype=np.int64)
+    depth[o[is_start] % n] = running[is_start] - 1
+    return depth
+
+
 def push_pop_stacks(s: np.ndarray, e: np.ndarray, owner: np.ndarray, label: np.ndarray, labels: Sequence[str],
                     q_owner: np.ndarray, q_start: np.ndarray, q_end: np.ndarray) -> tuple[np.ndarray, list, int]:
     """Nested (push/pop) ranges of each owner thread, and calls (``q_*``): per call the code of the stack
@@ -106,17 +122,9 @@ def push_pop_stacks(s: np.ndarray, e: np.ndarray, owner: np.ndarray, label: np.n
         return np.full(len(q_start), -1, dtype=np.int64), [], 0
     order = np.lexsort((-e, s, owner))
     s, e, owner, label = s[order], e[order], owner[order], label[order]
+    del order
     idx = np.arange(n)
-    ev_owner = np.concatenate([owner, owner])
-    ev_t = np.concatenate([s, e])
-    ev_type = np.concatenate([np.ones(n, np.int8), np.where(e > s, 0, 2).astype(np.int8)])
-    ev_idx = np.concatenate([idx, idx])
-    o = np.lexsort((ev_idx, ev_type, ev_t, ev_owner))
-    step = np.where(ev_type[o] == 1, 1, -1)
-    running = np.cumsum(step)
-    depth = np.empty(n, dtype=np.int64)
-    is_start = ev_type[o] == 1
-    depth[ev_idx[o][is_start]] = running[is_start] - 1
+    depth = _depths(s, e, owner)
     parent = np.full(n, -1, dtype=np.int64)
     code = np.full(n, -1, dtype=np.int64)
     stacks = _Stacks(labels)

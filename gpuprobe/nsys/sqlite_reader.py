@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from gpuprobe.errors import UserError
-from gpuprobe.paths import require_regular_file
+from gpuprobe.paths import DecompressError, decompress_xz, require_regular_file
 
 KERNEL_TABLE = "CUPTI_ACTIVITY_KIND_KERNEL"
 LAUNCH_TABLES = ("CUPTI_ACTIVITY_KIND_RUNTIME", "CUPTI_ACTIVITY_KIND_DRIVER")
@@ -95,21 +95,10 @@ IN_MEMORY_BYTES = 1 << 30
 
 
 def _decompress(p: Path, dst) -> int:
-    written = 0
     try:
-        with lzma.open(p) as src:
-            while chunk := src.read(1 << 22):
-                written += len(chunk)
-                if written > MAX_XZ_BYTES:
-                    raise damaged(p, f"decompresses to more than {MAX_XZ_BYTES >> 30} GiB; decompress it "
-                                     "yourself (`xz -dk`) and pass the .sqlite", again=False)
-                dst.write(chunk)
-        dst.flush()
-    except (lzma.LZMAError, EOFError) as e:
-        raise damaged(p, f"cannot decompress ({e}): the archive is damaged or truncated", again=False) from None
-    except OSError as e:
-        raise damaged(p, f"cannot decompress ({e.strerror or e})", again=False) from None
-    return written
+        return decompress_xz(p, dst, MAX_XZ_BYTES)
+    except DecompressError as e:
+        raise damaged(p, str(e), again=False) from None
 
 
 def _connect(p: Path) -> sqlite3.Connection:
@@ -595,6 +584,34 @@ def _empty_nvtx() -> pd.DataFrame:
                          for c in NVTX_FRAME_COLUMNS})
 
 
+def _add_texts(codes: np.ndarray, cats: pd.Index, rows: np.ndarray, texts: list[str]) -> tuple[np.ndarray, pd.Index]:
+    """Codes of ``rows`` set to their own ``texts`` (each distinct text once), the categories grown to hold them."""
+    t_codes, t_uniq = pd.factorize(np.asarray(texts, dtype=object))
+    merged = cats.append(pd.Index(t_uniq, dtype=object)).unique()
+    out = np.where(codes >= 0, merged.get_indexer(cats)[np.maximum(codes, 0)], -1).astype(np.int32) if len(cats) \
+        else np.full(len(codes), -1, dtype=np.int32)
+    out[rows] = merged.get_indexer(pd.Index(t_uniq, dtype=object))[t_codes]
+    return out, pd.Index(merged, dtype=object)
+
+
+def _texts_of(codes: np.ndarray, cats: pd.Index) -> np.ndarray:
+    """The texts of a few codes (None for -1), as an object array."""
+    out = np.full(len(codes), None, dtype=object)
+    hit = codes >= 0
+    out[hit] = cats.to_numpy(dtype=object)[codes[hit]]
+    return out
+
+
+def _empty_for_missing(codes: np.ndarray, cats: pd.Index) -> tuple[np.ndarray, pd.Index]:
+    """A range without a name is named "" (a category of its own), never missing."""
+    if not (codes < 0).any():
+        return codes, cats
+    at = cats.get_indexer([""])[0]
+    if at < 0:
+        cats, at = cats.append(pd.Index([""], dtype=object)), len(cats)
+    return np.where(codes < 0, at, codes).astype(np.int32), cats
+
+
 def read_nvtx(conn: sqlite3.Connection, source: object = "trace", warnings: list[str] | None = None) -> pd.DataFrame:
     """NVTX ranges sorted by start: ``start``, ``end`` (float ns; an unclosed range ends at +inf), ``kind``
     (``push_pop``/``start_end``), ``name`` (``text`` or the ``textId`` string), ``domain`` (its name, None
@@ -615,25 +632,23 @@ def read_nvtx(conn: sqlite3.Connection, source: object = "trace", warnings: list
     cols = read_int_columns(conn, NVTX_TABLE, _NVTX_COLUMNS, computed=computed)
     refuse_bad(source, cols, ("start", "event_type", "global_tid"))
     strings = read_strings(conn, source)
-    names = np.full(len(cols), None, dtype=object)
     tid_ids = cols["text_id"].copy()
     tid_ids[tid_ids == BAD] = NULL
     by_id, _ = categorical_strings(tid_ids, strings)
-    if len(cols):
-        names[:] = np.asarray(by_id.astype(object), dtype=object)
+    name_codes, name_cats = by_id.codes.astype(np.int32), pd.Index(by_id.categories, dtype=object)
     has_text = (cols["flags"] & 1) == 1
     if has_text.any():  # the rows that hold their text, in the same (rowid) order
         texts = [r[0] for r in conn.execute(f"SELECT substr(CAST(text AS TEXT), 1, {MAX_STRING}) FROM {NVTX_TABLE} "
                                             "WHERE text IS NOT NULL ORDER BY rowid")]
         if len(texts) != int(has_text.sum()):
             raise damaged(source, f"{NVTX_TABLE} changed while it was read")
-        names[has_text] = np.array(texts, dtype=object)
+        name_codes, name_cats = _add_texts(name_codes, name_cats, has_text, texts)
     et = cols["event_type"]
     gtid = cols["global_tid"]
     process = np.where(gtid == NULL, -1, gtid >> PID_SHIFT)
     dom = et == NVTX_DOMAIN_CREATE
     dkeys = _pair_keys(process[dom], cols["domain_id"][dom])
-    dnames = pd.Series(names[dom], index=dkeys)
+    dnames = pd.Series(_texts_of(name_codes[dom], name_cats), index=dkeys)
     dnames = dnames[~dnames.index.duplicated(keep="first")]
     rng = (et == NVTX_PUSH_POP) | (et == NVTX_START_END)
     start = cols["start"][rng]
@@ -648,11 +663,13 @@ def read_nvtx(conn: sqlite3.Connection, source: object = "trace", warnings: list
     start, end = cols["start"][keep_idx], cols["end"][keep_idx]
     rng_dom = cols["domain_id"][keep_idx]
     rng_proc = process[keep_idx]
-    domain = np.full(len(keep_idx), None, dtype=object)
+    domain_codes = np.full(len(keep_idx), -1, dtype=np.int32)
+    domain_cats = pd.Index(pd.unique(dnames.dropna().to_numpy(dtype=object)), dtype=object)
     named = (rng_dom != NULL) & (rng_dom != BAD) & (rng_dom != 0)
     if named.any() and len(dnames):
-        hit = dnames.reindex(_pair_keys(rng_proc[named], rng_dom[named]))
-        domain[named] = hit.to_numpy(dtype=object)
+        at = dnames.index.get_indexer(_pair_keys(rng_proc[named], rng_dom[named]))
+        per_key = domain_cats.get_indexer(dnames.to_numpy(dtype=object))
+        domain_codes[named] = np.where(at >= 0, per_key[np.maximum(at, 0)], -1)
     payload_all = np.full(len(cols), np.nan)
     has_payload = (cols["flags"] & 2) == 2
     if has_payload.any():
@@ -664,14 +681,13 @@ def read_nvtx(conn: sqlite3.Connection, source: object = "trace", warnings: list
     payload = payload_all[keep_idx]
     kind = pd.Categorical.from_codes((et[keep_idx] != NVTX_PUSH_POP).astype(np.int8),
                                      categories=["push_pop", "start_end"])
-    name_arr = names[keep_idx]
-    name_arr[pd.isna(name_arr)] = ""
+    name_codes, name_cats = _empty_for_missing(name_codes[keep_idx], name_cats)
     df = pd.DataFrame({
         "start": start.astype(float),
         "end": np.where(end == NULL, np.inf, end.astype(float)),
         "kind": kind,
-        "name": _categorical(name_arr),
-        "domain": _categorical(domain),
+        "name": pd.Categorical.from_codes(name_codes, categories=name_cats).remove_unused_categories(),
+        "domain": pd.Categorical.from_codes(domain_codes, categories=domain_cats).remove_unused_categories(),
         "global_tid": gtid[keep_idx],
         "process": rng_proc,
         "payload": payload,

@@ -43,42 +43,63 @@ def _compile(regex: str, what: str) -> re.Pattern:
         raise UserError(f"{what} '{regex}' is not a valid regular expression: {e}") from None
 
 
+def _matching(names: pd.Series, pat: re.Pattern) -> np.ndarray:
+    """``pat.search`` of each name, evaluated once per distinct name (names repeat: range names, kernels)."""
+    cat = names if isinstance(names.dtype, pd.CategoricalDtype) else names.astype("category")
+    hit = np.array([bool(pat.search(str(c))) for c in cat.cat.categories], dtype=bool)
+    codes = cat.cat.codes.to_numpy()
+    return np.where(codes >= 0, hit[np.maximum(codes, 0)] if len(hit) else False, bool(pat.search("")))
+
+
 def _outermost(r: pd.DataFrame) -> pd.DataFrame:
-    """Drop matching ranges nested inside another matching range of the same owner."""
+    """Drop matching ranges nested inside another matching range of the same owner (a loop over the
+    matching ranges, never over kernels)."""
     keep = []
-    for _, g in r.groupby("owner"):
+    for _, g in r.groupby("owner", sort=False):
         g = g.sort_values(["start", "end"], ascending=[True, False])
         last_end = -math.inf
-        for ix, s, e in zip(g.index, g["start"], g["end"]):
+        for ix, s, e in zip(g.index, g["start"].to_numpy(), g["end"].to_numpy()):
             if s >= last_end:
                 keep.append(ix)
                 last_end = e
-    return r.loc[sorted(keep, key=lambda i: r.at[i, "start"])]
+    kept = r.loc[keep]
+    return kept.sort_values("start", kind="stable")
+
+
+def _nullable_steps(step: np.ndarray) -> pd.arrays.IntegerArray:
+    return pd.arrays.IntegerArray(np.where(step >= 0, step, 0).astype(np.int64), step < 0)
 
 
 def label_steps_by_nvtx(kernels: pd.DataFrame, nvtx: pd.DataFrame, regex: str = DEFAULT_STEP_REGEX) -> pd.DataFrame:
     """``kernels`` with ``step`` (nullable int: index of the step range each was launched in) and the
     step ranges' ``step_name``; raises :class:`UserError` when no range name matches."""
     pat = _compile(regex, "--step-regex")
-    r = nvtx[[bool(pat.search(n or "")) for n in nvtx["name"]]].copy() if len(nvtx) else nvtx
+    r = nvtx[_matching(nvtx["name"].fillna(""), pat)].copy() if len(nvtx) else nvtx
     if r.empty:
-        names = [n if len(n) <= 40 else n[:39] + "…" for n in sorted(set(nvtx["name"]))[:6]] if len(nvtx) else []
+        names = [n if len(n) <= 40 else n[:39] + "…" for n in sorted(set(nvtx["name"].dropna()))[:6]] if len(nvtx) else []
         raise UserError(f"no NVTX range matches the step regex '{regex}'"
                         + (f" (ranges seen: {', '.join(names)})" if names else " (the trace has no NVTX ranges)")
                         + "; pass --step-regex, or --step-kernel NAME to cut steps at a marker kernel")
-    r["owner"] = [int(t) if k == "push_pop" else int(p) for k, t, p in zip(r["kind"], r["global_tid"], r["process"])]
+    push_pop = (r["kind"] == "push_pop").to_numpy()
+    ids = {c: pd.to_numeric(r[c], errors="coerce").fillna(-1).to_numpy(dtype="int64") for c in ("global_tid", "process")}
+    r["owner"] = np.where(push_pop, ids["global_tid"], ids["process"])
     r = _outermost(r).reset_index(drop=True)
     out = kernels.copy()
-    step = np.full(len(out), -1)
+    n = len(out)
     launch_ns = out["launch_s"].to_numpy(float) * 1e9
-    tid = out["thread_id"].to_numpy(dtype=object)
-    proc = np.array([int(t) >> 24 if t is not None and t is not pd.NA else -1 for t in tid])
-    tid_i = np.array([int(t) if t is not None and t is not pd.NA else -1 for t in tid])
-    for i, row in r.iterrows():
-        who = tid_i if row["kind"] == "push_pop" else proc
-        inside = (who == row["owner"]) & (launch_ns >= row["start"]) & (launch_ns <= row["end"])
-        step[inside & (step < 0)] = i
-    out["step"] = pd.array([int(s) if s >= 0 else None for s in step], dtype="Int64")
+    tid = pd.array(out["thread_id"], dtype="Int64").to_numpy(dtype="int64", na_value=-1)
+    step = np.full(n, -1, dtype=np.int64)
+    for push, who in ((True, tid), (False, np.where(tid >= 0, tid >> 24, -1))):
+        mine_step = np.full(n, -1, dtype=np.int64)  # the first (earliest) step range of this kind holding each kernel
+        for owner, g in r[(r["kind"] == "push_pop").to_numpy() == push].groupby("owner", sort=False):
+            mine = np.flatnonzero((who == owner) & ~np.isnan(launch_ns))
+            order = mine[np.argsort(launch_ns[mine], kind="stable")]
+            times = launch_ns[order]
+            for i, s, e in zip(g.index, g["start"].to_numpy(float), g["end"].to_numpy(float)):
+                rows = order[np.searchsorted(times, s, "left"):np.searchsorted(times, e, "right")]
+                mine_step[rows[mine_step[rows] < 0]] = i
+        step = np.where((step < 0) | ((mine_step >= 0) & (mine_step < step)), mine_step, step)
+    out["step"] = _nullable_steps(step)
     out.attrs = dict(kernels.attrs)
     out.attrs["step_ranges"] = [{"step": int(i), "name": n, **dict(zip(("batch", "context"), parse_shape(n))),
                                  "payload": None if p is None or (isinstance(p, float) and math.isnan(p)) else p}
@@ -92,34 +113,30 @@ def label_steps_by_marker(kernels: pd.DataFrame, marker: str) -> pd.DataFrame:
     pat = _compile(marker, "--step-kernel")
     out = kernels.sort_values("start_s", kind="stable").copy()
     # the full name too: torch's argmax is a reduce_kernel whose template arguments name ArgMaxOps
-    hits = np.array([bool(pat.search(s or "") or pat.search(n or "")) for s, n in zip(out["kernel_short"],
-                                                                                      out["kernel_name"])])
+    hits = _matching(out["kernel_short"].fillna(""), pat) | _matching(out["kernel_name"].fillna(""), pat)
     if not hits.any():
         raise UserError(f"no kernel matches the step kernel '{marker}'; pick one that runs once per step "
                         "(e.g. the sampling kernel: argmax, or a top-k/softmax of the logits)")
     ends = np.cumsum(hits) - hits  # markers before this row
     step = np.where(ends < hits.sum(), ends, -1)  # kernels after the last marker: a partial step
     step = step - 1  # the run before the first marker is partial: -1
-    out["step"] = pd.array([int(s) if s >= 0 else None for s in step], dtype="Int64")
+    out["step"] = _nullable_steps(np.where(step >= 0, step, -1))
     out.attrs = dict(kernels.attrs)
     out.attrs["step_ranges"] = []
     return out.sort_index()
 
 
-def _busy(starts: np.ndarray, ends: np.ndarray) -> float:
-    """Length of the union of intervals."""
-    order = np.argsort(starts, kind="stable")
-    total, cur_s, cur_e = 0.0, None, None
-    for s, e in zip(starts[order], ends[order]):
-        if cur_e is None or s > cur_e:
-            if cur_e is not None:
-                total += cur_e - cur_s
-            cur_s, cur_e = s, e
-        else:
-            cur_e = max(cur_e, e)
-    if cur_e is not None:
-        total += cur_e - cur_s
-    return total
+def busy_per_group(groups: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> pd.Series:
+    """Length of the union of the intervals ``[starts, ends]`` of each group (vectorised: sort by group and
+    start, a running maximum of the ends within the group opens a new segment wherever a start passes it)."""
+    frame = pd.DataFrame({"g": groups, "s": starts, "e": ends}).dropna(subset=["s", "e"])
+    frame = frame.sort_values(["g", "s"], kind="stable")
+    reach = frame.groupby("g", sort=False)["e"].cummax()
+    before = reach.groupby(frame["g"], sort=False).shift(1)
+    new = before.isna().to_numpy() | (frame["s"].to_numpy() > before.to_numpy())
+    seg = np.cumsum(new)
+    spans = frame.groupby(seg, sort=False).agg(g=("g", "first"), s=("s", "min"), e=("e", "max"))
+    return (spans["e"] - spans["s"]).groupby(spans["g"]).sum()
 
 
 @dataclass
@@ -140,20 +157,24 @@ def step_stats(labelled: pd.DataFrame) -> TraceSteps:
     if k.empty:
         raise UserError("no kernel was launched inside a step; check the step regex or marker kernel")
     shapes = {s["step"]: s for s in labelled.attrs.get("step_ranges", [])}
-    rows = []
-    for step, g in k.groupby("step"):
-        st, en = g["start_s"].to_numpy(float), g["end_s"].to_numpy(float)
-        span = float(np.nanmax(en) - np.nanmin(st))
-        busy = _busy(st, en)
-        info = shapes.get(int(step), {})
-        rows.append({"step": int(step), "name": info.get("name"), "n_kernels": len(g),
-                     "kernel_time_s": float(g["time_s"].sum()), "start_s": float(np.nanmin(st)),
-                     "span_s": span, "busy_s": busy, "idle_s": max(span - busy, 0.0),
-                     "graph_kernels": int(g["graph_node_id"].notna().sum()) if "graph_node_id" in g else 0,
-                     "batch": info.get("batch"), "context": info.get("context")})
-    steps = pd.DataFrame(rows).set_index("step")
-    steps["batch"] = pd.array(steps["batch"].tolist(), dtype="Int64")
-    steps["context"] = pd.array(steps["context"].tolist(), dtype="Int64")
+    step = k["step"].to_numpy(dtype="int64")
+    st, en = k["start_s"].to_numpy(float), k["end_s"].to_numpy(float)
+    g = pd.DataFrame({"step": step, "time_s": k["time_s"].to_numpy(float), "start_s": st, "end_s": en,
+                      "graph": k["graph_node_id"].notna().to_numpy() if "graph_node_id" in k else False})
+    by = g.groupby("step", sort=True)
+    steps = pd.DataFrame({"n_kernels": by.size(), "kernel_time_s": by["time_s"].sum(min_count=0),
+                          "start_s": by["start_s"].min(), "end_s": by["end_s"].max(),
+                          "graph_kernels": by["graph"].sum().astype(int)})
+    steps["span_s"] = steps["end_s"] - steps["start_s"]
+    steps["busy_s"] = busy_per_group(step, st, en).reindex(steps.index).fillna(0.0)
+    steps["idle_s"] = (steps["span_s"] - steps["busy_s"]).clip(lower=0.0)
+    steps["name"] = [shapes.get(int(s), {}).get("name") for s in steps.index]
+    steps["batch"] = pd.array([shapes.get(int(s), {}).get("batch") for s in steps.index], dtype="Int64")
+    steps["context"] = pd.array([shapes.get(int(s), {}).get("context") for s in steps.index], dtype="Int64")
+    steps = steps[["name", "n_kernels", "kernel_time_s", "start_s", "span_s", "busy_s", "idle_s",
+                   "graph_kernels", "batch", "context"]]
+    steps.index = steps.index.astype(int)
+    steps.index.name = "step"
     per_op = k.pivot_table(index="step", columns="op", values="time_s", aggfunc="sum", fill_value=0.0)
     per_op.index = per_op.index.astype(int)
     op_median = {str(op): float(per_op[op].median()) for op in per_op.columns}

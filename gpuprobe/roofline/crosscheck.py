@@ -93,6 +93,14 @@ def _off(ratio: float | None, tol: float) -> bool:
     return ratio is None or abs(ratio - 1.0) > tol
 
 
+def _compared(name: str, op: str, batch: int, measured: float | None, expected: float, tol: float, *,
+              match: str, differ: str, missing: str) -> CrossCheck:
+    """``measured`` against ``expected``, noted ``match``, ``differ`` (off by more than ``tol``) or ``missing``."""
+    r = _ratio(measured, expected)
+    note = missing if r is None else differ if _off(r, tol) else match
+    return CrossCheck(name, op, batch, measured, expected, r, _off(r, tol), note)
+
+
 def check_point(op: str, batch: int, *, spec: ModelSpec, context: int, dtype: str,
                 dram_read_bytes: float | None = None, dram_write_bytes: float | None = None,
                 flops_tensor: float | None = None, flops_total: float | None = None,
@@ -105,20 +113,16 @@ def check_point(op: str, batch: int, *, spec: ModelSpec, context: int, dtype: st
     out: list[CrossCheck] = []
     if op == "attention":
         kv, written = step_attention_bytes(spec, batch, context, dtype)
-        r = _ratio(dram_read_bytes, kv)
-        note = ("counter reads match the KV bytes" if not _off(r, tol) else
-                "reads differ from the KV bytes: a backend that gathers or copies the cache (the `torch` "
-                "reference) or a partial profile moves more; a cache hit moves less" if r is not None else
-                "no DRAM read counter in the report")
-        out.append(CrossCheck("attention_dram_read", op, batch, dram_read_bytes, kv, r,
-                              _off(r, tol), note))
-        r = _ratio(dram_write_bytes, written)
-        note = ("writes match the output bytes" if not _off(r, tol) else
-                "writes include L2 write-backs of earlier kernels' data, charged to the kernel that evicts "
-                "them (docs/contracts.md section 3): compare reads for the claim" if r is not None else
-                "no DRAM write counter in the report")
-        out.append(CrossCheck("attention_dram_write", op, batch, dram_write_bytes, written, r,
-                              _off(r, tol), note))
+        out.append(_compared("attention_dram_read", op, batch, dram_read_bytes, kv, tol,
+                             match="counter reads match the KV bytes",
+                             differ="reads differ from the KV bytes: a backend that gathers or copies the cache "
+                                    "(the `torch` reference) or a partial profile moves more; a cache hit moves less",
+                             missing="no DRAM read counter in the report"))
+        out.append(_compared("attention_dram_write", op, batch, dram_write_bytes, written, tol,
+                             match="writes match the output bytes",
+                             differ="writes include L2 write-backs of earlier kernels' data, charged to the kernel "
+                                    "that evicts them (docs/contracts.md section 3): compare reads for the claim",
+                             missing="no DRAM write counter in the report"))
     expected = gemm_flops(spec, op, batch)
     if expected is not None:
         r = _ratio(flops_tensor, expected)

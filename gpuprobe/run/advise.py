@@ -8,7 +8,7 @@ from typing import Iterable
 
 from gpuprobe.advise import advisor
 from gpuprobe.advise.curves import Curve, load_curve, with_meta
-from gpuprobe.errors import UserError
+from gpuprobe.errors import UserError, lookup_or_none
 from gpuprobe.jsonsafe import dumps
 from gpuprobe.measure.replicas import measure_fixed_cost_bytes
 from gpuprobe.measure.throughput import sweep_throughput
@@ -39,15 +39,6 @@ def measure_curve(model: str, batches: str | Iterable[int], context: int, dtype:
     return load_curve(folder, context=context, model=model)
 
 
-def _spec_or_none(name: str | None):
-    if not name:
-        return None
-    try:
-        return load_model_spec(name)
-    except UserError:
-        return None
-
-
 def _gpu_memory(name: str | None, detected) -> tuple[str | None, int | None]:
     """(name, memory bytes): ``--gpu`` wins, else the GPU on this machine, else unknown."""
     if name:
@@ -59,11 +50,8 @@ def _gpu_memory(name: str | None, detected) -> tuple[str | None, int | None]:
 
 
 def _registry_memory(name: str) -> tuple[str | None, int | None]:
-    try:
-        g = get_gpu(name)
-    except UserError:
-        return None, None
-    return g.display_name, g.memory_bytes
+    g = lookup_or_none(get_gpu, name)
+    return (None, None) if g is None else (g.display_name, g.memory_bytes)
 
 
 def _fixed_cost(options: AdviseOptions, detected) -> tuple[int | None, str]:
@@ -104,7 +92,7 @@ def run_advise(options: AdviseOptions) -> int:
         curve = measure_curve(options.model, options.batches, options.context or 1024, options.dtype,
                               options.attention, out)
     if spec is None and curve.model:
-        spec = _spec_or_none(curve.model)
+        spec = lookup_or_none(load_model_spec, curve.model)
     curve = with_meta(curve, model=spec.name if spec is not None else None, context=options.context)
     if gpu_bytes is None and curve.gpu:
         gpu_name, gpu_bytes = _registry_memory(curve.gpu)

@@ -16,8 +16,32 @@ LAYERS = ("one", "all")
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
+@dataclass(frozen=True, kw_only=True)
+class _PrintOptions:
+    """How a command prints: ``fmt``, the table's format (``None``: table on a terminal, TSV when piped);
+    ``as_json``, JSON on stdout instead. Keyword-only, so each command's own fields keep their places."""
+
+    fmt: str | None = None
+    as_json: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class _FolderOptions(_PrintOptions):
+    """A printing command that also writes files: ``out``, their folder (``None``: the command's default)."""
+
+    out: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class _EngineOptions(_FolderOptions):
+    """A command that runs the engine: its ``dtype`` and ``attention`` backend (``None``: the engine's choice)."""
+
+    dtype: str = "bf16"
+    attention: str | None = None
+
+
 @dataclass(frozen=True)
-class RooflineOptions:
+class RooflineOptions(_EngineOptions):
     """A roofline run's settings.
 
     ``batches_given``: the user named the batch sizes (kept as given) rather than taking the default
@@ -27,28 +51,22 @@ class RooflineOptions:
     executor of :mod:`gpuprobe.measure.executors`). ``calibration``: ``None``/``"auto"`` (the shipped
     calibration of the GPU), ``"none"`` (the bare floor) or a ``calibration.json`` path; the analytic mode
     predicts with it. ``write_calibration``: a measured run also fits a calibration of its own into this
-    file. ``fmt``: the table's format (``None``: table on a terminal, TSV when piped); ``as_json``: print
-    ``roofline.json`` to stdout instead.
+    file. ``as_json``: print ``roofline.json`` to stdout instead of the table.
     """
 
     model: str
     batches: tuple[int, ...] = DEFAULT_BATCHES
     context: int = 1024
-    dtype: str = "bf16"
     batches_given: bool = False
     gpu: str | None = None
-    attention: str | None = None
     mode: str = "auto"
     layers: str = "one"
-    out: str | None = None
     resume: str | None = None
     use_cached_roofs: bool = True
     kernels: str = DEFAULT_KERNELS  # the engine's kernel mode (docs/engine.md): fused | unfused
     executor: Any = None
     calibration: str | None = None
     write_calibration: str | None = None
-    fmt: str | None = None
-    as_json: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -62,7 +80,7 @@ class RooflineOptions:
 
 
 @dataclass(frozen=True)
-class ReportOptions:
+class ReportOptions(_FolderOptions):
     """What ``gpuprobe report`` was asked for (built once by the command line, or by ``profile``).
 
     ``measured_dram_bytes_per_s``: a measured copy bandwidth (adds the measured DRAM roof). The trace
@@ -70,10 +88,7 @@ class ReportOptions:
 
     file: str
     by: str = "op"
-    as_json: bool = False
-    fmt: str | None = None
     plot: str | None = None
-    out: str | None = None
     gpu: str | None = None
     dtype: str = "bf16"
     measured_dram_bytes_per_s: float | None = None
@@ -87,7 +102,7 @@ class ReportOptions:
 
 
 @dataclass(frozen=True)
-class AdviseOptions:
+class AdviseOptions(_EngineOptions):
     """What ``gpuprobe advise`` was asked for: the curve (``from_path``, else measured for ``model`` at
     ``batches``), the rule and its parameters, and the GPU whose memory the replicas fill."""
 
@@ -103,15 +118,10 @@ class AdviseOptions:
     batches: str = ",".join(map(str, DEFAULT_BATCHES))
     gpu: str | None = None
     fixed_cost_bytes: int | None = None
-    dtype: str = "bf16"
-    attention: str | None = None
-    out: str | None = None
-    fmt: str | None = None
-    as_json: bool = False
 
 
 @dataclass(frozen=True)
-class ReplicateOptions:
+class ReplicateOptions(_EngineOptions):
     """What ``gpuprobe replicate`` was asked for: replica counts and the batch of each, and the run's setup."""
 
     model: str
@@ -122,22 +132,15 @@ class ReplicateOptions:
     min_seconds: float = 6.0
     mps: bool = False
     memory_fraction: float | None = None
-    dtype: str = "bf16"
-    attention: str | None = None
-    out: str | None = None
-    fmt: str | None = None
-    as_json: bool = False
 
 
 @dataclass(frozen=True)
-class DiffOptions:
+class DiffOptions(_PrintOptions):
     """What ``gpuprobe diff`` was asked for: the two sides, the grouping, the output, the regression gate."""
 
     a: str
     b: str
     by: str = "op"
-    as_json: bool = False
-    fmt: str | None = None
     fail_if_slower: float | None = None
     rules: str | None = None
     batch: int | None = None

@@ -58,15 +58,20 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
             pass
 
 
+def _wait(proc: subprocess.Popen, timeout_s: float) -> None:
+    """Wait up to ``timeout_s`` for ``proc`` to exit (whether it did is for the caller to ask)."""
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        pass
+
+
 def end_group(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
     """End a child started in its own session and its whole process group: SIGTERM, then SIGKILL
     after ``grace_s``; returns once the child itself has exited. The group is signalled even when the
     child has already exited (what it started may still run)."""
     _signal_group(proc, signal.SIGTERM)
-    try:
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        pass
+    _wait(proc, grace_s)
     _signal_group(proc, signal.SIGKILL)
     proc.wait()
 
@@ -98,6 +103,13 @@ def _signal_pids(pids: Sequence[int], sig: int) -> None:
             pass
 
 
+def _signal_tree(proc: subprocess.Popen, pids: Sequence[int], sig: int, wait_s: float) -> None:
+    """``sig`` to ``proc``'s process group and to ``pids``, then wait up to ``wait_s`` for ``proc`` to exit."""
+    _signal_group(proc, sig)
+    _signal_pids(pids, sig)
+    _wait(proc, wait_s)
+
+
 def end_tree(proc: subprocess.Popen, grace_s: float = 5.0, kill_wait_s: float = 10.0) -> None:
     """End a child started in its own session, its process group and every process below it: SIGTERM to
     all of them (a child that turns SIGTERM into an exception runs its clean-up: a daemon stopped, a
@@ -105,19 +117,9 @@ def end_tree(proc: subprocess.Popen, grace_s: float = 5.0, kill_wait_s: float = 
     after the grace, so one started during the clean-up goes too). Returns once the child has exited or
     ``kill_wait_s`` has passed after the SIGKILL."""
     pids = descendants(proc.pid)
-    _signal_group(proc, signal.SIGTERM)
-    _signal_pids(pids, signal.SIGTERM)
-    try:
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        pass
+    _signal_tree(proc, pids, signal.SIGTERM, grace_s)
     left = [p for p in dict.fromkeys(pids + descendants(proc.pid)) if process_alive(p)]
-    _signal_group(proc, signal.SIGKILL)
-    _signal_pids(left, signal.SIGKILL)
-    try:
-        proc.wait(kill_wait_s)
-    except subprocess.TimeoutExpired:
-        pass
+    _signal_tree(proc, left, signal.SIGKILL, kill_wait_s)
 
 
 def _die_with(parent_pid: int) -> Callable[[], None]:

@@ -39,6 +39,13 @@ class CheckFailed(Exception):
         self.figures = figures or {}
 
 
+def verdict(figures: Figures, problems: list[str]) -> Figures:
+    """A check's end: its ``figures`` when ``problems`` is empty, else :class:`CheckFailed` with them all."""
+    if problems:
+        raise CheckFailed("; ".join(problems), figures)
+    return figures
+
+
 @dataclass
 class CheckContext:
     """What a check gets: a private folder for its evidence, the run's options, a logger.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
-from gpuprobe.errors import UserError
+from gpuprobe.errors import lookup_or_none
 from gpuprobe.specs.gpus import get_gpu
 
 TB = 1e12
@@ -45,13 +45,7 @@ class Target:
 
 def spec_named(name: str | None):
     """The registry entry for a registry or device name; None when unknown or not given."""
-    if not name:
-        return None
-
-    try:
-        return get_gpu(name)
-    except UserError:
-        return None
+    return lookup_or_none(get_gpu, name)
 
 
 def spec_here():

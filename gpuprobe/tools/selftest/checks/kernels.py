@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from gpuprobe.ceilings import kernel_bench as bench
-from gpuprobe.tools.selftest.registry import CheckContext, CheckFailed, Skip, check, require_cuda
+from gpuprobe.tools.selftest.registry import CheckContext, CheckFailed, Skip, check, require_cuda, verdict
 
 REL_ERR_LIMIT = 1e-2
 #: Paged attention at B=256, C=2048 reads its KV cache at least this share of the DRAM read ceiling
@@ -202,10 +202,7 @@ def paged_attention_bandwidth(ctx: CheckContext) -> dict:
     figures.update(time_us=row["time_us"], pct_copy_bw=row["pct_copy_bw"], num_splits=row["num_splits"],
                    rel_err=row.get("rel_err"), read_ceiling_source=source, copy_source=row.get("copy_bw_source"),
                    targets=targets_figure(targets))
-    problems += missed(targets)
-    if problems:
-        raise CheckFailed("; ".join(problems), figures)
-    return figures
+    return verdict(figures, problems + missed(targets))
 
 
 @check("splitk_bandwidth", owner="kernels", gpu=True, budget_s=45, estimate_s=15)
@@ -220,10 +217,7 @@ def splitk_bandwidth(ctx: CheckContext) -> dict:
     figures = {"splitk_us": sk["time_us"], "splitk_pct_copy_bw": sk["pct_copy_bw"], "num_splits": sk["num_splits"],
                "v1_us": v1["time_us"], "v1_pct_copy_bw": v1["pct_copy_bw"], "sdpa_dense_us": sk.get("sdpa_dense_us"),
                "splitk_rel_err": sk.get("rel_err")}
-    misses = evaluate_splitk(sk, v1)
-    if misses:
-        raise CheckFailed("; ".join(misses), figures)
-    return figures
+    return verdict(figures, evaluate_splitk(sk, v1))
 
 
 @check("decode_gemm", owner="kernels", gpu=True, budget_s=60, estimate_s=20)
@@ -237,7 +231,4 @@ def decode_gemm_check(ctx: CheckContext) -> dict:
     figures = {"worst_ratio_vs_cublas": max(r["ratio_vs_cublas"] for r in rows),
                "best_ratio_vs_cublas": min(r["ratio_vs_cublas"] for r in rows),
                "max_rel_err": max(r["rel_err"] for r in rows), "points": len(rows)}
-    misses = evaluate_gemm(rows)
-    if misses:
-        raise CheckFailed("; ".join(misses), figures)
-    return figures
+    return verdict(figures, evaluate_gemm(rows))
