@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import lzma
 import math
 import os
@@ -41,15 +42,16 @@ import re
 import tempfile
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
+import numpy as np
 import pandas as pd
 
 from gpuprobe.errors import UserError
 from gpuprobe.ncu.ncu_report_loader import require_ncu_report
 from gpuprobe.ncu.rep_child import ChildFailed, DEFAULT_DOMAIN, REP_MAGIC, read_in_child, scan_blocks
 from gpuprobe.ncu.runner import NcuError, import_raw_csv
-from gpuprobe.ncu.units import NA_TOKENS, metric_unit, parse_number
+from gpuprobe.ncu.units import NA_TOKENS, NUMBER_PATTERN, metric_unit, parse_number
 from gpuprobe.paths import DecompressError, decompress_xz, require_fits_in_memory, require_regular_file
 
 ID_COLUMNS = ("id", "kernel_name", "kernel_short", "kernel_key", "grid", "block", "device", "stream", "nvtx_stack", "nvtx_ranges")
@@ -201,7 +203,7 @@ def _dims(text: str) -> tuple[int, ...] | None:
 # ---------------------------------------------------------------- CSV
 
 
-def _read_rows(path: Path, text: str | None) -> list[list[str]]:
+def _read_text(path: Path, text: str | None) -> str:
     if text is None:
         try:
             data = path.read_bytes()
@@ -217,18 +219,23 @@ def _read_rows(path: Path, text: str | None) -> list[list[str]]:
             raise _fail(path, "is not text (expected an Nsight Compute CSV page or a .ncu-rep)") from None
     if "\x00" in text:
         raise _fail(path, "holds NUL bytes: not an Nsight Compute CSV page")
+    return text
+
+
+def _csv_rows(path: Path, text: str) -> Iterator[list[str]]:
+    """The page's rows as the ``csv`` module reads them, one at a time; a malformed row is one line."""
     try:
-        return list(csv.reader(io.StringIO(text, newline="")))
+        yield from csv.reader(io.StringIO(text, newline=""))
     except csv.Error as e:
         raise _fail(path, f"malformed CSV: {e}") from None
 
 
-def _find_header(path: Path, rows: list[list[str]]) -> int:
+def _find_header(path: Path, rows: Iterator[list[str]]) -> list[str]:
     """The header row, wherever it is: ncu's own ``==PROF==`` lines, a program's output or a traceback may
-    come first when a page was captured from a terminal."""
-    for i, r in enumerate(rows):
+    come first when a page was captured from a terminal (the rows before it are passed over)."""
+    for r in rows:
         if r and r[0].strip() == "ID" and "Kernel Name" in r:
-            return i
+            return r
     raise _fail(path, "not an Nsight Compute CSV page: no header row with 'ID' and 'Kernel Name' "
                       "(export one with `ncu --import R.ncu-rep --csv --page raw --print-units base`)")
 
@@ -236,12 +243,18 @@ def _find_header(path: Path, rows: list[list[str]]) -> int:
 def read_csv(path: str | Path, text: str | None = None) -> pd.DataFrame:
     """A raw or details CSV page -> the normalized table (page type detected from the header)."""
     path = Path(path)
-    rows = _read_rows(path, text)
-    h = _find_header(path, rows)
-    header = rows[h]
+    text = _read_text(path, text)
+    rows = _csv_rows(path, text)
+    header = _find_header(path, rows)
     if "Metric Name" in header and "Metric Value" in header:
-        return _read_details(path, header, rows[h + 1:])
-    return _read_raw(path, header, rows[h + 1:])
+        return _read_details(path, header, list(rows))
+
+    def again() -> Iterator[list[str]]:
+        rest = _csv_rows(path, text)
+        _find_header(path, rest)
+        return rest
+
+    return _read_raw(path, header, rows, again)
 
 
 def _check_width(path: Path, header: list[str], row: list[str], lineno: int) -> None:
@@ -257,69 +270,171 @@ def _launch_id(path: Path, text: str, lineno: int) -> int:
         raise _fail(path, f"row {lineno}: launch ID '{text[:40]}' is not an integer") from None
 
 
-def _read_raw(path: Path, header: list[str], body: list[list[str]]) -> pd.DataFrame:
+#: Rows of a raw page turned into columns at a time (bounded memory: the page's text is read as a stream).
+RAW_CHUNK_ROWS = 2048
+
+
+def _blank(row: list[str]) -> bool:
+    return not row or (not row[0].strip() and not any(c.strip() for c in row))
+
+
+def _floats(values: np.ndarray) -> np.ndarray:
+    """The cells (text) as floats, fast: numpy's float() loop, placeholders as NaN, thousands separators
+    dropped where the cell is a well-formed number; a cell it still cannot read is NaN, for
+    :func:`_numbers` to judge."""
+    try:
+        return values.astype(float)
+    except (TypeError, ValueError):
+        pass
+    text = pd.Series(values, dtype=object)
+    cleaned = values.copy()
+    cleaned[text.isin(NA_TOKENS).to_numpy()] = "nan"
+    comma = text.str.contains(",", regex=False).to_numpy(dtype=bool)
+    if comma.any():
+        grouped = text[comma].str.strip()
+        well = grouped.str.fullmatch(NUMBER_PATTERN.pattern).to_numpy(dtype=bool)
+        cleaned[np.flatnonzero(comma)[well]] = grouped[well].str.replace(",", "", regex=False).to_numpy(dtype=object)
+    try:
+        return cleaned.astype(float)
+    except (TypeError, ValueError):
+        return np.asarray(pd.to_numeric(cleaned, errors="coerce"), dtype=float).copy()
+
+
+def _numbers(values: np.ndarray, factor: float) -> tuple[np.ndarray, int | None]:
+    """Cells as ncu prints them -> floats in base units (NaN for a placeholder), vectorised; and the position
+    of the first cell that is not a number (None when all are). Same grammar as :func:`parse_number`: the
+    cells the fast parse leaves (placeholders, thousands separators, text, "inf") are checked against it."""
+    out = _floats(values)
+    odd = np.flatnonzero(~np.isfinite(out))
+    if len(odd):
+        cells = pd.Series(values[odd], dtype=object).astype(str).str.strip()
+        na = cells.isin(NA_TOKENS).to_numpy()
+        out[odd[na]] = math.nan
+        rest, text = odd[~na], cells[~na]
+        if len(rest):
+            ok = (text.str.fullmatch(NUMBER_PATTERN.pattern).to_numpy(dtype=bool)
+                  & ~text.isin(("+", "-", ".")).to_numpy())
+            if not ok.all():
+                return out, int(rest[np.argmin(ok)])
+            out[rest] = pd.to_numeric(text.str.replace(",", "", regex=False)).to_numpy(dtype=float)
+    return out * factor, None
+
+
+class _RawColumn:
+    """One metric column of a raw page, filled chunk by chunk: floats in base units, or, for a column
+    without a unit that holds text, its cells (missing for placeholders). A unitless column found to hold
+    text only after its first chunk is ``late``: its cells are read again (:func:`_read_raw`)."""
+
+    def __init__(self, name: str, unit_cell: str, path: Path):
+        self.name, self.path = name, path
+        self.base, self.factor, self.problem = metric_unit(name, unit_cell)
+        self.strict = bool(unit_cell.strip())
+        self.numbers: list[np.ndarray] = []
+        self.cells: list[np.ndarray] = []
+        self.text = self.late = False
+        self.seen = 0  # cells that are not placeholders (the warning of a column whose unit is not known)
+
+    def add(self, values: np.ndarray, first_lineno: int, first_chunk: bool) -> None:
+        if self.problem is not None:
+            self.seen += sum(1 for v in values if str(v).strip() not in NA_TOKENS)
+            return
+        if self.text:
+            self.cells.append(values)
+            return
+        if self.late:
+            return
+        nums, bad = _numbers(values, self.factor)
+        if bad is None:
+            self.numbers.append(nums)
+        elif self.strict:
+            raise _fail(self.path, f"column '{self.name[:60]}' row {first_lineno + bad}: "
+                                   f"'{str(values[bad])[:40]}' is not a number")
+        elif first_chunk:
+            self.text = True
+            self.cells.append(values)
+        else:
+            self.late = True
+
+    def values(self, n: int, warnings: list[str]) -> Any:
+        if self.problem is not None:
+            if self.seen:
+                warnings.append(f"'{self.path}': column '{self.name[:60]}' has {self.problem}; its {n} value(s) are "
+                                "left out (missing), not read in a guessed unit")
+            return np.full(n, math.nan)
+        if self.text or self.late:
+            cells = np.concatenate(self.cells) if self.cells else np.empty(0, dtype=object)
+            return [None if str(c).strip() in NA_TOKENS else c for c in cells]
+        return np.concatenate(self.numbers) if self.numbers else np.empty(0)
+
+    @property
+    def unit(self) -> str:
+        return "" if self.problem is not None else self.base
+
+
+def _read_raw(path: Path, header: list[str], rows: Iterator[list[str]],
+              again: Callable[[], Iterator[list[str]]]) -> pd.DataFrame:
+    """The raw page after its header: the units row, then one row per launch, read ``RAW_CHUNK_ROWS`` at a
+    time; launch attributes row by row (a few columns), metrics column by column (vectorised). ``again``:
+    the rows after the header once more, for a column without a unit that turns out to hold text late."""
     if len(set(header)) != len(header):
         dup = next(c for c in header if header.count(c) > 1)
         raise _fail(path, f"column '{dup[:60]}' appears twice in the header")
-    if not (body and body[0] and body[0][0] == ""):
+    units_row = next(rows, None)  # the line under the header, as ncu writes it
+    if not (units_row and units_row[0] == ""):
         raise _fail(path, "raw page without its units row (the line under the header): its values cannot be "
                           "put in base units; export it again with `ncu --import R.ncu-rep --csv --page raw "
                           "--print-units base`")
-    units_row, body = body[0], body[1:]
     _check_width(path, header, units_row, 2)
-    body = [r for r in body if any(c.strip() for c in r)]
-    if not body:
+    ident = {j: _CSV_IDENTITY[c] for j, c in enumerate(header) if c in _CSV_IDENTITY}
+    thread_j = next((j for j, c in enumerate(header) if c.startswith(_THREAD_NVTX_PREFIX)), None)
+    se_j = next((j for j, c in enumerate(header) if c.startswith(_START_END_PREFIX)), None)
+    metric_js = [j for j in range(len(header)) if j not in ident and j not in (thread_j, se_j)]
+    columns = {j: _RawColumn(header[j], units_row[j], path) for j in metric_js}
+    attrs: dict[str, list[Any]] = {name: [] for name in ident.values()}
+    nvtx_cells: dict[str, list[str]] = {"nvtx_stack": [], "nvtx_ranges": []}
+    lineno = 3
+    while True:
+        chunk = [r for r in itertools.islice(rows, RAW_CHUNK_ROWS)]
+        if not chunk:
+            break
+        chunk = [r for r in chunk if not _blank(r)]
+        if not chunk:
+            continue
+        for i, r in enumerate(chunk):
+            _check_width(path, header, r, lineno + i)
+        for j, name in ident.items():
+            attrs[name].extend(r[j] for r in chunk)
+        for key, j in (("nvtx_stack", thread_j), ("nvtx_ranges", se_j)):
+            if j is not None:
+                nvtx_cells[key].extend(r[j] for r in chunk)
+        table = np.array(chunk, dtype=object)
+        for j, col in columns.items():
+            col.add(table[:, j], lineno, lineno == 3)
+        lineno += len(chunk)
+        del table, chunk
+    n = lineno - 3
+    if n == 0:
         raise _fail(path, "holds no kernel rows (nothing was profiled, or the file is truncated)")
-    for i, r in enumerate(body):
-        _check_width(path, header, r, i + 3)
-
-    records: list[dict[str, Any]] = []
-    for i, r in enumerate(body):
-        rec: dict[str, Any] = {}
-        for col, val in zip(header, r):
-            if col in _CSV_IDENTITY:
-                rec[_CSV_IDENTITY[col]] = val
-            elif col.startswith(_THREAD_NVTX_PREFIX):
-                rec["nvtx_stack"] = parse_nvtx_cell(val)
-            elif col.startswith(_START_END_PREFIX):
-                rec["nvtx_ranges"] = parse_nvtx_cell(val, start_end=True)
-        if "id" not in rec or "kernel_name" not in rec:
-            raise _fail(path, "no 'ID' or 'Kernel Name' column")
-        rec["id"] = _launch_id(path, rec["id"], i + 3)
-        records.append(rec)
-
-    metrics: dict[str, list[Any]] = {}
-    units: dict[str, str] = {}
+    ids = [_launch_id(path, v, 3 + i) for i, v in enumerate(attrs.pop("id"))]
+    records = {"id": ids, **attrs}
+    for key, j in (("nvtx_stack", thread_j), ("nvtx_ranges", se_j)):
+        records[key] = (_per_distinct(nvtx_cells[key], lambda c, s=(key == "nvtx_ranges"): parse_nvtx_cell(c, s))
+                        if j is not None else [()] * n)
+    late = {j: col for j, col in columns.items() if col.late}
+    if late:  # a second pass for their cells only
+        for col in late.values():
+            col.cells = []
+        rest = again()
+        next(rest, None)  # the units row
+        kept = (r for r in rest if not _blank(r))
+        while chunk := list(itertools.islice(kept, RAW_CHUNK_ROWS)):
+            table = np.array(chunk, dtype=object)
+            for j, col in late.items():
+                col.cells.append(table[:, j])
     warnings: list[str] = []
-    for j, col in enumerate(header):
-        if col in _CSV_IDENTITY or col.startswith(_THREAD_NVTX_PREFIX) or col.startswith(_START_END_PREFIX):
-            continue
-        values = [r[j] for r in body]
-        base, factor, problem = metric_unit(col, units_row[j])
-        if problem is not None:
-            if any(str(v).strip() not in NA_TOKENS for v in values):
-                warnings.append(f"'{path}': column '{col[:60]}' has {problem}; its {len(values)} value(s) are "
-                                "left out (missing), not read in a guessed unit")
-            metrics[col] = [math.nan] * len(values)
-            units[col] = ""
-            continue
-        metrics[col] = _column(path, col, values, factor, strict=bool(units_row[j].strip()))
-        units[col] = base
-    return _assemble(records, metrics, units, path, "csv-raw", warnings)
-
-
-def _column(path: Path, col: str, values: list[str], factor: float, strict: bool) -> list[Any]:
-    """Numbers in base units when every cell parses (required when the column has a unit); else strings."""
-    out: list[Any] = []
-    for i, v in enumerate(values):
-        try:
-            x = parse_number(v)
-        except ValueError:
-            if strict:
-                raise _fail(path, f"column '{col[:60]}' row {i + 3}: '{v[:40]}' is not a number") from None
-            return [None if str(s).strip() in NA_TOKENS else s for s in values]
-        out.append(math.nan if x is None else x * factor)
-    return out
+    metrics = {header[j]: col.values(n, warnings) for j, col in columns.items()}
+    units = {header[j]: col.unit for j, col in columns.items()}
+    return _assemble_columns(records, metrics, units, path, "csv-raw", warnings)
 
 
 def _read_details(path: Path, header: list[str], body: list[list[str]]) -> pd.DataFrame:
@@ -406,26 +521,49 @@ def _safe_text(v: Any) -> Any:
     return v
 
 
-def _assemble(records: list[dict[str, Any]], metrics: dict[str, list[Any]], units: dict[str, str],
+def _per_distinct(values: Iterable[Any], fn: Callable[[Any], Any]) -> list[Any]:
+    """``fn`` of each value, computed once per distinct value (names, shapes and NVTX cells repeat across
+    launches: a long kernel name is parsed once, not once per launch)."""
+    cache: dict[Any, Any] = {}
+    return [cache[v] if v in cache else cache.setdefault(v, fn(v)) for v in values]
+
+
+def _assemble(records: list[dict[str, Any]], metrics: dict[str, Any], units: dict[str, str],
               path: Path, fmt: str, warnings: list[str] | None = None) -> pd.DataFrame:
-    for r in records:
-        r["kernel_name"] = _safe_text(r.get("kernel_name", ""))
-        r["nvtx_stack"] = tuple(_safe_text(x) for x in r.get("nvtx_stack", ()))
-        r["nvtx_ranges"] = tuple(_safe_text(x) for x in r.get("nvtx_ranges", ()))
+    """:func:`_assemble_columns` of per-launch records (the details page, ``.ncu-rep``)."""
+    cols: dict[str, list[Any]] = {"id": [r["id"] for r in records]}
+    for key, default in (("kernel_name", ""), ("grid", None), ("block", None), ("device", None),
+                         ("stream", None), ("nvtx_stack", ()), ("nvtx_ranges", ())):
+        cols[key] = [r.get(key, default) for r in records]
+    return _assemble_columns(cols, metrics, units, path, fmt, warnings)
+
+
+def _shape(v: Any) -> tuple[int, ...] | None:
+    return v if isinstance(v, tuple) else _dims(v)
+
+
+def _assemble_columns(cols: dict[str, list[Any]], metrics: dict[str, Any], units: dict[str, str],
+                      path: Path, fmt: str, warnings: list[str] | None = None) -> pd.DataFrame:
+    """The normalized per-kernel table from launch attributes (``id``, ``kernel_name``, ``grid``, ``block``,
+    ``device``, ``stream``, ``nvtx_stack``, ``nvtx_ranges``) and metric columns in base units."""
+    n = len(cols["id"])
+    col = lambda key, default: cols.get(key) or [default] * n  # noqa: E731
+    names = _per_distinct(col("kernel_name", ""), _safe_text)
+    block = _per_distinct(col("block", None), _shape)
     ident = pd.DataFrame({
-        "id": [r["id"] for r in records],
-        "kernel_name": [r.get("kernel_name", "") for r in records],
-        "kernel_short": [short_kernel_name(r.get("kernel_name", "")) for r in records],
-        "grid": [_dims(r.get("grid")) if not isinstance(r.get("grid"), tuple) else r["grid"] for r in records],
-        "block": [_dims(r.get("block")) if not isinstance(r.get("block"), tuple) else r["block"] for r in records],
-        "device": [_int_or_none(r.get("device")) for r in records],
-        "stream": [_int_or_none(r.get("stream")) for r in records],
-        "nvtx_stack": [tuple(r.get("nvtx_stack", ())) for r in records],
-        "nvtx_ranges": [tuple(r.get("nvtx_ranges", ())) for r in records],
+        "id": cols["id"],
+        "kernel_name": names,
+        "kernel_short": _per_distinct(names, short_kernel_name),
+        "kernel_key": _per_distinct(zip(names, block), lambda nb: kernel_key(*nb)),
+        "grid": _per_distinct(col("grid", None), _shape),
+        "block": block,
+        "device": _per_distinct(col("device", None), _int_or_none),
+        "stream": _per_distinct(col("stream", None), _int_or_none),
+        "nvtx_stack": _per_distinct(col("nvtx_stack", ()), lambda t: tuple(_safe_text(x) for x in t)),
+        "nvtx_ranges": _per_distinct(col("nvtx_ranges", ()), lambda t: tuple(_safe_text(x) for x in t)),
     })
-    ident.insert(3, "kernel_key", [kernel_key(n, b) for n, b in zip(ident["kernel_name"], ident["block"])])
-    cols = {k: v for k, v in metrics.items() if k not in ident.columns}
-    df = pd.concat([ident, pd.DataFrame(cols, index=ident.index)], axis=1) if cols else ident
+    extra = {k: v for k, v in metrics.items() if k not in ident.columns}
+    df = pd.concat([ident, pd.DataFrame(extra, index=ident.index)], axis=1) if extra else ident
     df.attrs.update({"source": str(path), "format": fmt, "units": dict(units)})
     if warnings:
         df.attrs["warnings"] = list(warnings)

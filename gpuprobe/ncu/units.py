@@ -32,7 +32,8 @@ _BASE = {
 #: Placeholders ncu writes where a value is absent.
 NA_TOKENS = frozenset({"", "n/a", "N/A", "no data", "nan", "NaN", "-", "(!) n/a"})
 
-_NUMBER = re.compile(r"^[+-]?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?([eE][+-]?\d+)?$")
+#: A number as ncu prints it (thousands separators allowed), the grammar of :func:`parse_number`.
+NUMBER_PATTERN = re.compile(r"^[+-]?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?([eE][+-]?\d+)?$")
 
 
 def _word(token: str) -> tuple[str, float]:
@@ -81,7 +82,7 @@ def parse_number(text: object) -> float | None:
     s = str(text).strip()
     if s in NA_TOKENS:
         return None
-    if not _NUMBER.match(s) or s in ("+", "-", "."):
+    if not NUMBER_PATTERN.match(s) or s in ("+", "-", "."):
         raise ValueError(f"not a number: {text!r}")
     return float(s.replace(",", ""))
 

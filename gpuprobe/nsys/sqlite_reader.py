@@ -255,7 +255,21 @@ def _fetch(conn: sqlite3.Connection, sql: str, width: int, strict: bool = False)
         except (TypeError, ValueError, OverflowError):  # a rowid alias column holding text: read slowly
             parts.append(np.array([[v if isinstance(v, int) and -(1 << 63) <= v < (1 << 63) else BAD for v in r]
                                    for r in rows], dtype=np.int64).reshape(len(rows), width))
-    return np.concatenate(parts) if parts else np.empty((0, width), dtype=np.int64)
+    return _stacked(parts, width)
+
+
+def _stacked(parts: list[np.ndarray], width: int) -> np.ndarray:
+    """The chunks as one array, each chunk freed once copied: the result's pages are touched only as they are
+    filled, so the peak stays near one copy of the table (``np.concatenate`` holds two)."""
+    out = np.empty((sum(len(p) for p in parts), width), dtype=np.int64)
+    pos = 0
+    parts.reverse()
+    while parts:
+        part = parts.pop()
+        out[pos:pos + len(part)] = part
+        pos += len(part)
+        del part
+    return out
 
 
 def read_int_columns(conn: sqlite3.Connection, table: str, wanted: dict[str, str], where: str = "",
