@@ -339,7 +339,7 @@ class _RawColumn:
             self.seen += sum(1 for v in values if str(v).strip() not in NA_TOKENS)
             return
         if self.text:
-            self.cells.append(values)
+            self.cells.append(values.copy())  # a copy: a view would keep the whole chunk alive
             return
         if self.late:
             return
@@ -351,7 +351,7 @@ class _RawColumn:
                                    f"'{str(values[bad])[:40]}' is not a number")
         elif first_chunk:
             self.text = True
-            self.cells.append(values)
+            self.cells.append(values.copy())
         else:
             self.late = True
 
@@ -430,7 +430,7 @@ def _read_raw(path: Path, header: list[str], rows: Iterator[list[str]],
         while chunk := list(itertools.islice(kept, RAW_CHUNK_ROWS)):
             table = np.array(chunk, dtype=object)
             for j, col in late.items():
-                col.cells.append(table[:, j])
+                col.cells.append(table[:, j].copy())
     warnings: list[str] = []
     metrics = {header[j]: col.values(n, warnings) for j, col in columns.items()}
     units = {header[j]: col.unit for j, col in columns.items()}
