@@ -74,7 +74,7 @@ def label_steps_by_nvtx(kernels: pd.DataFrame, nvtx: pd.DataFrame, regex: str = 
     """``kernels`` with ``step`` (nullable int: index of the step range each was launched in) and the
     step ranges' ``step_name``; raises :class:`UserError` when no range name matches."""
     pat = _compile(regex, "--step-regex")
-    r = nvtx[_matching(nvtx["name"].fillna(""), pat)].copy() if len(nvtx) else nvtx
+    r = nvtx[_matching(nvtx["name"], pat)].copy() if len(nvtx) else nvtx
     if r.empty:
         names = [n if len(n) <= 40 else n[:39] + "…" for n in sorted(set(nvtx["name"].dropna()))[:6]] if len(nvtx) else []
         raise UserError(f"no NVTX range matches the step regex '{regex}'"
@@ -113,7 +113,7 @@ def label_steps_by_marker(kernels: pd.DataFrame, marker: str) -> pd.DataFrame:
     pat = _compile(marker, "--step-kernel")
     out = kernels.sort_values("start_s", kind="stable").copy()
     # the full name too: torch's argmax is a reduce_kernel whose template arguments name ArgMaxOps
-    hits = _matching(out["kernel_short"].fillna(""), pat) | _matching(out["kernel_name"].fillna(""), pat)
+    hits = _matching(out["kernel_short"], pat) | _matching(out["kernel_name"], pat)
     if not hits.any():
         raise UserError(f"no kernel matches the step kernel '{marker}'; pick one that runs once per step "
                         "(e.g. the sampling kernel: argmax, or a top-k/softmax of the logits)")
