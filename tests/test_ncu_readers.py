@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import lzma
+import math
 import shutil
 import tempfile
 from pathlib import Path
@@ -230,3 +231,28 @@ def test_extras_ncu_report_beside_ncu_is_found(monkeypatch, tmp_path):
         if str(root / "extras" / "python") in sys.path:
             sys.path.remove(str(root / "extras" / "python"))
         ncu_report_loader._cached = None
+
+
+@pytest.mark.parametrize("cell", ["1000", "1,000", "1_000", "5.", ".5", "1.5e3", "-2", "n/a", "", "inf", "1,2,3",
+                                  "0x10", " 7 "])
+def test_raw_page_numbers_follow_the_grammar_of_parse_number(cell):
+    """The raw page's vectorised number reading accepts exactly what :func:`parse_number` accepts: a cell it
+    refuses fails a column with a unit (one line) and turns a unitless column into text."""
+    from gpuprobe.ncu.readers import ReportFormatError, read_csv
+    from gpuprobe.ncu.units import parse_number
+
+    text = ('ID,Kernel Name,gpu__time_duration.sum,launch__func_cache_config\n"","","nsecond",""\n'
+            f'0,k,"{cell}","{cell}"\n1,k,2,3\n')
+    try:
+        want = parse_number(cell)
+    except ValueError:
+        want = "refused"
+    if want == "refused":
+        with pytest.raises(ReportFormatError, match="row 3"):
+            read_csv("x.csv", text=text)
+        df = read_csv("x.csv", text=text.replace(',"nsecond",', ',"",'))
+        assert df["launch__func_cache_config"].tolist() == [cell, "3"]
+        return
+    df = read_csv("x.csv", text=text)
+    got = df["gpu__time_duration.sum"].tolist()
+    assert (math.isnan(got[0]) if want is None else got[0] == pytest.approx(want * 1e-9)) and got[1] == 2e-9

@@ -278,10 +278,22 @@ def _blank(row: list[str]) -> bool:
     return not row or (not row[0].strip() and not any(c.strip() for c in row))
 
 
+#: What float() reads and ncu's number grammar does not (``1_000``, ``5.``): such cells go to the grammar.
+_FLOAT_ONLY = re.compile(r"_|\.(?![0-9])")
+
+
 def _floats(values: np.ndarray) -> np.ndarray:
     """The cells (text) as floats, fast: numpy's float() loop, placeholders as NaN, thousands separators
-    dropped where the cell is a well-formed number; a cell it still cannot read is NaN, for
-    :func:`_numbers` to judge."""
+    dropped where the cell is a well-formed number; a cell it still cannot read, or one float() reads but
+    the grammar would not, is NaN, for :func:`_numbers` to judge."""
+    out = _float_cells(values)
+    joined = "\n".join(values)  # one search over the column; a cell at a time only when it finds something
+    if _FLOAT_ONLY.search(joined):
+        out[[i for i, v in enumerate(values) if _FLOAT_ONLY.search(v)]] = math.nan
+    return out
+
+
+def _float_cells(values: np.ndarray) -> np.ndarray:
     try:
         return values.astype(float)
     except (TypeError, ValueError):
