@@ -36,11 +36,6 @@ class Report:
     trace: Trace | None = None
 
 
-def is_trace(path: str | Path) -> bool:
-    """Whether ``path`` is an Nsight Systems input (by its name and first bytes)."""
-    return nsys.is_nsys_input(path)
-
-
 def open_report(path: str | Path, rule: AttributionRule | None = None, *, rules: str | Path | None = None,
                 align_eager: str | Path | None = None, step_regex: str | None = None) -> Report:
     """Read any report. ``rules``: a user's kernel rules file (docs/kernel-rules.md); ``align_eager`` and
@@ -49,7 +44,7 @@ def open_report(path: str | Path, rule: AttributionRule | None = None, *, rules:
     Only a regular file is read (a FIFO or a device is refused before it is opened); anything wrong with
     the file is a :class:`gpuprobe.errors.UserError`: one line naming it."""
     require_regular_file(path, what=ACCEPTED)
-    if is_trace(path):
+    if nsys.is_nsys_input(path):
         trace = nsys.load_trace(path, rule, rules=rules, align_eager=align_eager, step_regex=step_regex)
         return Report(Path(path), "nsys", trace.kernels, trace)
     return Report(Path(path), "ncu", ncu.load_ncu_report(path, rule, rules=rules))

@@ -7,8 +7,8 @@ import sys
 
 from gpuprobe.errors import UserError
 from gpuprobe.nsys.runner import CAPTURE_RANGES, run_nsys, require_nsys
-from gpuprobe.run.options import ReportOptions
 from gpuprobe.paths import output_dir
+from gpuprobe.run.options import ReportOptions
 
 
 def add_nsys_arguments(p: argparse.ArgumentParser) -> None:

@@ -10,8 +10,8 @@ from gpuprobe.errors import UserError
 from gpuprobe.ncu import load_ncu_report
 from gpuprobe.ncu.metrics import METRIC_SETS
 from gpuprobe.ncu.runner import CACHE_CONTROLS, CLOCK_CONTROLS, REPLAY_MODES
-from gpuprobe.run.options import ReportOptions
 from gpuprobe.paths import output_dir
+from gpuprobe.run.options import ReportOptions
 
 NAME = "profile"
 HELP = "run a command under Nsight Compute (ncu) or Nsight Systems (--nsys): report + per-op table"

@@ -7,16 +7,16 @@ import sys
 from gpuprobe.cli._common import (add_attention_argument, add_batch_argument, add_context_argument,
                                   add_dtype_argument, add_kernels_argument, add_model_argument, check_context,
                                   positive_float, positive_int)
-from gpuprobe.parsing import parse_int_list
 from gpuprobe.errors import NotAvailable, UserError
 from gpuprobe.jsonsafe import dumps
 from gpuprobe.measure.throughput import sweep_throughput
+from gpuprobe.parsing import parse_int_list
+from gpuprobe.paths import output_dir
 from gpuprobe.render.plots.throughput import series
 from gpuprobe.render.tables import FORMATS, Column, emit, fmt_num, fmt_text
 from gpuprobe.render.throughput import write_results
 from gpuprobe.specs.gpus import normalize_dtype
 from gpuprobe.specs.models import load_model_spec
-from gpuprobe.paths import output_dir
 
 NAME = "throughput"
 HELP = "decode tokens/s, step latency p50/p90 and memory per batch size (CUDA graphs or eager)"

@@ -13,13 +13,13 @@ from gpuprobe.jsonsafe import dumps
 from gpuprobe.measure.replicas import measure_fixed_cost_bytes
 from gpuprobe.measure.throughput import sweep_throughput
 from gpuprobe.parsing import parse_int_list
+from gpuprobe.paths import output_dir
 from gpuprobe.render.advice_table import advice_summary, print_advice
 from gpuprobe.render.plots.advisor import plot_advice
 from gpuprobe.render.plots.pareto import plot_pareto
 from gpuprobe.render.tables import choose_format
 from gpuprobe.render.throughput import write_results
 from gpuprobe.run.options import AdviseOptions
-from gpuprobe.paths import output_dir
 from gpuprobe.run.plan import gpu_and_device
 from gpuprobe.specs.gpus import get_gpu
 from gpuprobe.specs.models import load_model_spec

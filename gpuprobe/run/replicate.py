@@ -7,9 +7,9 @@ import sys
 from gpuprobe.errors import NotAvailable
 from gpuprobe.jsonsafe import dumps
 from gpuprobe.measure.replicas import measure_fixed_cost_bytes, replicate
+from gpuprobe.paths import output_dir
 from gpuprobe.render.replicate_table import config_row, print_runs
 from gpuprobe.run.options import ReplicateOptions
-from gpuprobe.paths import output_dir
 from gpuprobe.specs.gpus import detect_gpu
 
 

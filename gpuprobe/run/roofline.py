@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 from gpuprobe.errors import UserError
+from gpuprobe.paths import output_dir
 from gpuprobe.render.outputs import write_outputs
 from gpuprobe.render.tables import print_roofline_table
 from gpuprobe.roofline.analytic_roofline import analytic_roofline
 from gpuprobe.run.measured import run_measured_roofline
 from gpuprobe.run.options import RooflineOptions
-from gpuprobe.paths import output_dir
 from gpuprobe.run.plan import cached_roofs, choose_mode, gpu_and_device
 from gpuprobe.specs.gpus import DTYPE_BYTES
 from gpuprobe.specs.models import load_model_spec

@@ -41,11 +41,11 @@ from gpuprobe.jsonsafe import dumps
 from gpuprobe.measure.executors import LocalExecutor, folder_status
 from gpuprobe.measure.sweep import Sweep, latest_records, read_points, read_results, run_sweeps
 from gpuprobe.parsing import parse_int_list
+from gpuprobe.paths import output_dir
 from gpuprobe.render.plots.study import plot_study_comparison
 from gpuprobe.render.tables import Column, emit, fmt_int, fmt_num
 from gpuprobe.run.measured import POINT_TIMEOUT_S, WORKERS, assemble_and_write
 from gpuprobe.run.options import DEFAULT_BATCHES, LAYERS
-from gpuprobe.paths import output_dir
 from gpuprobe.run.plan import SWEEP_FILE, cached_roofs, check_resume, make_points, plan_batches, sweep_config
 from gpuprobe.specs.gpus import get_gpu, normalize_dtype
 from gpuprobe.specs.models import check_context, load_model_spec

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 from gpuprobe.errors import UserError
 from gpuprobe.nsys.trace_roofline import trace_roofline
+from gpuprobe.paths import output_dir
 from gpuprobe.render.outputs import write_outputs
 from gpuprobe.render.plots.roofline import plot_roofline
 from gpuprobe.render.report_md import verdict_lines
 from gpuprobe.render.tables import Column, emit, fmt_int, fmt_num, fmt_text, print_roofline_table
-from gpuprobe.paths import output_dir
 from gpuprobe.run.plan import cached_roofs
 from gpuprobe.specs.gpus import resolve_gpu
 from gpuprobe.specs.models import load_model_spec
