@@ -10,7 +10,33 @@ gpuprobe outside this package.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import importlib.util
+import os
+import sys
 from typing import Any
+
+
+def _hand_over_to_installed_kernels() -> None:
+    """Where this folder was found as top-level ``kernels`` (a checkout's root on ``sys.path``, as under
+    ``python -m`` there), put the installed ``kernels`` distribution (Hugging Face's, which transformers
+    >= 5.25 imports) in its place in ``sys.modules``; the import system then returns that one."""
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    elsewhere = [p for p in sys.path if os.path.abspath(p or os.curdir) != checkout]
+    spec = importlib.machinery.PathFinder.find_spec(__name__, elsewhere)
+    if spec is None or spec.loader is None:
+        return
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[__name__] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[__name__]
+        raise
+
+
+if __name__ == "kernels":
+    _hand_over_to_installed_kernels()
 
 _LAZY = {
     "paged_decode_attention": "paged_attention",
