@@ -80,7 +80,7 @@ class _Stacks:
     def add_level(self, parent_code: np.ndarray, label: np.ndarray) -> np.ndarray:
         width = len(self.labels) + 1
         keys = (parent_code.astype(np.int64) + 1) * width + label.astype(np.int64)
-        uniq, inv = np.unique(keys, return_inverse=True)
+        uniq, inv = _dense_unique(keys)
         offset = len(self.parent)
         self.parent.extend((uniq // width - 1).tolist())
         self.label.extend((uniq % width).tolist())
@@ -93,20 +93,62 @@ class _Stacks:
         return out
 
 
-def _depths(s: np.ndarray, e: np.ndarray, owner: np.ndarray) -> np.ndarray:
-    """Nesting depth of each range (sorted by owner, start, longer first): a sweep over its start and end
-    events per owner, ends before starts at one instant (a zero-length range closes after it opens). The
-    sort is stable, so events of one kind at one instant keep the ranges' order; event ``i`` of the sorted
-    sweep is range ``i mod n``."""
-    n = len(s)
-    ev_type = np.concatenate([np.ones(n, np.int8), np.where(e > s, 0, 2).astype(np.int8)])
-    o = np.lexsort((ev_type, np.concatenate([s, e]), np.concatenate([owner, owner])))
-    is_start = ev_type[o] == 1
-    del ev_type
-    running = np.cumsum(np.where(is_start, 1, -1).astype(np.int8), dtype=np.int64)
-    depth = np.empty(n, dtype=np.int64)
-    depth[o[is_start] % n] = running[is_start] - 1
-    return depth
+def _dense_unique(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(keys, return_inverse=True)`` for non-negative keys; by a table over the key range when
+    that range is small next to the count (no sort), by ``np.unique`` otherwise."""
+    if len(keys) == 0 or keys.min() < 0 or keys.max() >= 4 * len(keys) + 1024:
+        return np.unique(keys, return_inverse=True)
+    seen = np.zeros(int(keys.max()) + 1, dtype=bool)
+    seen[keys] = True
+    uniq = np.flatnonzero(seen)
+    rank = np.cumsum(seen, dtype=np.int64) - 1
+    return uniq, rank[keys]
+
+
+def _owner_time_keys(owner: np.ndarray, times: list[np.ndarray],
+                     q_owner: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, int]:
+    """Owners as ranks (``q_owner`` ranked in the same list, -1 for an owner without ranges) and ``times``
+    shifted to start at 0 (or, where their span times the owner count would overflow a key, replaced by their
+    dense rank), so that ``rank * span + time`` orders by (owner, time) in one int64. Returns the ranks, the
+    times, the calls' ranks and the span (each time below it)."""
+    owners = np.sort(pd.unique(owner))  # few owners: a hash pass, not a sort of every range
+    rank = np.searchsorted(owners, owner)
+    q_rank = np.searchsorted(owners, q_owner)
+    q_rank = np.where(owners[np.minimum(q_rank, len(owners) - 1)] == q_owner, q_rank, -1)
+    lo = min(int(t.min()) for t in times if len(t))
+    hi = max(int(t.max()) for t in times if len(t))
+    span = hi - lo + 1
+    if (len(owners) + 1) * (2 * span + 4) < 1 << 62:
+        return rank.astype(np.int64), [t - lo for t in times], q_rank, span
+    every = np.unique(np.concatenate(times))
+    return rank.astype(np.int64), [np.searchsorted(every, t) for t in times], q_rank, len(every)
+
+
+def _range_order(key: np.ndarray, e: np.ndarray) -> np.ndarray | None:
+    """The order by (``key``, longer first): a stable sort of ``key`` (fast on the nearly sorted ranges of
+    a trace), then each run of equal keys ordered by end, latest first; None where that is the order given."""
+    step = key[1:] > key[:-1]
+    if step.all() or ((key[1:] >= key[:-1]) & (step | (e[1:] <= e[:-1]))).all():
+        return None
+    o = np.argsort(key, kind="stable")
+    k = key[o]
+    tie = np.flatnonzero(k[1:] == k[:-1])
+    if len(tie):
+        at = np.unique(np.concatenate([tie, tie + 1]))
+        sub = o[at]
+        o[at] = sub[np.lexsort((-e[sub], key[sub]))]
+    return o
+
+
+def _depths(rank: np.ndarray, s: np.ndarray, e: np.ndarray, span: int) -> np.ndarray:
+    """Nesting depth of each range (sorted by owner rank, start, longer first; times below ``span``): its
+    place among its owner's ranges less the ranges of that owner closed before it opens. At one instant an
+    end comes before a start, except a zero-length range's end, which comes after (it closes after it
+    opens): the event sweep of ``nsys stats``, as keys ``2 * t + kind`` searched in one sort of the ends."""
+    width = 2 * span + 4
+    end_key = rank * width + 2 * e + np.where(e > s, 0, 2)
+    end_key.sort()
+    return np.arange(len(s)) - np.searchsorted(end_key, rank * width + 2 * s + 1)
 
 
 def push_pop_stacks(s: np.ndarray, e: np.ndarray, owner: np.ndarray, label: np.ndarray, labels: Sequence[str],
@@ -115,16 +157,25 @@ def push_pop_stacks(s: np.ndarray, e: np.ndarray, owner: np.ndarray, label: np.n
     of ranges of its thread that hold it (start <= call start, end >= call end), -1 for none; the stacks
     (tuples, outermost first) by code; how many ranges were not nested in their thread (kept as roots).
 
-    All in numpy: depths by a sweep over start and end events, parents by a search per depth level, and
-    per call the last range started before it, walked up to the innermost one that holds the call."""
+    All in numpy, each step one sort or search over int64 keys of (owner, time): depths by the event sweep,
+    parents by a search per depth level, and per call the last range started before it, walked up to the
+    innermost one that holds the call."""
     n = len(s)
     if n == 0 or len(q_start) == 0:
         return np.full(len(q_start), -1, dtype=np.int64), [], 0
-    order = np.lexsort((-e, s, owner))
-    s, e, owner, label = s[order], e[order], owner[order], label[order]
-    del order
-    idx = np.arange(n)
-    depth = _depths(s, e, owner)
+    closed = e != _NEVER
+    rank, (ts, te, tq), q_rank, span = _owner_time_keys(owner, [s, e[closed], q_start], q_owner)
+    e_key = np.full(n, span, dtype=np.int64)  # an unclosed range ends after everything
+    e_key[closed] = te
+    span += 1
+    start_key = rank * span + ts
+    order = _range_order(start_key, e_key)
+    if order is not None:
+        s, e, owner, label = s[order], e[order], owner[order], label[order]
+        rank, ts, e_key, start_key = rank[order], ts[order], e_key[order], start_key[order]
+        del order
+    depth = _depths(rank, ts, e_key, span)
+    del e_key
     parent = np.full(n, -1, dtype=np.int64)
     code = np.full(n, -1, dtype=np.int64)
     stacks = _Stacks(labels)
@@ -147,17 +198,10 @@ def push_pop_stacks(s: np.ndarray, e: np.ndarray, owner: np.ndarray, label: np.n
         broken += int((~ok).sum())
         code[q] = stacks.add_level(np.where(ok, code[par], -1), label[q])
         prev = q
-    # the last range (per owner) started at or before each call
-    m = len(q_start)
-    all_owner = np.concatenate([owner, q_owner])
-    all_t = np.concatenate([s, q_start])
-    all_type = np.concatenate([np.zeros(n, np.int8), np.ones(m, np.int8)])
-    all_ref = np.concatenate([idx, np.full(m, -1)])
-    o = np.lexsort((all_type, all_t, all_owner))
-    last = np.maximum.accumulate(all_ref[o])
-    cand = np.empty(m, dtype=np.int64)
-    cand[(o[all_type[o] == 1]) - n] = last[all_type[o] == 1]
-    cand[(cand >= 0) & (owner[np.maximum(cand, 0)] != q_owner)] = -1
+    del depth
+    # the last range (of the call's owner) started at or before each call
+    cand = np.searchsorted(start_key, np.maximum(q_rank, 0) * span + tq, side="right") - 1
+    cand[(q_rank < 0) | (cand >= 0) & (rank[np.maximum(cand, 0)] != q_rank)] = -1
     while True:  # up to the innermost range that holds the whole call: at most the nesting depth
         c = np.maximum(cand, 0)
         out = (cand >= 0) & (e[c] < q_end)

@@ -47,22 +47,28 @@ def _int_array(values, null: int | None = None) -> pd.arrays.IntegerArray:
     return pd.arrays.IntegerArray(np.where(miss, 0, f).astype(np.int64), miss)
 
 
+def _missing_ints(n: int) -> pd.arrays.IntegerArray:
+    """An Int64 column of ``n`` missing values."""
+    return pd.arrays.IntegerArray(np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool))
+
+
 def _dims(x: np.ndarray, y: np.ndarray, z: np.ndarray, null: int | None = None) -> np.ndarray:
-    """Per row the tuple (x, y, z), one shared tuple per distinct shape; None where a value is missing."""
+    """Per row the tuple (x, y, z), one shared tuple per distinct shape; None where a value is missing.
+    Shapes are found by factorizing one column at a time into the codes of the columns before it."""
     n = len(x)
-    cols = []
-    miss = np.zeros(n, dtype=bool)
-    for v in (x, y, z):
-        a = _int_array(v, null)
-        miss |= a.isna()
-        cols.append(a.to_numpy(dtype=np.int64, na_value=0))
     out = np.full(n, None, dtype=object)
+    cols = [_int_array(v, null) for v in (x, y, z)]
+    miss = cols[0].isna() | cols[1].isna() | cols[2].isna()
     if n == 0 or miss.all():
         return out
-    keys = pd.MultiIndex.from_arrays(cols)
-    codes, uniq = pd.factorize(keys)
-    shapes = np.empty(len(uniq), dtype=object)
-    shapes[:] = [tuple(int(v) for v in t) for t in uniq]
+    codes = np.zeros(n, dtype=np.int64)
+    for col in cols:
+        c, u = pd.factorize(col.to_numpy(dtype=np.int64, na_value=0))
+        codes, _ = pd.factorize(codes * len(u) + c)  # both below n: no overflow
+    first = np.unique(codes, return_index=True)[1]
+    shapes = np.empty(len(first), dtype=object)
+    shapes[:] = [(int(a), int(b), int(c)) for a, b, c in zip(*(col.to_numpy(dtype=np.int64, na_value=0)[first]
+                                                               for col in cols))]
     out[:] = shapes[codes]
     out[miss] = None
     return out
@@ -101,20 +107,25 @@ def build_frame(n: int, *, kernel_name, short_name=None, start_ns=None, end_ns=N
     ``grid_x``... ``block_z``; int64 with a ``null`` sentinel, or floats with NaN), ``extra`` (positional:
     ``nvtx_stack``, ``thread_id``, ``launch_s``...) and ``keep`` (columns copied as given)."""
     ints = ints or {}
-    missing = np.full(n, np.nan)
+
+    def missing() -> np.ndarray:  # each column its own array: a write to one never reaches another
+        return np.full(n, np.nan)
 
     def iv(col: str):
-        return _int_array(ints[col], null) if col in ints else pd.array(np.full(n, None), dtype="Int64")
+        return _int_array(ints[col], null) if col in ints else _missing_ints(n)
 
     name = _as_categorical(kernel_name)
     short = _as_categorical(short_name) if short_name is not None else None
-    start = np.asarray(start_ns, dtype=float) if start_ns is not None else missing
-    end = np.asarray(end_ns, dtype=float) if end_ns is not None else missing
+    start = np.asarray(start_ns, dtype=float) if start_ns is not None else missing()
+    end = np.asarray(end_ns, dtype=float) if end_ns is not None else missing()
     dims = {k: _dims(ints[f"{k}_x"], ints[f"{k}_y"], ints[f"{k}_z"], null) if f"{k}_x" in ints
             else np.full(n, None, dtype=object) for k in ("grid", "block")}
     empty = np.empty(n, dtype=object)
     empty[:] = [()] * n
-    none_cat = pd.Categorical.from_codes(np.full(n, -1, np.int32), categories=pd.Index([], dtype=object))
+
+    def none_cat() -> pd.Categorical:
+        return pd.Categorical.from_codes(np.full(n, -1, np.int32), categories=pd.Index([], dtype=object))
+
     data = {
         "id": np.arange(n),
         "kernel_name": name,
@@ -122,25 +133,25 @@ def build_frame(n: int, *, kernel_name, short_name=None, start_ns=None, end_ns=N
         "grid": dims["grid"], "block": dims["block"],
         "device": iv("device"), "stream": iv("stream"),
         "nvtx_stack": empty, "nvtx_ranges": empty.copy(),
-        "op": none_cat, "layer": pd.array(np.full(n, None), dtype="Int64"), "op_source": none_cat.copy(),
+        "op": none_cat(), "layer": _missing_ints(n), "op_source": none_cat(),
         "start_s": start * 1e-9, "end_s": end * 1e-9,
-        "launch_s": np.full(n, np.nan), "launch_api": none_cat.copy(),
+        "launch_s": missing(), "launch_api": none_cat(),
         "correlation_id": iv("correlation_id"),
-        "thread_id": pd.array(np.full(n, None), dtype="Int64"),
+        "thread_id": _missing_ints(n),
         "process": iv("process"), "graph_node_id": iv("graph_node_id"), "graph_id": iv("graph_id"),
-        "instances": iv("instances") if "instances" in ints else pd.array(np.ones(n, np.int64), dtype="Int64"),
+        "instances": iv("instances") if "instances" in ints else
+        pd.arrays.IntegerArray(np.ones(n, np.int64), np.zeros(n, dtype=bool)),
     }
     for col in STANDARD_COLUMNS:
-        data[col] = np.full(n, np.nan)
+        data[col] = missing()
     data["time_s"] = (end - start) * 1e-9 if time_s is None else np.asarray(time_s, dtype=float)
-    df = pd.DataFrame(data, copy=False)
     if extra is not None:
         for col in extra.columns:
-            df[col] = extra[col].array if not isinstance(extra[col].dtype, np.dtype) else extra[col].to_numpy()
-    for col, vals in (keep or {}).items():
-        df[col] = vals
+            data[col] = extra[col].array if not isinstance(extra[col].dtype, np.dtype) else extra[col].to_numpy()
+    data.update(keep or {})
     first = [*ID_COLUMNS, *TRACE_COLUMNS, *STANDARD_COLUMNS]
-    return df[[c for c in first if c in df.columns] + [c for c in df.columns if c not in first]]
+    order = [c for c in first if c in data] + [c for c in data if c not in first]
+    return pd.DataFrame({c: data[c] for c in order}, copy=False)
 
 
 def kernel_frame(raw: pd.DataFrame, extra: pd.DataFrame | None = None) -> pd.DataFrame:
