@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gpuprobe.nsys.attribution import push_pop_stacks
+from gpuprobe.nsys.attribution import join_calls, push_pop_stacks
 from gpuprobe.nsys.steps import label_steps_by_nvtx, step_stats
 
 
@@ -34,7 +34,10 @@ def _stack_brute(s, e, o, label, labels, who, qs, qe) -> tuple[str, ...]:
     if not held:
         return ()
     inner = max(held, key=lambda i: (s[i], -e[i]))
-    chain = sorted((i for i in held if s[i] <= s[inner] and e[i] >= e[inner]), key=lambda i: (s[i], -e[i]))
+    # an ancestor is still open when the inner range opens: it ends later, or it is zero-length (its end
+    # comes after the starts of its instant)
+    chain = sorted((i for i in held if s[i] <= s[inner] and e[i] >= e[inner]
+                    and (i == inner or e[i] > s[inner] or e[i] == s[i])), key=lambda i: (s[i], -e[i]))
     return tuple(labels[label[i]] for i in chain)
 
 
@@ -54,6 +57,56 @@ def test_push_pop_stacks_match_brute_force(seed):
     got = [tuples[c] if c >= 0 else () for c in codes]
     want = [_stack_brute(s, e, o, label, labels, w, a, b) for w, a, b in zip(q_owner, q_start, q_end)]
     assert got == want
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_push_pop_stacks_hold_with_unclosed_ranges_and_any_time_span(seed):
+    """Outermost ranges that never closed end after everything; times spread over about 2**61 ns (too wide for
+    one (owner, time) key per range: read by their rank instead) give the stacks of the same trace unspread,
+    and both match brute force."""
+    from gpuprobe.nsys.attribution import _NEVER
+
+    rng = np.random.default_rng(500 + seed)
+    owners = [3, 8, 21, 40][: int(rng.integers(2, 5))]
+    s, e, o = _nested_ranges(rng, owners)
+    roots = np.flatnonzero([not any(o[j] == o[i] and s[j] <= s[i] and e[j] >= e[i] and j != i
+                                    for j in range(len(s))) for i in range(len(s))])
+    e = e.copy()
+    e[roots[rng.random(len(roots)) < 0.5]] = _NEVER
+    labels = ["decode", "layer0", "attention", "mlp"]
+    label = rng.integers(0, len(labels), len(s))
+    m = 60
+    q_owner = rng.choice(owners + [99], m)
+    q_start = rng.integers(0, int(s.max()) + 3, m)
+    q_end = q_start + rng.integers(0, 3, m)
+    want = [_stack_brute(s, e, o, label, labels, w, a, b) for w, a, b in zip(q_owner, q_start, q_end)]
+    for scale in (1, (1 << 61) // (int(q_end.max()) + 1)):
+        spread = lambda t: np.where(t == _NEVER, _NEVER, t * scale)  # noqa: E731
+        codes, tuples, broken = push_pop_stacks(spread(s), spread(e), o, label, labels, q_owner,
+                                                spread(q_start), spread(q_end))
+        assert broken == 0
+        assert [tuples[c] if c >= 0 else () for c in codes] == want
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_join_calls_match_brute_force(seed):
+    """Each kernel's call: the first call of its process with its correlation id; calls in rising order (the
+    search), shuffled or repeated (the hash join), and process ids too large for one key."""
+    rng = np.random.default_rng(900 + seed)
+    m = int(rng.integers(1, 300))
+    big = seed % 4 == 3
+    procs = np.array([1 << 30, 5 << 30] if big else [3, 4])
+    call_process = rng.choice(procs, m)
+    call_corr = rng.choice(400, m, replace=False) if seed % 2 == 0 else rng.integers(0, 400, m)
+    if seed % 2 == 0:  # distinct and rising: the search
+        order = np.lexsort((call_corr, call_process))
+        call_process, call_corr = call_process[order], call_corr[order]
+    n = int(rng.integers(1, 300))
+    kernel_process = rng.choice(np.append(procs, 9), n)
+    kernel_corr = rng.integers(0, 420, n)
+    want = [next((j for j in range(m) if call_process[j] == p and call_corr[j] == c), -1)
+            for p, c in zip(kernel_process, kernel_corr)]
+    assert join_calls(kernel_process, kernel_corr, call_process, call_corr).tolist() == want
 
 
 def _steps_brute(launch_ns, tid, ranges) -> list[int | None]:

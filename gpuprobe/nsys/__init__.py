@@ -95,8 +95,6 @@ def _read_sqlite(path: Path, rule, classify, source: Path | None = None) -> Trac
         warnings = [*raw.warnings, *calls.warnings]
         nvtx = R.read_nvtx(conn, source, warnings)
         info = R.read_info(conn)
-    stacks, more = nvtx_stacks(raw.process, raw["correlation_id"], calls, nvtx, R.NULL)
-    warnings += [f"'{source}': {w}" for w in more]
     ints = {c: raw[c] for c in ("device", "stream", "correlation_id", "graph_node_id", "graph_id", "grid_x",
                                 "grid_y", "grid_z", "block_x", "block_y", "block_z")}
     ints["process"] = raw.process
@@ -104,8 +102,16 @@ def _read_sqlite(path: Path, rule, classify, source: Path | None = None) -> Trac
                                                            raw["registers_per_thread"] == R.NULL),
             "context": pd.arrays.IntegerArray(raw["context"].copy(), raw["context"] == R.NULL)}
     df = build_frame(len(raw), kernel_name=raw.kernel_name, short_name=raw.short_name, start_ns=raw["start"],
-                     end_ns=raw["end"], ints=ints, null=R.NULL, extra=stacks, keep=keep)
-    del raw, stacks
+                     end_ns=raw["end"], ints=ints, null=R.NULL, keep=keep)
+    process, correlation = raw.process, raw["correlation_id"]
+    del raw, ints, keep  # the frame holds copies: the raw columns go before the NVTX sweep's working arrays
+    stacks, more = nvtx_stacks(process, correlation, calls, nvtx, R.NULL)
+    warnings += [f"'{source}': {w}" for w in more]
+    for col in stacks.columns:
+        df[col] = stacks[col].array
+    del stacks, process, correlation
+    no_calls = len(calls) == 0
+    del calls
     df = assign_ops(df, rule or default_rule, classify)
     used = sorted(int(d) for d in df["device"].dropna().unique())
     names = [info.device_names[d] for d in used if d in info.device_names]
@@ -115,7 +121,7 @@ def _read_sqlite(path: Path, rule, classify, source: Path | None = None) -> Trac
                      "missing": ["counters (an nsys trace records times only)"]})
     if warnings:
         df.attrs["warnings"] = warnings
-    if len(calls) == 0:
+    if no_calls:
         df.attrs["missing"].append("launch calls (no CUPTI_ACTIVITY_KIND_RUNTIME/DRIVER table): no NVTX attribution")
     return Trace(df, nvtx, {"nsys_version": info.nsys_version, "device_name": device_name})
 

@@ -50,15 +50,20 @@ def _int_times(values: np.ndarray) -> np.ndarray:
 def join_calls(kernel_process: np.ndarray, kernel_corr: np.ndarray, call_process: np.ndarray,
                call_corr: np.ndarray) -> np.ndarray:
     """For each kernel: the position of its launch call (same process and correlation id; the first such
-    call), -1 where the trace has none. A hash join, one pass over each side."""
+    call), -1 where the trace has none. A search where the calls' keys rise (the usual trace), else a hash
+    join."""
     if len(call_corr) == 0 or len(kernel_corr) == 0:
         return np.full(len(kernel_corr), -1, dtype=np.int64)
     small = (call_process.min() >= 0 and kernel_process.min() >= 0 and call_corr.min() >= 0
              and kernel_corr.min() >= 0 and max(call_process.max(), kernel_process.max()) < 1 << 23
              and max(call_corr.max(), kernel_corr.max()) < 1 << 40)
-    if small:  # one int64 key per pair: a plain hash join
-        keys = pd.Index((call_process << 40) | call_corr)
-        wanted = pd.Index((kernel_process << 40) | kernel_corr)
+    if small:  # one int64 key per pair
+        call_key = (call_process << 40) | call_corr
+        kernel_key = (kernel_process << 40) | kernel_corr
+        if (call_key[1:] > call_key[:-1]).all():  # the usual trace: ids rise with the calls, a search each
+            at = np.minimum(call_key.searchsorted(kernel_key), len(call_key) - 1)
+            return np.where(call_key[at] == kernel_key, at, -1)
+        keys, wanted = pd.Index(call_key), pd.Index(kernel_key)  # a plain hash join
     else:
         keys = pd.MultiIndex.from_arrays([call_process, call_corr])
         wanted = pd.MultiIndex.from_arrays([kernel_process, kernel_corr])
@@ -117,9 +122,11 @@ def _owner_time_keys(owner: np.ndarray, times: list[np.ndarray],
     q_rank = np.where(owners[np.minimum(q_rank, len(owners) - 1)] == q_owner, q_rank, -1)
     lo = min(int(t.min()) for t in times if len(t))
     hi = max(int(t.max()) for t in times if len(t))
-    span = hi - lo + 1
-    if (len(owners) + 1) * (2 * span + 4) < 1 << 62:
-        return rank.astype(np.int64), [t - lo for t in times], q_rank, span
+    fits = lambda span: (len(owners) + 1) * (2 * span + 4) < 1 << 62  # noqa: E731
+    if lo >= 0 and fits(hi + 1):  # times since the session's start, as nsys writes them: used as they are
+        return rank.astype(np.int64), times, q_rank, hi + 1
+    if fits(hi - lo + 1):
+        return rank.astype(np.int64), [t - lo for t in times], q_rank, hi - lo + 1
     every = np.unique(np.concatenate(times))
     return rank.astype(np.int64), [np.searchsorted(every, t) for t in times], q_rank, len(every)
 
@@ -268,7 +275,7 @@ def _label_codes(nvtx: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
     nc = name.cat.codes.to_numpy(np.int64)
     dc = domain.cat.codes.to_numpy(np.int64)
     pair = (nc + 1) * (len(domain.cat.categories) + 1) + (dc + 1)
-    uniq, inv = np.unique(pair, return_inverse=True)
+    uniq, inv = _dense_unique(pair)
     ncat, dcat = list(name.cat.categories), list(domain.cat.categories)
     width = len(dcat) + 1
     labels = [range_label(ncat[u // width - 1] if u // width > 0 else "",
@@ -309,8 +316,9 @@ def nvtx_stacks(kernel_process: np.ndarray, kernel_corr: np.ndarray, calls, nvtx
               if isinstance(kind.dtype, pd.CategoricalDtype) and "push_pop" in list(kind.cat.categories)
               else (kind.astype(object) == "push_pop").to_numpy(dtype=bool))
         if pp.any():
+            mine = (lambda a: a) if pp.all() else (lambda a: a[pp])  # noqa: E731 (no copy of every range)
             codes, stack_tuples, broken = push_pop_stacks(
-                s[pp], e[pp], nvtx["global_tid"].to_numpy(np.int64)[pp], lab[pp], labels,
+                mine(s), mine(e), mine(nvtx["global_tid"].to_numpy(np.int64)), mine(lab), labels,
                 thread[qi], cstart[qi], cend[qi])
             stack_code[qi] = codes
             if broken:

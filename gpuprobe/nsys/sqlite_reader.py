@@ -705,7 +705,7 @@ def read_nvtx(conn: sqlite3.Connection, source: object = "trace", warnings: list
         "global_tid": gtid[keep_idx],
         "process": rng_proc,
         "payload": payload,
-    })
+    }, copy=False)
     if len(df) > 1 and not (np.diff(start) >= 0).all():
         df = df.sort_values("start", kind="stable").reset_index(drop=True)
     return df
