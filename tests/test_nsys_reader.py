@@ -247,3 +247,26 @@ def test_user_rules_are_matched_before_the_table(tmp_path):
     assert set(df[df["kernel_short"] == "gemvx::kernel"]["op_source"]) == {"rules"}
     assert set(df[df["kernel_short"].str.startswith("flash_fwd_splitkv")]["op"]) == {"attention"}
     assert df[df["op"] == "attention"]["time_s"].sum() == pytest.approx((4254167 + 2467978) * 1e-9)
+
+def test_nvtx_payloads_land_on_their_ranges(tmp_path):
+    """Payloads (integer or floating) stay with their own range, as an independent query reads them; those
+    of rows that are not kept ranges (a range ending before it starts, a domain's creation) go with them."""
+    from gpuprobe.nsys.sqlite_reader import open_export, read_nvtx
+
+    db = _plain("fuser_ee4fcf3_report1.sqlite.xz", tmp_path)
+    with sqlite3.connect(db) as conn:
+        ids = [r[0] for r in conn.execute("SELECT rowid FROM NVTX_EVENTS WHERE eventType = 59 ORDER BY rowid")]
+        conn.executemany("UPDATE NVTX_EVENTS SET int64Value = ? WHERE rowid = ?",
+                         [(1000 + i, r) for i, r in enumerate(ids[::7])])
+        conn.executemany("UPDATE NVTX_EVENTS SET doubleValue = ? WHERE rowid = ?",
+                         [(0.5 + i, r) for i, r in enumerate(ids[3::11])])
+        conn.execute('UPDATE NVTX_EVENTS SET "end" = start - 5 WHERE rowid = ?', (ids[7],))  # dropped, had one
+        conn.execute("UPDATE NVTX_EVENTS SET int64Value = 77 WHERE eventType NOT IN (59, 60)")
+        want = [r[0] for r in conn.execute(
+            "SELECT CAST(coalesce(int64Value, uint64Value, int32Value, uint32Value, doubleValue, floatValue) "
+            "AS REAL) FROM NVTX_EVENTS WHERE eventType IN (59, 60) AND globalTid IS NOT NULL AND "
+            '("end" IS NULL OR "end" >= start) ORDER BY start, rowid')]
+    with open_export(db) as conn:
+        got = read_nvtx(conn, db, [])["payload"].tolist()
+    assert sum(v is not None for v in want) > 100
+    assert [None if math.isnan(v) else v for v in got] == want

@@ -659,24 +659,28 @@ def read_nvtx(conn: sqlite3.Connection, source: object = "trace", warnings: list
         name_codes, name_cats = _add_texts(name_codes, name_cats, has_text, texts)
     et = cols["event_type"]
     gtid = cols["global_tid"]
-    process = np.where(gtid == NULL, -1, gtid >> PID_SHIFT)
-    dom = et == NVTX_DOMAIN_CREATE
-    dkeys = _pair_keys(process[dom], cols["domain_id"][dom])
+
+    def process_of(rows: np.ndarray) -> np.ndarray:
+        return np.where(gtid[rows] == NULL, -1, gtid[rows] >> PID_SHIFT)
+
+    dom = np.flatnonzero(et == NVTX_DOMAIN_CREATE)
+    dkeys = _pair_keys(process_of(dom), cols["domain_id"][dom])
     dnames = pd.Series(_texts_of(name_codes[dom], name_cats), index=dkeys)
     dnames = dnames[~dnames.index.duplicated(keep="first")]
-    rng = (et == NVTX_PUSH_POP) | (et == NVTX_START_END)
+    rng = np.flatnonzero((et == NVTX_PUSH_POP) | (et == NVTX_START_END))
     start = cols["start"][rng]
     end = cols["end"][rng]
     no_thread = gtid[rng] == NULL
     bad_time = (start == NULL) | ((end != NULL) & (end != BAD) & (end < start)) | (end == BAD)
     drop = no_thread | bad_time
+    del start, end, no_thread, bad_time
     if drop.any():
         warnings.append(f"'{source}': {int(drop.sum())} NVTX range(s) lack a start or thread, or end before they "
                         f"start ({_rows_text(cols.rowid[rng][drop])}); left out")
-    keep_idx = np.flatnonzero(rng)[~drop]
-    start, end = cols["start"][keep_idx], cols["end"][keep_idx]
+    keep_idx = rng[~drop]
+    del rng, drop
     rng_dom = cols["domain_id"][keep_idx]
-    rng_proc = process[keep_idx]
+    rng_proc = process_of(keep_idx)
     domain_codes = np.full(len(keep_idx), -1, dtype=np.int32)
     domain_cats = pd.Index(pd.unique(dnames.dropna().to_numpy(dtype=object)), dtype=object)
     named = (rng_dom != NULL) & (rng_dom != BAD) & (rng_dom != 0)
@@ -684,25 +688,33 @@ def read_nvtx(conn: sqlite3.Connection, source: object = "trace", warnings: list
         at = dnames.index.get_indexer(_pair_keys(rng_proc[named], rng_dom[named]))
         per_key = domain_cats.get_indexer(dnames.to_numpy(dtype=object))
         domain_codes[named] = np.where(at >= 0, per_key[np.maximum(at, 0)], -1)
-    payload_all = np.full(len(cols), np.nan)
-    has_payload = (cols["flags"] & 2) == 2
-    if has_payload.any():
+    del rng_dom, named
+    payload = np.full(len(keep_idx), np.nan)
+    has_payload = np.flatnonzero((cols["flags"] & 2) == 2)
+    if len(has_payload):
         got = [r[0] for r in conn.execute(f"SELECT CAST({payload_expr} AS REAL) FROM {NVTX_TABLE} WHERE "
                                           f"{payload_expr} IS NOT NULL ORDER BY rowid")]
-        if len(got) != int(has_payload.sum()):
+        if len(got) != len(has_payload):
             raise damaged(source, f"{NVTX_TABLE} changed while it was read")
-        payload_all[has_payload] = np.array([v if isinstance(v, float) else np.nan for v in got], dtype=float)
-    payload = payload_all[keep_idx]
+        at = np.minimum(np.searchsorted(keep_idx, has_payload), max(len(keep_idx) - 1, 0))
+        kept = (keep_idx[at] == has_payload) if len(keep_idx) else np.zeros(len(has_payload), dtype=bool)
+        values = np.array([v if isinstance(v, float) else np.nan for v in got], dtype=float)
+        payload[at[kept]] = values[kept]
     kind = pd.Categorical.from_codes((et[keep_idx] != NVTX_PUSH_POP).astype(np.int8),
                                      categories=["push_pop", "start_end"])
     name_codes, name_cats = _empty_for_missing(name_codes[keep_idx], name_cats)
+    start = cols["start"][keep_idx].astype(float)
+    end = cols["end"][keep_idx]
+    end = np.where(end == NULL, np.inf, end.astype(float))
+    gtid = gtid[keep_idx]
+    del cols, et, keep_idx  # the table's rows go before the frame is built: it holds copies of the kept ones
     df = pd.DataFrame({
-        "start": start.astype(float),
-        "end": np.where(end == NULL, np.inf, end.astype(float)),
+        "start": start,
+        "end": end,
         "kind": kind,
         "name": pd.Categorical.from_codes(name_codes, categories=name_cats).remove_unused_categories(),
         "domain": pd.Categorical.from_codes(domain_codes, categories=domain_cats).remove_unused_categories(),
-        "global_tid": gtid[keep_idx],
+        "global_tid": gtid,
         "process": rng_proc,
         "payload": payload,
     }, copy=False)
