@@ -21,8 +21,8 @@ def _hand_over_to_installed_kernels() -> None:
     """Where this folder was found as top-level ``kernels`` (a checkout's root on ``sys.path``, as under
     ``python -m`` there), put the installed ``kernels`` distribution (Hugging Face's, which transformers
     >= 5.25 imports) in its place in ``sys.modules``; the import system then returns that one."""
-    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    elsewhere = [p for p in sys.path if os.path.abspath(p or os.curdir) != checkout]
+    checkout = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    elsewhere = [p for p in sys.path if os.path.realpath(p or os.curdir) != checkout]
     spec = importlib.machinery.PathFinder.find_spec(__name__, elsewhere)
     if spec is None or spec.loader is None:
         return

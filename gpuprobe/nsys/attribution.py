@@ -113,9 +113,10 @@ def _dense_unique(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _owner_time_keys(owner: np.ndarray, times: list[np.ndarray],
                      q_owner: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, int]:
     """Owners as ranks (``q_owner`` ranked in the same list, -1 for an owner without ranges) and ``times``
-    shifted to start at 0 (or, where their span times the owner count would overflow a key, replaced by their
-    dense rank), so that ``rank * span + time`` orders by (owner, time) in one int64. Returns the ranks, the
-    times, the calls' ranks and the span (each time below it)."""
+    as they are when non-negative and small enough, else shifted to start at 0, else (where their span times
+    the owner count would overflow a key) replaced by their dense rank, so that ``rank * span + time`` orders
+    by (owner, time) in one int64. Returns the ranks, the times, the calls' ranks and the span (each time
+    below it)."""
     owners = np.sort(pd.unique(owner))  # few owners: a hash pass, not a sort of every range
     rank = np.searchsorted(owners, owner)
     q_rank = np.searchsorted(owners, q_owner)
