@@ -61,14 +61,14 @@ def _dims(x: np.ndarray, y: np.ndarray, z: np.ndarray, null: int | None = None) 
     miss = cols[0].isna() | cols[1].isna() | cols[2].isna()
     if n == 0 or miss.all():
         return out
+    values = [col.to_numpy(dtype=np.int64, na_value=0) for col in cols]
     codes = np.zeros(n, dtype=np.int64)
-    for col in cols:
-        c, u = pd.factorize(col.to_numpy(dtype=np.int64, na_value=0))
+    for v in values:
+        c, u = pd.factorize(v)
         codes, _ = pd.factorize(codes * len(u) + c)  # both below n: no overflow
     first = np.unique(codes, return_index=True)[1]
     shapes = np.empty(len(first), dtype=object)
-    shapes[:] = [(int(a), int(b), int(c)) for a, b, c in zip(*(col.to_numpy(dtype=np.int64, na_value=0)[first]
-                                                               for col in cols))]
+    shapes[:] = [(int(a), int(b), int(c)) for a, b, c in zip(*(v[first] for v in values))]
     out[:] = shapes[codes]
     out[miss] = None
     return out
